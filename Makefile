@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh clone:  make run   and   make test
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run test lint bench
+
+# torch is pinned first: 2.13.0 is the CPU build on this machine's disk; an unpinned torch
+# (or a newer one) pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	dvc repro
+	dvc metrics show
+
+test: setup
+	pytest
+
+lint: setup
+	ruff check stages flows tests benchmarks
+
+bench: setup
+	python benchmarks/pipeline.py

@@ -1,0 +1,91 @@
+"""Teacher generation as a Prefect flow: shards of requests as tasks, async I/O inside.
+
+Run by the generate stage (``python -m stages.generate``); not meant to be deployed on
+its own. One Prefect task per shard, never per request (a task costs 5-70 ms here).
+Retries are owned by the engine (``stages.teachers.engine``), so tasks have ``retries=0``
+and the openai client ``max_retries=0``. Caching is the request store's job: tasks use
+``NO_CACHE`` (keying paid calls on task source or inputs would be wrong and slow).
+
+The flow takes a *plan file* (JSONL of requests), not the requests themselves: flow
+parameters are stored by the Prefect API, and the API key is read from the environment
+inside the flow so that it never becomes a parameter.
+
+Set ``DISTILL_PREFECT=0`` to run the same shards without Prefect (used to measure the
+start-up cost Prefect adds; see benchmarks/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Without a configured server Prefect starts a temporary one per process; on a busy 2-core
+# machine its default 20 s start-up timeout is too tight. No usage statistics leave the machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest, answer_all, make_client  # noqa: E402
+from stages.teachers.store import RequestStore  # noqa: E402
+
+
+def write_plan(requests: list[TeacherRequest], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for request in requests:
+            record = {"key": request.key, "model": request.model, "messages": request.messages}
+            handle.write(json.dumps(record | {"sampling": request.sampling}) + "\n")
+
+
+def read_plan(path: Path) -> list[TeacherRequest]:
+    with path.open(encoding="utf-8") as handle:
+        return [TeacherRequest(**json.loads(line)) for line in handle]
+
+
+@task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)
+async def answer_shard(requests: list[TeacherRequest], client, store, settings, gate, on_done) -> Ledger:
+    return await answer_all(requests, client, store, settings, gate, on_done)
+
+
+async def answer_plan(
+    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, shard_runner: Callable
+) -> Ledger:
+    requests = read_plan(Path(plan_path))
+    settings = EngineSettings.from_env()
+    api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
+    parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
+    gate = asyncio.Semaphore(settings.concurrency)  # one bound across all shards
+    ledger = Ledger()
+    with (
+        RequestStore(Path(store_path)) as store,
+        tqdm(total=len(requests), unit="req", desc="teacher", file=sys.stderr, mininterval=1.0) as bar,
+    ):
+        async with make_client(base_url, api_key, settings) as client:
+            results = await asyncio.gather(
+                *(shard_runner(part, client, store, settings, gate, bar.update) for part in parts)
+            )
+    for result in results:
+        ledger.merge(result)
+    return ledger
+
+
+@flow(name="teacher-generation", log_prints=True)
+async def teacher_generation(
+    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int
+) -> Ledger:
+    """Answer every request of the plan not yet in the store, shard by shard."""
+    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard)
+
+
+def run_plan(plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int) -> Ledger:
+    """Entry used by the generate stage: through Prefect unless DISTILL_PREFECT=0."""
+    args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
+    if os.environ.get("DISTILL_PREFECT", "1") == "0":
+        return asyncio.run(answer_plan(*args, answer_shard.fn))
+    return asyncio.run(teacher_generation(*args))

@@ -1,0 +1,168 @@
+"""Eval: the student before and after training, and the teacher, on the held-out split.
+
+Reads:   data/ingest/eval.parquet, data/train/model/, the student as it was before
+         training (``train.student``, seeded like the training run), the teacher
+Writes:  data/evaluate/predictions.parquet (PREDICTION), data/store/evaluate.jsonl (the
+         teacher's eval answers, a request store), metrics/eval.json, reports/eval.md,
+         reports/plots/eval_by_op.csv
+Params:  evaluate, teacher, generate (template, system, max_tokens), train (student, prompt_template, seed)
+Run:     python -m stages.evaluate
+
+The metric is the demo skill's: exact match with the reference after trimming whitespace.
+``metrics/eval.json`` has ``student_before``, ``student_after`` and ``teacher`` in [0, 1],
+and the share of the teacher gap the training closed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import polars as pl
+
+from stages import params as params_module
+from stages import paths, skill
+from stages.entry import guarded
+from stages.io import atomic_path, content_hash, write_json, write_parquet, write_text
+from stages.prompts import Prompt, parse_choice, student_prompt
+from stages.records import PREDICTION, conform
+from stages.student import load_model, load_tokenizer
+from stages.teachers.ask import ask
+from stages.teachers.endpoint import teacher_identity
+from stages.teachers.engine import TeacherRequest
+from stages.teachers.store import RequestStore, request_key
+
+
+def exact_match(prediction: str | None, reference: str) -> float:
+    return float(prediction is not None and prediction.strip() == reference.strip())
+
+
+def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = load_tokenizer(model_path)
+    tokenizer.padding_side = "left"
+    model = load_model(model_path, seed).eval()
+    answers: list[str] = []
+    for start in range(0, len(prompts), params.batch_size):
+        batch = tokenizer(prompts[start : start + params.batch_size], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            output = model.generate(
+                **batch, max_new_tokens=params.max_new_tokens, do_sample=False,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+        answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [answer.strip() for answer in answers]
+
+
+def teacher_answers(
+    evals: pl.DataFrame, params: params_module.Params, store_path: Path
+) -> tuple[list[str | None], dict]:
+    """The teacher's answers to the eval inputs, through its own request store."""
+    prompt = Prompt(params.generate.system, params.generate.template)
+    sampling = {"temperature": 0.0, "max_tokens": params.generate.max_tokens, "n": 1, "seed": params.generate.seed}
+    identity = teacher_identity(params.teacher)
+    requests = []
+    for row in evals.iter_rows(named=True):
+        messages = prompt.messages(row["instruction"], row["input"])
+        key = request_key(identity, params.teacher.model, messages, sampling)
+        requests.append(TeacherRequest(key=key, model=params.teacher.model, messages=messages, sampling=sampling))
+    ledger = ask(requests, params.teacher, store_path, label="evaluate")
+    with RequestStore(store_path) as store:
+        answers = []
+        for request in requests:
+            response = store.get(request.key)
+            answers.append(parse_choice(response["choices"][0]) if response and response.get("choices") else None)
+    return answers, {"requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits}
+
+
+def score_system(evals: pl.DataFrame, system: str, predictions: list[str | None]) -> pl.DataFrame:
+    frame = evals.select("id", "instruction", "reference").with_columns(
+        system=pl.lit(system), prediction=pl.Series(predictions, dtype=pl.String)
+    )
+    scores = [exact_match(p, r) for p, r in zip(predictions, evals["reference"], strict=True)]
+    return conform(frame.with_columns(score=pl.Series(scores, dtype=pl.Float64)), PREDICTION)
+
+
+def gap_closed(before: float, after: float, teacher: float) -> float | None:
+    """Share of the teacher-student gap that training closed (1.0 = reached the teacher)."""
+    return None if teacher <= before else round((after - before) / (teacher - before), 4)
+
+
+def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
+    lines = [
+        "# Eval report",
+        "",
+        f"Held-out split: {metrics['rows']} rows; metric: exact match (demo skill).",
+        "",
+        "| system | score |",
+        "|---|---|",
+        *(f"| {name} | {metrics[name]:.3f} |" for name in ("student_before", "student_after", "teacher")),
+        "",
+        f"Teacher gap closed: {metrics['gap_closed']}; student/teacher ratio: {metrics['student_vs_teacher']}.",
+        "",
+        "## By operation",
+        "",
+        "| op | " + " | ".join(c for c in by_op.columns if c != "op") + " |",
+        "|---" * by_op.width + "|",
+        *("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+          for row in by_op.iter_rows()),
+        "",
+        "## Student mistakes after training (first 10)",
+        "",
+        "| instruction | reference | prediction |",
+        "|---|---|---|",
+        *(f"| {r['instruction']} | {r['reference']} | {r['prediction']} |" for r in examples.iter_rows(named=True)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    params = params_module.load()
+    started = time.monotonic()
+    evals = pl.read_parquet(paths.INGEST_EVAL)
+    template = Path(params.train.prompt_template).read_text(encoding="utf-8")
+    prompts = [student_prompt(template, row["instruction"], row["input"]) for row in evals.iter_rows(named=True)]
+    before = student_answers(params.train.student, prompts, params.train.seed, params.evaluate)
+    after = student_answers(str(paths.TRAIN_MODEL), prompts, params.train.seed, params.evaluate)
+    teacher, teacher_cost = teacher_answers(evals, params, paths.EVALUATE_STORE)
+    predictions = pl.concat([
+        score_system(evals, "student_before", before),
+        score_system(evals, "student_after", after),
+        score_system(evals, "teacher", teacher),
+    ])
+    write_parquet(predictions, paths.EVALUATE_PREDICTIONS)
+
+    means = dict(predictions.group_by("system").agg(pl.col("score").mean()).iter_rows())
+    by_op = (
+        predictions.with_columns(op=pl.col("instruction").map_elements(skill.op_of, return_dtype=pl.String))
+        .pivot(on="system", index="op", values="score", aggregate_function="mean")
+        .select("op", "student_before", "student_after", "teacher")
+        .sort("op")
+    )
+    with atomic_path(paths.EVALUATE_BY_OP_PLOT) as tmp:
+        by_op.unpivot(index="op", variable_name="system", value_name="score").write_csv(tmp)
+    metrics = {
+        "rows": evals.height,
+        **{name: round(float(means[name]), 4) for name in ("student_before", "student_after", "teacher")},
+        "teacher_requests_sent": teacher_cost["requests_sent"],
+        "teacher_cache_hits": teacher_cost["cache_hits"],
+        "eval_hash": content_hash(evals["id"].to_list()),
+        "wall_s": round(time.monotonic() - started, 2),
+    }
+    metrics["gap_closed"] = gap_closed(metrics["student_before"], metrics["student_after"], metrics["teacher"])
+    ratio = metrics["student_after"] / metrics["teacher"] if metrics["teacher"] else None
+    metrics["student_vs_teacher"] = None if ratio is None else round(ratio, 4)
+    write_json(metrics, paths.metrics("evaluate"))
+    mistakes = predictions.filter((pl.col("system") == "student_after") & (pl.col("score") < 1)).head(10)
+    write_text(report(metrics, by_op, mistakes), paths.EVALUATE_REPORT)
+    print(f"evaluate: before {metrics['student_before']:.3f}, after {metrics['student_after']:.3f}, "
+          f"teacher {metrics['teacher']:.3f}")
+
+
+if __name__ == "__main__":
+    guarded("evaluate", main)

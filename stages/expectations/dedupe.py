@@ -1,0 +1,40 @@
+"""Gate of the dedupe stage: deduplicated rows in ``data/dedupe/rows.parquet``.
+
+Run as ``python -m stages.validate dedupe`` (DVC stage ``validate@dedupe``); thresholds come
+from ``params.gates.dedupe``. Checks that no two kept rows share a ``norm_hash`` (the point
+of the stage), that every duplicate names its kept twin in ``dup_of``, that ``drop_reason``
+is set exactly on dropped rows, and that enough rows are kept for training.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from stages.expectations import Check
+from stages.params import DedupeGate
+from stages.records import DEDUPED
+
+TABLES = {"rows": "data/dedupe/rows.parquet"}
+SCHEMAS = {"rows": DEDUPED}
+
+
+def checks(gate: DedupeGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    gxe = gx.expectations
+    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
+    dropped = Column("keep") == False  # noqa: E712
+    duplicate = Column("drop_reason") == "duplicate"
+    return [Check("rows", frames["rows"], [
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+        gxe.ExpectColumnValuesToNotBeNull(column="norm_hash"),
+        gxe.ExpectColumnValuesToBeUnique(column="norm_hash", row_condition=kept),
+        gxe.ExpectColumnValuesToNotBeNull(column="dup_of", row_condition=duplicate),
+        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
+        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
+        # The sum of a boolean column is the number of kept rows.
+        gxe.ExpectColumnSumToBeBetween(column="keep", min_value=gate.min_rows, description="kept rows"),
+    ])]

@@ -1,0 +1,40 @@
+"""Gate of the score stage: scored answers in ``data/score/rows.parquet``.
+
+Run as ``python -m stages.validate score`` (DVC stage ``validate@score``); thresholds come
+from ``params.gates.score``. Checks that every row has a quality in [0, 1] and a keep
+decision, that ``drop_reason`` is set exactly on dropped rows (row conditions on ``keep``),
+and that enough rows exist and a large enough share of them is kept.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from stages.expectations import Check
+from stages.params import ScoreGate
+from stages.records import SCORED
+
+TABLES = {"rows": "data/score/rows.parquet"}
+SCHEMAS = {"rows": SCORED}
+
+
+def checks(gate: ScoreGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    gxe = gx.expectations
+    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
+    dropped = Column("keep") == False  # noqa: E712
+    return [Check("rows", frames["rows"], [
+        gxe.ExpectTableRowCountToBeBetween(min_value=gate.min_rows),
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="quality"),
+        gxe.ExpectColumnValuesToBeBetween(column="quality", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
+        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
+        # The mean of a boolean column is the kept fraction.
+        gxe.ExpectColumnMeanToBeBetween(
+            column="keep", min_value=gate.min_kept_fraction, description="fraction of rows kept"),
+    ])]

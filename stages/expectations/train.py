@@ -1,0 +1,53 @@
+"""Gate of the train stage: the training log ``data/train/log.parquet`` (one row per logged step).
+
+Run as ``python -m stages.validate train`` (DVC stage ``validate@train``); thresholds come
+from ``params.gates.train``. Checks that steps are unique, every loss is finite, training
+reached ``min_steps``, and the mean loss over the last 20% of logged steps (the ``log.tail``
+view; a mean, so one noisy batch does not decide) is at most ``max_final_loss``.
+Failing rows are named by ``step``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from stages.expectations import Check
+from stages.params import TrainGate
+from stages.records import TRAIN_LOG
+
+TABLES = {"log": "data/train/log.parquet"}
+SCHEMAS = {"log": TRAIN_LOG}
+
+TAIL_FRACTION = 0.2
+
+
+def tail(log: pl.DataFrame, fraction: float = TAIL_FRACTION) -> pl.DataFrame:
+    """The last ``fraction`` of logged steps (at least one row when the log is not empty)."""
+    count = math.ceil(log.height * fraction)
+    return log.sort("step").tail(count)
+
+
+def checks(gate: TrainGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
+    import great_expectations as gx
+
+    gxe = gx.expectations
+    log = frames["log"]
+    return [
+        Check("log", log, [
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="step"),
+            gxe.ExpectColumnValuesToBeUnique(column="step"),
+            gxe.ExpectColumnMaxToBeBetween(column="step", min_value=gate.min_steps),
+            gxe.ExpectColumnValuesToNotBeNull(column="loss"),  # NaN counts as null in pandas
+            # A strict upper bound of inf rejects inf (NaN is caught above); a loss is never negative.
+            gxe.ExpectColumnValuesToBeBetween(
+                column="loss", min_value=0.0, max_value=math.inf, strict_max=True, description="finite loss"),
+        ], index="step"),
+        Check("log.tail", tail(log), [
+            gxe.ExpectColumnMeanToBeBetween(
+                column="loss", max_value=gate.max_final_loss,
+                description=f"mean loss over the last {TAIL_FRACTION:.0%} of logged steps"),
+        ], index="step"),
+    ]

@@ -1,0 +1,178 @@
+"""Typed, strict parameters: ``params.yaml`` is validated once, at load.
+
+Each stage reads only its own section (plus ``teacher`` where it calls the teacher, and
+``gates.<stage>`` in its gate), and ``dvc.yaml`` lists exactly those keys, so a change to
+one section re-runs only the stages that read it. Unknown or missing keys and wrong types
+are one error that names the dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PARAMS_FILE = Path("params.yaml")
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(Strict):
+    train: str
+    eval: str
+
+
+class StandinParams(Strict):
+    """Behaviour of the offline stand-in teacher; each rate is a share of requests."""
+
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    wrong_rate: Fraction = 0.0
+    malformed_rate: Fraction = 0.0
+    refusal_rate: Fraction = 0.0
+    error_rate: Fraction = 0.0
+    rate_limit_rate: Fraction = 0.0
+    timeout_rate: Fraction = 0.0
+    truncated_body_rate: Fraction = 0.0
+    seed: int = 0
+
+
+class TeacherParams(Strict):
+    name: str
+    base_url: str | None  # None = start the local stand-in
+    model: str
+    api_key_env: str
+    standin: StandinParams = StandinParams()
+
+
+class GenerateParams(Strict):
+    template: str
+    system: str
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)]
+    max_tokens: Positive
+    n: Positive = 1
+    seed: int = 0
+    shards: Positive = 4
+    max_failed_fraction: Fraction = 0.05
+
+
+class ScoreParams(Strict):
+    min_response_chars: Annotated[int, Field(ge=0)]
+    max_response_chars: Positive
+    drop_truncated: bool = True
+    drop_refusals: bool = True
+    verify: bool = True
+
+
+class DedupeParams(Strict):
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+
+
+class LoraParams(Strict):
+    enabled: bool = False
+    r: Positive = 16
+    alpha: Positive = 32
+    dropout: Fraction = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainParams(Strict):
+    student: str
+    prompt_template: str
+    seed: int = 0
+    max_steps: Positive
+    batch_size: Positive
+    learning_rate: Annotated[float, Field(gt=0)]
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    max_length: Positive = 64
+    lora: LoraParams = LoraParams()
+
+
+class EvaluateParams(Strict):
+    max_new_tokens: Positive
+    batch_size: Positive = 64
+
+
+class IngestGate(Strict):
+    min_rows: Annotated[int, Field(ge=0)]
+    min_eval_rows: Annotated[int, Field(ge=0)]
+    max_instruction_chars: Positive
+
+
+class GenerateGate(Strict):
+    min_rows: Annotated[int, Field(ge=0)]
+    max_response_chars: Positive
+
+
+class ScoreGate(Strict):
+    min_rows: Annotated[int, Field(ge=0)]
+    min_kept_fraction: Fraction
+
+
+class DedupeGate(Strict):
+    min_rows: Annotated[int, Field(ge=0)]
+
+
+class TrainGate(Strict):
+    min_steps: Annotated[int, Field(ge=0)]
+    max_final_loss: Annotated[float, Field(gt=0)]
+
+
+class EvaluateGate(Strict):
+    min_rows: Annotated[int, Field(ge=0)]
+
+
+class GateParams(Strict):
+    ingest: IngestGate
+    generate: GenerateGate
+    score: ScoreGate
+    dedupe: DedupeGate
+    train: TrainGate
+    evaluate: EvaluateGate
+
+
+class Params(Strict):
+    ingest: IngestParams
+    teacher: TeacherParams
+    generate: GenerateParams
+    score: ScoreParams
+    dedupe: DedupeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    gates: GateParams
+
+
+class ParamsError(ValueError):
+    """A bad params file; the message names the file and the dotted key."""
+
+
+def describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        seen = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+        lines.append(f"{source}: {key}: {item['msg']}{seen}")
+    return "\n".join(lines)
+
+
+def parse(raw: object, source: str = str(PARAMS_FILE)) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(describe(error, source)) from None
+
+
+def load(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ParamsError(f"{path}: cannot read params: {error}") from None
+    return parse(raw, str(path))

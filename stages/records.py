@@ -1,0 +1,100 @@
+"""Column contracts of every stage output (one record schema for all stages).
+
+Every row carries its ``id`` and its provenance; later stages add columns and never
+drop rows silently: lossy stages mark rows (``keep``, ``drop_reason``, ``dup_of``) and
+the training stage filters on ``keep``. Signals are joined by ``id``, never by position.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# ingest: data/ingest/{train,eval}.parquet
+SEED = {
+    "id": pl.String,  # content hash of (instruction, input, reference)
+    "instruction": pl.String,
+    "input": pl.String,  # optional context; "" when absent
+    "reference": pl.String,  # expected answer (required in the eval split), else null
+    "split": pl.String,  # "train" | "eval"
+    "source_file": pl.String,
+    "source_line": pl.Int64,  # 1-based line (JSONL/CSV) or row (parquet) in source_file
+    "source_hash": pl.String,  # hash of the whole source file
+}
+
+# generate: data/generate/rows.parquet; one row per teacher answer (choice)
+GENERATED = {
+    "id": pl.String,  # hash of (request_key, choice_index)
+    "seed_id": pl.String,
+    "source_file": pl.String,
+    "source_line": pl.Int64,
+    "method": pl.String,  # elicitation method, "labelling" here
+    "teacher": pl.String,  # teacher name from params
+    "model_requested": pl.String,
+    "model_answered": pl.String,  # the model the endpoint says answered
+    "template_hash": pl.String,
+    "sampling_hash": pl.String,
+    "request_key": pl.String,  # key in the teacher request store
+    "response_id": pl.String,
+    "choice_index": pl.Int64,
+    "created_at": pl.String,  # ISO time the answer was received
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "finish_reason": pl.String,
+    "instruction": pl.String,
+    "input": pl.String,
+    "response": pl.String,
+}
+
+# generate: data/generate/rejects.parquet; seeds the teacher never answered usefully
+REJECT = {
+    "seed_id": pl.String,
+    "request_key": pl.String,
+    "source_file": pl.String,
+    "source_line": pl.Int64,
+    "reason": pl.String,  # short class, e.g. "teacher_error", "empty_answer"
+    "detail": pl.String,
+}
+
+# score: data/score/rows.parquet = GENERATED + these
+SCORES = {
+    "length_ok": pl.Boolean,
+    "truncated": pl.Boolean,
+    "refusal": pl.Boolean,
+    "verified": pl.Boolean,  # null when verification is off or the skill cannot check it
+    "quality": pl.Float64,  # in [0, 1]; higher is better; used to pick among duplicates
+    "keep": pl.Boolean,
+    "drop_reason": pl.String,  # null when keep
+}
+SCORED = GENERATED | SCORES
+
+# dedupe: data/dedupe/rows.parquet = SCORED + these (keep/drop_reason updated)
+DEDUPED = SCORED | {
+    "norm_hash": pl.String,  # hash of the normalised instruction + input
+    "dup_of": pl.String,  # id of the kept twin for rows dropped as duplicates
+}
+
+# train: data/train/log.parquet
+TRAIN_LOG = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, "grad_norm": pl.Float64}
+
+# evaluate: data/evaluate/predictions.parquet
+SYSTEMS = ("student_before", "student_after", "teacher")
+PREDICTION = {
+    "id": pl.String,  # eval seed id
+    "system": pl.String,  # one of SYSTEMS
+    "instruction": pl.String,
+    "reference": pl.String,
+    "prediction": pl.String,
+    "score": pl.Float64,  # the skill's metric for this row, in [0, 1]
+}
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Select and cast to the contract's columns, in order; a missing column is an error."""
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise ValueError(f"missing columns {missing}; expected {list(schema)}")
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])

@@ -1,0 +1,90 @@
+"""Quality scoring: per-row checks, a quality score, and a keep/drop mark with a reason.
+
+Reads:   data/generate/rows.parquet
+Writes:  data/score/rows.parquet (SCORED: every row, marked), metrics/score.json
+Params:  score
+Run:     python -m stages.score
+
+Checks (each its own column): answer length within bounds, truncation by max_tokens
+(``finish_reason == "length"``), refusal / "as an AI" patterns, and the demo skill's
+verifier where the instruction is checkable. Nothing is deleted: dropped rows keep
+their reason so that ``distill lineage`` can explain them.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from stages import params as params_module
+from stages import paths, skill
+from stages.entry import guarded
+from stages.io import write_json, write_parquet
+from stages.records import SCORED, conform
+
+REFUSAL = r"(?i)\b(i'?m sorry|i cannot|i can'?t|as an ai|i am unable|i'm unable)\b"
+
+
+def verify(instruction: str, response: str) -> bool | None:
+    """The demo skill's checker; None when the instruction is not checkable."""
+    return None if skill.parse(instruction) is None else skill.is_correct(instruction, response)
+
+
+def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame:
+    length = pl.col("response").str.len_chars()
+    checked = rows.with_columns(
+        length_ok=length.is_between(params.min_response_chars, params.max_response_chars),
+        truncated=pl.col("finish_reason") == "length",
+        refusal=pl.col("response").str.contains(REFUSAL),
+        verified=(
+            pl.struct("instruction", "response").map_elements(
+                lambda row: verify(row["instruction"], row["response"]), return_dtype=pl.Boolean
+            )
+            if params.verify
+            else pl.lit(None, dtype=pl.Boolean)
+        ),
+    )
+    # Ordered: the first failing check is the reason recorded.
+    failures = [
+        ("refusal", pl.col("refusal") & params.drop_refusals),
+        ("truncated", pl.col("truncated") & params.drop_truncated),
+        ("length", ~pl.col("length_ok")),
+        ("verifier_failed", pl.col("verified").fill_null(True).not_()),
+    ]
+    reason = pl.when(failures[0][1]).then(pl.lit(failures[0][0]))
+    for name, failed in failures[1:]:
+        reason = reason.when(failed).then(pl.lit(name))
+    passes = [
+        pl.col("length_ok").cast(pl.Float64),
+        (~pl.col("truncated")).cast(pl.Float64),
+        (~pl.col("refusal")).cast(pl.Float64),
+        pl.col("verified").cast(pl.Float64),  # null (uncheckable) is left out of the mean
+    ]
+    scored = checked.with_columns(
+        quality=pl.mean_horizontal(passes),
+        drop_reason=reason.otherwise(pl.lit(None, dtype=pl.String)),
+    ).with_columns(keep=pl.col("drop_reason").is_null())
+    return conform(scored, SCORED)
+
+
+def summarise(scored: pl.DataFrame) -> dict:
+    dropped = scored.filter(~pl.col("keep"))
+    return {
+        "rows": scored.height,
+        "kept": scored.height - dropped.height,
+        "dropped": dropped.height,
+        "dropped_by_reason": dict(dropped["drop_reason"].value_counts().sort("drop_reason").iter_rows()),
+        "mean_quality": round(float(scored["quality"].mean() or 0.0), 4),
+        "verified_fraction": round(float(scored["verified"].cast(pl.Float64).mean() or 0.0), 4),
+    }
+
+
+def main() -> None:
+    scored = score(pl.read_parquet(paths.GENERATE_ROWS), params_module.load().score)
+    write_parquet(scored, paths.SCORE_ROWS)
+    metrics = summarise(scored)
+    write_json(metrics, paths.metrics("score"))
+    print(f"score: kept {metrics['kept']} of {metrics['rows']} rows; dropped {metrics['dropped_by_reason']}")
+
+
+if __name__ == "__main__":
+    guarded("score", main)

@@ -1,0 +1,45 @@
+"""Where the teacher lives: a configured OpenAI-compatible endpoint or the local stand-in.
+
+The API key is read only from the environment variable *named* in ``teacher.api_key_env``;
+it is passed to the client inside the process that sends requests and is never written
+to params, rows, metrics, logs or reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from stages.entry import StageError
+from stages.io import content_hash
+from stages.params import TeacherParams
+
+
+class TeacherConfigError(StageError):
+    pass
+
+
+def teacher_identity(teacher: TeacherParams) -> str:
+    """The teacher part of a request key. The stand-in's fault settings change its answers,
+    so they are part of its identity; a real endpoint is identified by name and URL."""
+    if teacher.base_url is None:
+        return f"{teacher.name}:standin:{content_hash(teacher.standin.model_dump())}"
+    return f"{teacher.name}:{teacher.base_url.rstrip('/')}"
+
+
+@contextmanager
+def teacher_endpoint(teacher: TeacherParams) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(base_url, api_key_env)``; start and stop the stand-in when base_url is null."""
+    if teacher.base_url is None:
+        from stages.teachers.standin import running_standin
+
+        with running_standin(teacher.standin) as base_url:
+            yield base_url, None
+        return
+    if not os.environ.get(teacher.api_key_env):
+        raise TeacherConfigError(
+            f"teacher.api_key_env names ${teacher.api_key_env}, which is not set: export the key there "
+            "(for a local server without auth, any non-empty value works)"
+        )
+    yield teacher.base_url, teacher.api_key_env

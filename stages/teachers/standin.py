@@ -1,0 +1,348 @@
+"""Offline stand-in teacher: an OpenAI Chat Completions server for the built-in demo skill.
+
+This is an offline stand-in. It exists only so that the pipeline runs with no internet and
+no API key; real use sets ``teacher.base_url`` in ``params.yaml`` to a real endpoint, and
+then this server is never started. It is a real HTTP server on 127.0.0.1 (aiohttp, its own
+process) that answers ``GET /v1/models`` and ``POST /v1/chat/completions`` like the real
+API (usage, ``n``, ``seed``, ``max_tokens`` cut-off, ``logprobs``, OpenAI-style errors) and
+injects the faults set in ``teacher.standin`` so that retries and scoring get exercised.
+
+Tokens: one token per character. ``usage.prompt_tokens`` is the character count of all
+message contents, ``completion_tokens`` the characters returned across all choices.
+
+Determinism: content faults (wrong, malformed, refusal) are drawn from
+sha256(request body without ``n``, choice, seed), so the same request always gets the
+same answers; with temperature 0 every choice shares one draw. Transient faults (429,
+500, hang, truncated body) are drawn per attempt of the same body, so a retry can succeed.
+
+Run: ``python -m stages.teachers.standin --port 8000 [--request-log PATH] [--ready-file PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from stages import skill
+from stages.params import StandinParams, load
+
+MODEL_ID = "standin-skill-1"
+SNAPSHOT_SUFFIX = "-2026-11-01"  # real APIs answer with a dated snapshot of the model asked for
+REFUSAL = "I'm sorry, but as an AI I can't help with that."
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so the sum stays < 1
+ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
+MAX_N = 128
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+def canonical(data: object) -> str:
+    # Same form as stages.io.canonical_json; not imported because stages.io pulls in polars,
+    # which would slow every server start.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def draw(*parts: object) -> float:
+    """A uniform number in [0, 1) fixed by ``parts``."""
+    return int(sha(*parts)[:16], 16) / 16**16
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def text_of(content: object) -> str:
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _int(body: dict, key: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise BadRequest(f"Invalid '{key}': expected an integer {bounds}, got {value!r}.", key)
+    return value
+
+
+def validate(body: object) -> dict:
+    """The request's sampling settings; raise BadRequest the way the real API words it."""
+    if not isinstance(body, dict):
+        raise BadRequest("We could not parse the JSON body of your request: expected a JSON object.", None, None)
+    for key in ("model", "messages"):
+        if key not in body:
+            raise BadRequest(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
+    if not isinstance(body["model"], str) or not body["model"]:
+        raise BadRequest("Invalid 'model': expected a non-empty string.", "model")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("Invalid 'messages': expected a non-empty array.", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.", f"messages[{i}]")
+    if body.get("stream"):
+        raise BadRequest("stream=true is not supported by the stand-in teacher.", "stream", "unsupported_value")
+    temperature = body.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise BadRequest(f"Invalid 'temperature': expected a number in [0, 2], got {temperature!r}.", "temperature")
+    logprobs = body.get("logprobs") or False
+    if not isinstance(logprobs, bool):
+        raise BadRequest(f"Invalid 'logprobs': expected a boolean, got {logprobs!r}.", "logprobs")
+    top = _int(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise BadRequest("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    _int(body, "seed", -(2**63))
+    limit = _int(body, "max_completion_tokens", 1)
+    return {
+        "n": _int(body, "n", 1, MAX_N) or 1,
+        "max_tokens": limit if limit is not None else _int(body, "max_tokens", 1),
+        "temperature": float(temperature),
+        "top_logprobs": (top or 0) if logprobs else None,
+    }
+
+
+def question_of(messages: list[dict]) -> str:
+    """The last non-empty line of the last user message: the template puts the seed instruction last."""
+    user = [m for m in messages if m.get("role") == "user"]
+    lines = [line.strip() for line in text_of(user[-1].get("content") if user else "").splitlines()]
+    return next((line for line in reversed(lines) if line), "")
+
+
+def wrong(answer: str, u: float) -> str:
+    """A plausible near miss that always differs from ``answer``: swap two adjacent chars or drop one."""
+    swaps = [i for i in range(len(answer) - 1) if answer[i] != answer[i + 1]]
+    if swaps:
+        i = swaps[int(u * len(swaps))]
+        return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2 :]
+    return answer[:-1] if len(answer) > 1 else answer + "s"
+
+
+def compose(question: str, config: StandinParams, key: str) -> str:
+    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter."""
+    answer = skill.solve(question)
+    if answer is None or draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    if draw(key, "wrong") < config.wrong_rate:
+        answer = wrong(answer, draw(key, "where"))
+    if draw(key, "malformed") < config.malformed_rate:
+        answer = f"Sure! The answer is: {answer} :)"
+    return answer
+
+
+def token_logprobs(text: str, k: int) -> list[dict]:
+    def entry(token: str, prob: float) -> dict:
+        return {"token": token, "logprob": math.log(prob), "bytes": list(token.encode())}
+
+    result = []
+    for char in text:
+        # The chosen token leads its own top list, as in the real API, so k entries = it + k-1 others.
+        others = [c for c in ALPHABET if c != char][: max(k - 1, 0)]
+        top = [entry(c, (1 - CHOSEN_PROB) / 2 ** (j + 1)) for j, c in enumerate(others)]
+        result.append({**entry(char, CHOSEN_PROB), "top_logprobs": ([entry(char, CHOSEN_PROB)] + top)[:k]})
+    return result
+
+
+class Standin:
+    """Request handlers plus the per-request-hash attempt counter that transient faults key on."""
+
+    def __init__(self, config: StandinParams, request_log: Path | None) -> None:
+        self.config = config
+        self.attempts: dict[str, int] = {}  # one small entry per distinct body: fine for a pipeline run
+        self.log = request_log.open("a", encoding="utf-8") if request_log else None
+
+    def record(self, request_hash: str, attempt: int, status: int, fault: str | None) -> None:
+        # Answered once = status 200 with no fault; headers (and so the key) are never written.
+        if self.log is not None:
+            line = {"time": time.time(), "request_hash": request_hash, "attempt": attempt, "status": status,
+                    "fault": fault}
+            self.log.write(json.dumps(line) + "\n")
+            self.log.flush()
+
+    def transient(self, request_hash: str, attempt: int) -> str | None:
+        c = self.config
+        for fault, rate in (("rate_limit", c.rate_limit_rate), ("server_error", c.error_rate),
+                            ("timeout", c.timeout_rate), ("truncated_body", c.truncated_body_rate)):
+            if draw(request_hash, attempt, c.seed, fault) < rate:
+                return fault
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "standin"}
+        return web.json_response({"object": "list", "data": [model]})
+
+    async def chat(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+            request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
+        except ValueError:
+            body, request_hash = None, hashlib.sha256(raw).hexdigest()
+        attempt = self.attempts[request_hash] = self.attempts.get(request_hash, 0) + 1
+        response_id = sha(request_hash, attempt)[:24]
+        headers = {"x-request-id": f"req_{response_id}"}
+        try:
+            settings = validate(body)
+        except BadRequest as error:
+            self.record(request_hash, attempt, 400, None)
+            payload = error_body(str(error), "invalid_request_error", error.param, error.code)
+            return web.json_response(payload, status=400, headers=headers)
+        fault = self.transient(request_hash, attempt)
+        status = {"rate_limit": 429, "server_error": 500}.get(fault or "", 200)
+        self.record(request_hash, attempt, status, fault)
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if fault == "timeout":
+            await asyncio.sleep(600)  # longer than any sane client timeout; the client gives up first
+        if fault == "rate_limit":
+            message = "Rate limit reached for requests (stand-in fault). Please try again in 50ms."
+            headers |= {"retry-after": "1", "retry-after-ms": "50"}
+            return web.json_response(error_body(message, "rate_limit_error", None, "rate_limit_exceeded"),
+                                     status=429, headers=headers)
+        if fault == "server_error":
+            message = "The server had an error while processing your request (stand-in fault)."
+            return web.json_response(error_body(message, "server_error"), status=500, headers=headers)
+        text = json.dumps(self.complete(body, settings, f"chatcmpl-{response_id}"))
+        if fault == "truncated_body":
+            text = text[: len(text) // 2]
+        return web.Response(text=text, content_type="application/json", headers=headers)
+
+    def complete(self, body: dict, settings: dict, response_id: str) -> dict:
+        messages = body["messages"]
+        question = question_of(messages)
+        # n is left out so that n=1 and n=3 of one prompt share choice 0's answer.
+        content_key = sha(canonical({k: v for k, v in body.items() if k != "n"}), self.config.seed)
+        limit, top = settings["max_tokens"], settings["top_logprobs"]
+        choices = []
+        for index in range(settings["n"]):
+            text = compose(question, self.config, sha(content_key, index if settings["temperature"] > 0 else 0))
+            finish = "length" if limit is not None and len(text) > limit else "stop"
+            text = text[:limit] if finish == "length" else text
+            choices.append({
+                "index": index,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None if top is None else {"content": token_logprobs(text, top), "refusal": None},
+                "finish_reason": finish,
+            })
+        prompt_tokens = sum(len(text_of(m.get("content"))) for m in messages)
+        completion_tokens = sum(len(c["message"]["content"]) for c in choices)
+        return {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"] + SNAPSHOT_SUFFIX,
+            "system_fingerprint": "fp_standin",
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    async def close(self, app: web.Application) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def create_app(config: StandinParams, request_log: Path | None = None) -> web.Application:
+    standin = Standin(config, request_log)
+    app = web.Application()
+    app.router.add_get("/v1/models", standin.models)
+    app.router.add_post("/v1/chat/completions", standin.chat)
+    app.on_cleanup.append(standin.close)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
+    # handler_cancellation frees hung (timeout-fault) handlers once their client hangs up.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    url = f"http://{host}:{runner.addresses[0][1]}/v1"
+    print(f"standin teacher listening on {url}", flush=True)
+    if ready_file is not None:
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(url, encoding="utf-8")
+        os.replace(tmp, ready_file)  # readers never see a half-written URL
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.teachers.standin", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="read teacher.standin from it")
+    parser.add_argument("--request-log", type=Path, help="append one JSON line per request received")
+    parser.add_argument("--ready-file", type=Path, help="write the base URL here once listening")
+    parser.add_argument("--config-json", help=argparse.SUPPRESS)  # StandinParams JSON, from running_standin
+    args = parser.parse_args(argv)
+    if args.config_json:
+        config = StandinParams.model_validate_json(args.config_json)
+    else:
+        config = load(args.params).teacher.standin
+    asyncio.run(serve(create_app(config, args.request_log), args.host, args.port, args.ready_file))
+
+
+@contextmanager
+def running_standin(
+    config: StandinParams, request_log: Path | None = None, startup_timeout_s: float = 30
+) -> Iterator[str]:
+    """Run the stand-in in a child process; yield its base URL, e.g. ``http://127.0.0.1:41234/v1``."""
+    with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
+        ready, stderr_path = Path(tmp) / "url", Path(tmp) / "stderr.txt"
+        command = [sys.executable, "-m", "stages.teachers.standin", "--host", "127.0.0.1", "--port", "0",
+                   "--ready-file", str(ready), "--config-json", config.model_dump_json()]
+        if request_log is not None:
+            command += ["--request-log", str(request_log.resolve())]  # the child runs from PROJECT_ROOT
+        # stderr goes to a file, not a pipe nobody reads, so a chatty child can never block on it.
+        with stderr_path.open("wb") as stderr:
+            child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + startup_timeout_s
+            while not ready.exists():
+                if child.poll() is not None or time.monotonic() > deadline:
+                    why = f"exited with {child.returncode}" if child.returncode is not None else "timed out"
+                    raise RuntimeError(f"stand-in teacher {why} before it was ready; its stderr:\n"
+                                       + stderr_path.read_text(encoding="utf-8", errors="replace"))
+                time.sleep(0.02)
+            yield ready.read_text(encoding="utf-8")
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Training: supervised fine-tuning of the student on the kept teacher answers (TRL SFTTrainer).
+
+Reads:   data/dedupe/rows.parquet (rows with keep = true), the student (``train.student``)
+Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/log.parquet,
+         reports/plots/train_loss.csv, metrics/train.json
+Params:  train
+Run:     python -m stages.train
+
+Shaped like TRL's own scripts: build the dataset, the config, the trainer; train; save.
+Loss is on the completion only (TRL's prompt-completion format). ``train.lora.enabled``
+trains LoRA adapters with PEFT and merges them at save, so the checkpoint loads anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+from stages import params as params_module
+from stages import paths
+from stages.entry import StageError, guarded
+from stages.io import atomic_path, content_hash, write_json, write_parquet
+from stages.prompts import student_prompt
+from stages.records import TRAIN_LOG, conform
+from stages.student import load_model, load_tokenizer
+
+
+def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
+    kept = rows.filter(pl.col("keep"))
+    if kept.is_empty():
+        raise StageError(f"{paths.DEDUPE_ROWS} has no rows with keep = true: nothing to train on")
+    return [
+        {"prompt": student_prompt(template, row["instruction"], row["input"]), "completion": row["response"]}
+        for row in kept.select("instruction", "input", "response").iter_rows(named=True)
+    ]
+
+
+def sft_config(params: params_module.TrainParams, output_dir: str):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=output_dir,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_steps,
+        max_length=params.max_length,
+        completion_only_loss=True,
+        logging_steps=max(1, params.max_steps // 50),
+        save_strategy="no",
+        report_to="none",
+        seed=params.seed,
+        data_seed=params.seed,
+        use_cpu=not _has_accelerator(),
+        dataloader_num_workers=0,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def lora_config(params: params_module.LoraParams):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+        target_modules=params.target_modules, task_type="CAUSAL_LM",
+    )
+
+
+def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path) -> list[dict]:
+    """Train and save the student to ``model_dir``; return the trainer's log history."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = load_tokenizer(params.student)
+    model = load_model(params.student, params.seed)
+    staging = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(params, str(staging / "trainer")),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        peft_config=lora_config(params.lora) if params.lora.enabled else None,
+    )
+    trainer.train()
+    trained = trainer.model.merge_and_unload() if params.lora.enabled else trainer.model
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    trained.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    (staging / "distill_train_params.json").write_text(
+        json.dumps(params.model_dump() | {"params_hash": content_hash(params.model_dump())}, indent=2)
+    )
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
+    return trainer.state.log_history
+
+
+def loss_log(history: list[dict]) -> pl.DataFrame:
+    entries = [entry for entry in history if "loss" in entry]
+    frame = pl.DataFrame(
+        {
+            "step": [entry["step"] for entry in entries],
+            "loss": [float(entry["loss"]) for entry in entries],
+            "learning_rate": [float(entry.get("learning_rate", 0.0)) for entry in entries],
+            "grad_norm": [float(entry.get("grad_norm", float("nan"))) for entry in entries],
+        }
+    )
+    return conform(frame, TRAIN_LOG)
+
+
+def main() -> None:
+    params = params_module.load().train
+    rows = pl.read_parquet(paths.DEDUPE_ROWS)
+    pairs = training_pairs(rows, Path(params.prompt_template).read_text(encoding="utf-8"))
+    print(f"train: {len(pairs)} examples, {params.max_steps} steps of {params.batch_size}, student {params.student}")
+    started = time.monotonic()
+    history = train(pairs, params, paths.TRAIN_MODEL)
+    wall = time.monotonic() - started
+    log = loss_log(history)
+    write_parquet(log, paths.TRAIN_LOG)
+    with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
+        log.select("step", "loss").write_csv(tmp)
+    summary = next((entry for entry in history if "train_runtime" in entry), {})
+    metrics = {
+        "examples": len(pairs),
+        "steps": params.max_steps,
+        "first_loss": log["loss"][0] if log.height else None,
+        "final_loss": log["loss"][-1] if log.height else None,
+        "train_runtime_s": round(float(summary.get("train_runtime", wall)), 2),
+        "samples_per_s": round(float(summary.get("train_samples_per_second", 0.0)), 2),
+        "lora": params.lora.enabled,
+        "params_hash": content_hash(params.model_dump()),
+    }
+    write_json(metrics, paths.metrics("train"))
+    print(f"train: loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} in {metrics['train_runtime_s']} s")
+
+
+if __name__ == "__main__":
+    guarded("train", main)

@@ -1,0 +1,359 @@
+"""Tests of the data-quality gates (``stages/validate.py``, ``stages/expectations/``).
+
+For every stage: a good frame passes, a broken one fails naming the expectation and the
+failing row ids, and an unreachable ``min_rows`` fails. Two subprocess runs check the CLI
+(``python -m stages.validate ingest``): exit code, stderr message and the JSON report.
+Great Expectations is imported once per test session (by the first ``validate`` call).
+
+    GX_ANALYTICS_ENABLED=false .venv/bin/python -m pytest tests/test_gates.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, TrainGate
+from stages.records import DEDUPED, GENERATED, PREDICTION, SCORED, SEED, SYSTEMS, TRAIN_LOG
+from stages.validate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
+
+REPO = Path(__file__).resolve().parents[1]
+NEVER = 10**9  # a row threshold no test data can meet
+
+INGEST = IngestGate(min_rows=3, min_eval_rows=2, max_instruction_chars=100)
+GENERATE = GenerateGate(min_rows=3, max_response_chars=50)
+SCORE = ScoreGate(min_rows=3, min_kept_fraction=0.5)
+DEDUPE = DedupeGate(min_rows=3)
+TRAIN = TrainGate(min_steps=10, max_final_loss=1.0)
+EVALUATE = EvaluateGate(min_rows=3)
+
+
+# --- good rows, one list of dicts per table; tests break a field and build the frame ---------------
+
+def seed_rows(n: int, split: str) -> list[dict[str, Any]]:
+    return [{
+        "id": f"{split}-{i}", "instruction": f"add {i} and 1", "input": "",
+        "reference": f"{i + 1}" if split == "eval" else None, "split": split,
+        "source_file": f"data/seeds/{split}.jsonl", "source_line": i + 1, "source_hash": "abc",
+    } for i in range(n)]
+
+
+def generated_rows(n: int) -> list[dict[str, Any]]:
+    return [{
+        "id": f"g{i}", "seed_id": f"train-{i}", "source_file": "data/seeds/train.jsonl", "source_line": i + 1,
+        "method": "labelling", "teacher": "standin", "model_requested": "m", "model_answered": "m",
+        "template_hash": "t", "sampling_hash": "s", "request_key": f"k{i}", "response_id": f"r{i}",
+        "choice_index": 0, "created_at": "2024-01-01T00:00:00Z", "prompt_tokens": 12, "completion_tokens": 3,
+        "finish_reason": "stop", "instruction": f"add {i} and 1", "input": "", "response": f"{i + 1}",
+    } for i in range(n)]
+
+
+def scored_rows(n: int) -> list[dict[str, Any]]:
+    rows = [row | {"length_ok": True, "truncated": False, "refusal": False, "verified": True,
+                   "quality": 0.9, "keep": True, "drop_reason": None} for row in generated_rows(n)]
+    rows[-1] |= {"refusal": True, "quality": 0.1, "keep": False, "drop_reason": "refusal"}
+    return rows
+
+
+def deduped_rows(n: int) -> list[dict[str, Any]]:
+    rows = [row | {"norm_hash": f"n{i}", "dup_of": None} for i, row in enumerate(scored_rows(n))]
+    # the last row repeats the first one's instruction and is dropped as its duplicate
+    rows[-1] |= {"norm_hash": "n0", "keep": False, "drop_reason": "duplicate", "dup_of": "g0",
+                 "refusal": False}
+    return rows
+
+
+def log_rows(n: int) -> list[dict[str, Any]]:
+    return [{"step": i + 1, "loss": 3.0 / (i + 1), "learning_rate": 1e-3, "grad_norm": 1.0} for i in range(n)]
+
+
+def prediction_rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"eval-{i}", "system": system, "instruction": f"add {i} and 1", "reference": f"{i + 1}",
+             "prediction": f"{i + 1}", "score": 1.0} for system in SYSTEMS for i in range(n)]
+
+
+def frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def ingest_frames(
+    train: list[dict[str, Any]] | None = None, eval_: list[dict[str, Any]] | None = None
+) -> dict[str, pl.DataFrame]:
+    return {"train": frame(train or seed_rows(4, "train"), SEED),
+            "eval": frame(eval_ or seed_rows(3, "eval"), SEED)}
+
+
+def failed(result: GateResult) -> dict[str, Outcome]:
+    """Failed outcomes keyed by ``table: type(column)[ where ...]``."""
+    return {f"{outcome.table}: {outcome.label()}": outcome for outcome in result.failures}
+
+
+def assert_passes(result: GateResult) -> None:
+    assert result.success, result.message(Path("report.json"))
+    assert result.outcomes and all(outcome.error is None for outcome in result.outcomes)
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+def test_ingest_good_passes() -> None:
+    result = validate("ingest", INGEST, ingest_frames())
+    assert_passes(result)
+    assert result.rows == {"train": 4, "eval": 3}
+
+
+def test_ingest_bad_rows_fail_with_ids() -> None:
+    train = seed_rows(4, "train")
+    train[1]["id"] = train[2]["id"] = "dup"
+    train[3]["instruction"] = "x" * 101
+    eval_ = seed_rows(3, "eval")
+    eval_[0]["reference"] = None
+    eval_[2]["split"] = "train"
+    fails = failed(validate("ingest", INGEST, ingest_frames(train, eval_)))
+    assert set(fails) == {
+        "train: expect_column_values_to_be_unique(id)",
+        "train: expect_column_value_lengths_to_be_between(instruction)",
+        "eval: expect_column_values_to_not_be_null(reference)",
+        "eval: expect_column_values_to_be_in_set(split)",
+    }
+    assert fails["train: expect_column_values_to_be_unique(id)"].failing_ids == ["dup"]
+    assert fails["train: expect_column_value_lengths_to_be_between(instruction)"].failing_ids == ["train-3"]
+    assert fails["eval: expect_column_values_to_not_be_null(reference)"].failing_ids == ["eval-0"]
+    assert fails["eval: expect_column_values_to_be_in_set(split)"].failing_ids == ["eval-2"]
+
+
+def test_ingest_min_rows_fails() -> None:
+    gate = IngestGate(min_rows=NEVER, min_eval_rows=NEVER, max_instruction_chars=100)
+    fails = failed(validate("ingest", gate, ingest_frames()))
+    assert set(fails) == {"train: expect_table_row_count_to_be_between()",
+                          "eval: expect_table_row_count_to_be_between()"}
+    assert fails["eval: expect_table_row_count_to_be_between()"].observed == 3
+
+
+def test_schema_mismatch_skips_content_checks() -> None:
+    frames = ingest_frames()
+    frames["train"] = frames["train"].drop("source_hash")
+    frames["eval"] = frames["eval"].with_columns(pl.col("source_line").cast(pl.String))
+    result = validate("ingest", INGEST, frames)
+    fails = failed(result)
+    columns, dtypes = ("train: expect_table_columns_to_match_set()",
+                       "eval.dtypes: expect_column_pair_values_to_be_equal(dtype, expected)")
+    assert set(fails) == {columns, dtypes}
+    assert fails[columns].details == {"mismatched": {"missing": ["source_hash"]}}
+    assert fails[dtypes].failing_ids == ["source_line"] and fails[dtypes].sample == [["String", "Int64"]]
+    assert result.skipped and not result.success
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+def test_generate_good_passes() -> None:
+    assert_passes(validate("generate", GENERATE, {"rows": frame(generated_rows(4), GENERATED)}))
+
+
+def test_generate_bad_rows_fail_with_ids() -> None:
+    rows = generated_rows(5)
+    rows[0]["response"] = None
+    rows[1]["response"] = "y" * 51
+    rows[2]["finish_reason"] = "eos"
+    rows[3]["completion_tokens"] = -1
+    rows[4]["id"] = rows[3]["id"]
+    fails = failed(validate("generate", GENERATE, {"rows": frame(rows, GENERATED)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "rows: expect_column_values_to_not_be_null(response)": ["g0"],
+        "rows: expect_column_value_lengths_to_be_between(response)": ["g1"],
+        "rows: expect_column_values_to_be_in_set(finish_reason)": ["g2"],
+        "rows: expect_column_values_to_be_between(completion_tokens)": ["g3"],
+        "rows: expect_column_values_to_be_unique(id)": ["g3"],
+    }
+
+
+def test_generate_min_rows_fails() -> None:
+    gate = GenerateGate(min_rows=NEVER, max_response_chars=50)
+    fails = failed(validate("generate", gate, {"rows": frame(generated_rows(4), GENERATED)}))
+    assert set(fails) == {"rows: expect_table_row_count_to_be_between()"}
+
+
+# --- score -------------------------------------------------------------------------------------
+
+def test_score_good_passes() -> None:
+    assert_passes(validate("score", SCORE, {"rows": frame(scored_rows(4), SCORED)}))
+
+
+def test_score_bad_rows_fail_with_ids() -> None:
+    rows = scored_rows(4)
+    rows[0]["quality"] = 1.5
+    rows[1]["drop_reason"] = "refusal"  # kept, yet a drop reason
+    rows[3]["drop_reason"] = None  # dropped without a reason
+    fails = failed(validate("score", SCORE, {"rows": frame(rows, SCORED)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "rows: expect_column_values_to_be_between(quality)": ["g0"],
+        "rows: expect_column_values_to_be_null(drop_reason) where keep == True": ["g1"],
+        "rows: expect_column_values_to_not_be_null(drop_reason) where keep == False": ["g3"],
+    }
+    assert fails["rows: expect_column_values_to_be_between(quality)"].sample == [1.5]
+
+
+def test_score_kept_fraction_and_min_rows_fail() -> None:
+    rows = scored_rows(4)
+    for row in rows[:2]:
+        row |= {"keep": False, "drop_reason": "truncated"}
+    gate = ScoreGate(min_rows=NEVER, min_kept_fraction=0.5)
+    fails = failed(validate("score", gate, {"rows": frame(rows, SCORED)}))
+    assert set(fails) == {"rows: expect_table_row_count_to_be_between()",
+                          "rows: expect_column_mean_to_be_between(keep)"}
+    assert fails["rows: expect_column_mean_to_be_between(keep)"].observed == pytest.approx(0.25)
+
+
+# --- dedupe ------------------------------------------------------------------------------------
+
+def test_dedupe_good_passes() -> None:
+    assert_passes(validate("dedupe", DEDUPE, {"rows": frame(deduped_rows(5), DEDUPED)}))
+
+
+def test_dedupe_bad_rows_fail_with_ids() -> None:
+    rows = deduped_rows(5)
+    rows[2]["norm_hash"] = rows[1]["norm_hash"]  # two kept rows with the same normalised text
+    rows[4]["dup_of"] = None  # a duplicate that does not name its twin
+    fails = failed(validate("dedupe", DEDUPE, {"rows": frame(rows, DEDUPED)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "rows: expect_column_values_to_be_unique(norm_hash) where keep == True": ["g1", "g2"],
+        "rows: expect_column_values_to_not_be_null(dup_of) where drop_reason == 'duplicate'": ["g4"],
+    }
+
+
+def test_dedupe_min_rows_counts_kept_rows() -> None:
+    fails = failed(validate("dedupe", DedupeGate(min_rows=5), {"rows": frame(deduped_rows(5), DEDUPED)}))
+    assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
+    assert fails["rows: expect_column_sum_to_be_between(keep)"].observed == 4  # 5 rows, 4 kept
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def test_train_good_passes() -> None:
+    assert_passes(validate("train", TRAIN, {"log": frame(log_rows(20), TRAIN_LOG)}))
+
+
+def test_train_bad_loss_fails_with_steps() -> None:
+    rows = log_rows(20)
+    rows[4]["loss"] = float("nan")
+    rows[6]["loss"] = float("inf")
+    rows[8]["step"] = rows[7]["step"]
+    fails = failed(validate("train", TRAIN, {"log": frame(rows, TRAIN_LOG)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "log: expect_column_values_to_not_be_null(loss)": [5],
+        "log: expect_column_values_to_be_between(loss)": [7],
+        "log: expect_column_values_to_be_unique(step)": [8],
+    }
+
+
+def test_train_final_loss_and_min_steps_fail() -> None:
+    rows = [row | {"loss": 2.0} for row in log_rows(20)]
+    gate = TrainGate(min_steps=NEVER, max_final_loss=1.0)
+    fails = failed(validate("train", gate, {"log": frame(rows, TRAIN_LOG)}))
+    assert set(fails) == {"log: expect_column_max_to_be_between(step)",
+                          "log.tail: expect_column_mean_to_be_between(loss)"}
+    assert fails["log: expect_column_max_to_be_between(step)"].observed == 20
+    assert fails["log.tail: expect_column_mean_to_be_between(loss)"].observed == 2.0
+
+
+def test_train_empty_log_fails() -> None:
+    fails = failed(validate("train", TRAIN, {"log": frame([], TRAIN_LOG)}))
+    assert "log: expect_table_row_count_to_be_between()" in fails
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def test_evaluate_good_passes() -> None:
+    assert_passes(validate("evaluate", EVALUATE, {"predictions": frame(prediction_rows(3), PREDICTION)}))
+
+
+def test_evaluate_bad_rows_fail_with_ids() -> None:
+    rows = prediction_rows(4)
+    rows[0]["score"] = 2.0
+    rows[1]["system"] = "student_middle"
+    fails = failed(validate("evaluate", EVALUATE, {"predictions": frame(rows, PREDICTION)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "predictions: expect_column_values_to_be_between(score)": ["eval-0"],
+        "predictions: expect_column_values_to_be_in_set(system)": ["eval-1"],
+    }
+
+
+def test_evaluate_min_rows_is_per_system() -> None:
+    rows = [row for row in prediction_rows(4) if row["system"] != "teacher"]  # 8 rows, no teacher
+    fails = failed(validate("evaluate", EVALUATE, {"predictions": frame(rows, PREDICTION)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "predictions.per_system: expect_column_values_to_be_between(rows)": ["teacher"]}
+    gate = EvaluateGate(min_rows=NEVER)
+    fails = failed(validate("evaluate", gate, {"predictions": frame(prediction_rows(3), PREDICTION)}))
+    per_system = fails["predictions.per_system: expect_column_values_to_be_between(rows)"]
+    assert per_system.failing_ids == list(SYSTEMS)
+
+
+def test_failing_ids_are_capped() -> None:
+    rows = generated_rows(30)
+    for row in rows:
+        row["response"] = None
+    outcome = failed(validate("generate", GENERATE, {"rows": frame(rows, GENERATED)}))[
+        "rows: expect_column_values_to_not_be_null(response)"]
+    assert outcome.failing_ids == [f"g{i}" for i in range(20)] and outcome.more_ids == 10
+    assert outcome.line("generate", Path("r.json")).endswith("'g19'] (+10 more) (report: r.json)")
+
+
+# --- the command line --------------------------------------------------------------------------
+
+def run_gate(workdir: Path, stage: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PYTHONPATH": str(REPO), "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([sys.executable, "-m", "stages.validate", stage], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data/ingest").mkdir(parents=True)
+    return tmp_path
+
+
+def write_ingest(workdir: Path, train: list[dict[str, Any]], eval_: list[dict[str, Any]]) -> None:
+    frame(train, SEED).write_parquet(workdir / "data/ingest/train.parquet")
+    frame(eval_, SEED).write_parquet(workdir / "data/ingest/eval.parquet")
+
+
+def test_cli_fails_with_message_and_report(workdir: Path) -> None:
+    train = seed_rows(100, "train")  # params.yaml: gates.ingest.min_rows = 100, min_eval_rows = 50
+    train[7]["id"] = train[3]["id"]
+    write_ingest(workdir, train, seed_rows(50, "eval"))
+    proc = run_gate(workdir, "ingest")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[0] == (
+        "gate ingest failed: train: expect_column_values_to_be_unique(id): 2 of 100 rows unexpected, "
+        "e.g. ['train-3', 'train-3']; failing ids: ['train-3'] (report: reports/gates/ingest.json)")
+    report = json.loads((workdir / "reports/gates/ingest.json").read_text())
+    assert report["success"] is False and report["failed"] == 1
+    [failure] = [item for item in report["expectations"] if not item["success"]]
+    assert failure["type"] == "expect_column_values_to_be_unique" and failure["failing_ids"] == ["train-3"]
+
+
+def test_cli_passes(workdir: Path) -> None:
+    write_ingest(workdir, seed_rows(100, "train"), seed_rows(50, "eval"))
+    proc = run_gate(workdir, "ingest")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("gate ingest OK: ")
+    report = json.loads((workdir / "reports/gates/ingest.json").read_text())
+    assert report["success"] is True and report["rows"] == {"train": 100, "eval": 50}
+
+
+def test_cli_missing_input_names_the_file(workdir: Path) -> None:
+    proc = run_gate(workdir, "ingest")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "gate ingest failed: missing input data/ingest/train.parquet "
+        "(table 'train'; run the ingest stage first) (report: reports/gates/ingest.json)")
+    assert json.loads((workdir / "reports/gates/ingest.json").read_text())["success"] is False
