@@ -70,9 +70,11 @@ def _read_csv(path: Path) -> list[tuple[int, dict]]:
     if "instruction" not in (reader.fieldnames or []):
         raise SeedError(f"{path}:1: header has no 'instruction' column (found {reader.fieldnames})")
     records = []
+    start = reader.line_num + 1  # a quoted field may span lines: report where the record starts
     for record in reader:
         clean = {key: value for key, value in record.items() if key is not None and value != ""}
-        records.append((reader.line_num, clean))
+        records.append((start, clean))
+        start = reader.line_num + 1
     return records
 
 

@@ -26,7 +26,7 @@ LOCK = Path("dvc.lock")
 
 
 def lock_hashes(lock_path: Path = LOCK) -> dict[str, dict]:
-    """path -> {stage, md5} for every out in dvc.lock (files and directories)."""
+    """path -> {stage, md5} for every out, and every dep that is no out, in dvc.lock."""
     if not lock_path.exists():
         return {}
     lock = yaml.safe_load(lock_path.read_text()) or {}
@@ -34,6 +34,9 @@ def lock_hashes(lock_path: Path = LOCK) -> dict[str, dict]:
     for stage, entry in (lock.get("stages") or {}).items():
         for out in entry.get("outs", []):
             found[out["path"]] = {"stage": stage, "md5": out.get("md5")}
+    for stage, entry in (lock.get("stages") or {}).items():  # seed files are only deps; an out wins
+        for dep in entry.get("deps", []):
+            found.setdefault(dep["path"], {"stage": stage, "md5": dep.get("md5")})
     return found
 
 
@@ -46,7 +49,8 @@ def provenance(path: Path, locks: dict[str, dict]) -> dict:
     for candidate in (path, *path.parents):
         record = locks.get(str(candidate))
         if record:
-            info = {"file": str(path), "dvc_stage": record["stage"], "dvc_md5": record["md5"], "dvc_out": str(candidate)}
+            info = {"file": str(path), "dvc_stage": record["stage"], "dvc_md5": record["md5"],
+                    "dvc_out": str(candidate)}
             if candidate == path and path.is_file():
                 info["matches_workspace"] = file_md5(path) == record["md5"]
             return info
@@ -110,6 +114,7 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
             chain["seed"] = seed | {
                 "source_text": source_line(seed["source_file"], seed["source_line"]),
                 "provenance": provenance(split_path, locks),
+                "source_provenance": provenance(Path(seed["source_file"]), locks),
             }
             break
     if "seed" not in chain and row is None:
@@ -124,7 +129,7 @@ def render(chain: dict) -> str:
             continue
         lines.append(f"\n{section}:")
         for key, value in chain[section].items():
-            if key == "provenance":
+            if key.endswith("provenance"):
                 md5 = value.get("dvc_md5")
                 match = {True: "matches workspace", False: "WORKSPACE DIFFERS"}.get(value.get("matches_workspace"), "")
                 lines.append(f"  from {value['file']} (dvc stage {value.get('dvc_stage')}, md5 {md5}) {match}".rstrip())

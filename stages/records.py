@@ -11,7 +11,7 @@ import polars as pl
 
 # ingest: data/ingest/{train,eval}.parquet
 SEED = {
-    "id": pl.String,  # content hash of (instruction, input, reference)
+    "id": pl.String,  # content hash of (instruction, input)
     "instruction": pl.String,
     "input": pl.String,  # optional context; "" when absent
     "reference": pl.String,  # expected answer (required in the eval split), else null

@@ -26,7 +26,8 @@ SENTINEL_KEY = "sk-SENTINEL-123"
 
 
 def messages(instruction: str) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": TEMPLATE.format(instruction=instruction)}]
+    user = TEMPLATE.format(instruction=instruction)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
 def client(url: str, timeout: float = 5.0, api_key: str = "test") -> openai.OpenAI:
@@ -179,7 +180,8 @@ def test_transient_faults(serve: Callable[..., str]) -> None:
     with pytest.raises(openai.InternalServerError):
         ask(serve(error_rate=1.0))
     with pytest.raises(openai.APITimeoutError):
-        client(serve(timeout_rate=1.0), timeout=0.5).chat.completions.create(model=MODEL, messages=messages("upper cat"))
+        slow = client(serve(timeout_rate=1.0), timeout=0.5)
+        slow.chat.completions.create(model=MODEL, messages=messages("upper cat"))
     # The body is cut mid-JSON under a JSON content type; the client hands on the decoder's error.
     with pytest.raises(json.JSONDecodeError):
         ask(serve(truncated_body_rate=1.0))

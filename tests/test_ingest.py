@@ -1,0 +1,196 @@
+"""Seed ingest: JSONL, CSV and parquet to the SEED schema; one precise error per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from stages.ingest import SeedError, normalise, read_records, run
+from stages.io import file_hash
+from stages.params import IngestParams
+from stages.records import SEED
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+    return path
+
+
+def ingest(path: Path, split: str = "train") -> pl.DataFrame:
+    return normalise(path, read_records(path), split)
+
+
+def seed_error(path: Path, split: str = "train") -> str:
+    with pytest.raises(SeedError) as caught:
+        ingest(path, split)
+    return str(caught.value)
+
+
+def test_jsonl_to_seed_schema(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "train.jsonl",
+        '{"instruction": "reverse planet"}\n'
+        "\n"
+        '{"instruction": "upper cat", "input": "ctx", "reference": "CAT"}\n',
+    )
+    frame = ingest(path)
+    assert frame.schema == pl.Schema(SEED)
+    assert frame.drop("id").to_dicts() == [
+        {"instruction": "reverse planet", "input": "", "reference": None, "split": "train",
+         "source_file": str(path), "source_line": 1, "source_hash": file_hash(path)},
+        {"instruction": "upper cat", "input": "ctx", "reference": "CAT", "split": "train",
+         "source_file": str(path), "source_line": 3, "source_hash": file_hash(path)},
+    ]
+    assert all(len(seed_id) == 16 for seed_id in frame["id"])
+    assert frame["id"].n_unique() == 2
+
+
+def test_ids_are_content_hashes_stable_across_formats(tmp_path: Path) -> None:
+    jsonl = write(tmp_path / "a.jsonl", '{"instruction": "reverse planet"}\n{"instruction": "upper cat"}\n')
+    csv = write(tmp_path / "b.csv", "instruction,input\nupper cat,\nreverse planet,\n")
+    parquet = tmp_path / "c.parquet"
+    schema = {"instruction": pl.String, "input": pl.String}
+    pl.DataFrame({"instruction": ["reverse planet"], "input": [None]}, schema=schema).write_parquet(parquet)
+    by_jsonl = dict(ingest(jsonl).select("instruction", "id").iter_rows())
+    by_csv = dict(ingest(csv).select("instruction", "id").iter_rows())
+    by_parquet = dict(ingest(parquet).select("instruction", "id").iter_rows())
+    assert by_jsonl == by_csv
+    assert by_parquet == {"reverse planet": by_jsonl["reverse planet"]}
+    assert by_jsonl["reverse planet"] != by_jsonl["upper cat"]
+    # the same instruction with another input is other content
+    other = write(tmp_path / "d.jsonl", '{"instruction": "reverse planet", "input": "x"}\n')
+    assert ingest(other)["id"][0] != by_jsonl["reverse planet"]
+
+
+def test_csv_and_parquet_lines(tmp_path: Path) -> None:
+    csv = write(tmp_path / "s.csv", "instruction,reference\nreverse planet,tenalp\nupper cat,CAT\n")
+    frame = ingest(csv, "eval")
+    assert frame.select("instruction", "reference", "source_line", "split").rows() == [
+        ("reverse planet", "tenalp", 2, "eval"),
+        ("upper cat", "CAT", 3, "eval"),
+    ]
+    parquet = tmp_path / "s.parquet"
+    pl.DataFrame({"instruction": ["reverse planet", "upper cat"]}).write_parquet(parquet)
+    assert ingest(parquet).select("instruction", "source_line").rows() == [("reverse planet", 1), ("upper cat", 2)]
+
+
+def test_duplicates_collapse_onto_first_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "dup.jsonl",
+        '{"instruction": "reverse planet", "reference": "tenalp"}\n'
+        '{"instruction": "upper cat", "reference": "CAT"}\n'
+        '{"instruction": "reverse planet", "reference": "other"}\n',
+    )
+    frame = ingest(path, "eval")
+    assert frame.select("instruction", "reference", "source_line").rows() == [
+        ("reverse planet", "tenalp", 1),
+        ("upper cat", "CAT", 2),
+    ]
+
+
+def test_eval_requires_reference(tmp_path: Path) -> None:
+    path = write(tmp_path / "eval.jsonl", '{"instruction": "reverse planet", "reference": "tenalp"}\n'
+                                          '{"instruction": "upper cat"}\n')
+    assert ingest(path, "train").height == 2
+    assert seed_error(path, "eval") == f"{path}:2: eval records need a 'reference' answer"
+
+
+def test_bad_json_line_names_line_3(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bad.jsonl",
+        '{"instruction": "a"}\n{"instruction": "b"}\n{"instruction": "c"\n{"instruction": "d"}\n',
+    )
+    assert seed_error(path) == f"{path}:3: invalid JSON (Expecting ',' delimiter at column 20)"
+
+
+def test_json_array_instead_of_object(tmp_path: Path) -> None:
+    path = write(tmp_path / "arr.jsonl", '{"instruction": "a"}\n["reverse planet"]\n')
+    assert seed_error(path) == f"{path}:2: expected a JSON object, got list"
+
+
+def test_missing_instruction(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.jsonl", '{"instruction": "a"}\n{"input": "x"}\n')
+    assert seed_error(path) == f"{path}:2: missing required field 'instruction'"
+
+
+def test_instruction_null_is_missing(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.jsonl", '{"instruction": null}\n')
+    assert seed_error(path) == f"{path}:1: missing required field 'instruction'"
+
+
+def test_instruction_int(tmp_path: Path) -> None:
+    path = write(tmp_path / "i.jsonl", '{"instruction": "a"}\n{"instruction": 7}\n')
+    assert seed_error(path) == f"{path}:2: field 'instruction' must be a string, got int"
+
+
+def test_input_wrong_type(tmp_path: Path) -> None:
+    path = write(tmp_path / "i.jsonl", '{"instruction": "a", "input": ["x"]}\n')
+    assert seed_error(path) == f"{path}:1: field 'input' must be a string, got list"
+
+
+def test_empty_instruction(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.jsonl", '{"instruction": "a"}\n{"instruction": "   "}\n')
+    assert seed_error(path) == f"{path}:2: field 'instruction' is empty"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_empty_file(tmp_path: Path, content: bytes) -> None:
+    path = write(tmp_path / "empty.jsonl", content)
+    assert seed_error(path) == f"{path}: file is empty"
+
+
+def test_non_utf8_names_line_2(tmp_path: Path) -> None:
+    path = write(tmp_path / "latin.jsonl", b'{"instruction": "a"}\n{"instruction": "caf\xff"}\n')
+    assert seed_error(path) == f"{path}:2: not valid UTF-8 (byte 0xff at column 21); re-save the file as UTF-8"
+
+
+def test_unsupported_extension(tmp_path: Path) -> None:
+    path = write(tmp_path / "seeds.txt", "reverse planet\n")
+    assert seed_error(path) == f"{path}: unsupported format '.txt'; use one of ['.csv', '.json', '.jsonl', '.parquet']"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert seed_error(tmp_path / "nope.jsonl") == f"{tmp_path / 'nope.jsonl'}: file not found"
+
+
+def test_csv_without_instruction_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.csv", "prompt,input\nreverse planet,\n")
+    assert seed_error(path) == f"{path}:1: header has no 'instruction' column (found ['prompt', 'input'])"
+
+
+def test_parquet_instruction_int(tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pl.DataFrame({"instruction": ["a", "b"], "input": [None, None]}).with_columns(
+        instruction=pl.Series([1, 2])
+    ).write_parquet(path)
+    assert seed_error(path) == f"{path}:1: field 'instruction' must be a string, got int"
+
+
+def test_run_writes_both_splits_and_metrics(tmp_path: Path) -> None:
+    train = write(tmp_path / "train.jsonl", '{"instruction": "reverse planet"}\n{"instruction": "reverse planet"}\n'
+                                            '{"instruction": "upper cat"}\n')
+    evals = write(tmp_path / "eval.csv", "instruction,reference\nreverse dog,god\n")
+    outs = {"train": tmp_path / "out/train.parquet", "eval": tmp_path / "out/eval.parquet"}
+    metrics = run(IngestParams(train=str(train), eval=str(evals)), outs)
+    assert metrics == {
+        "train": {"source": str(train), "records_read": 3, "rows": 2, "duplicates_collapsed": 1},
+        "eval": {"source": str(evals), "records_read": 1, "rows": 1, "duplicates_collapsed": 0},
+    }
+    assert pl.read_parquet(outs["train"])["instruction"].to_list() == ["reverse planet", "upper cat"]
+    assert pl.read_parquet(outs["eval"]).select("instruction", "reference", "split").rows() == [
+        ("reverse dog", "god", "eval")
+    ]
+
+
+def test_run_with_bad_eval_writes_nothing(tmp_path: Path) -> None:
+    train = write(tmp_path / "train.jsonl", '{"instruction": "reverse planet"}\n')
+    evals = write(tmp_path / "eval.jsonl", '{"instruction": "reverse dog"}\n')  # no reference
+    outs = {"train": tmp_path / "out/train.parquet", "eval": tmp_path / "out/eval.parquet"}
+    with pytest.raises(SeedError, match=r"eval\.jsonl:1: eval records need a 'reference' answer"):
+        run(IngestParams(train=str(train), eval=str(evals)), outs)
+    assert not outs["train"].exists()
+    assert not outs["eval"].exists()

@@ -1,0 +1,179 @@
+"""End to end, as a user runs it: `dvc repro` of a tiny profile in a temporary git+DVC copy.
+
+One copy for the module; the tests run in order and each sets the params it needs:
+full run -> no-op re-run -> a training-only change -> a gate that no data can meet ->
+lineage of a training row -> the Prefect pipeline flow -> no API key anywhere on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from stages.params import StandinParams
+from stages.teachers.standin import running_standin
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTINEL = "sk-SENTINEL-e2e-0123456789abcdef"
+pytestmark = pytest.mark.slow
+
+
+def run(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"} | (env or {})
+    result = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env=full_env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def set_params(repo: Path, **updates: object) -> None:
+    """Set dotted keys in the copy's params.yaml, e.g. set_params(repo, **{"train.max_steps": 30})."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+TINY = {
+    "ingest.train": "data/seeds/tiny_train.jsonl",
+    "ingest.eval": "data/seeds/tiny_eval.jsonl",
+    "train.max_steps": 30,
+    "train.batch_size": 16,
+    "train.warmup_steps": 0,
+    "gates.ingest.min_rows": 50,
+    "gates.ingest.min_eval_rows": 20,
+    "gates.generate.min_rows": 50,
+    "gates.score.min_rows": 50,
+    "gates.dedupe.min_rows": 50,
+    "gates.train.max_final_loss": 5.0,
+    "gates.evaluate.min_rows": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git+DVC copy of the committed repo with the tiny profile, after one `dvc repro`."""
+    repo = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files + [n for n in ("dvc.yaml", "params.yaml") if n not in files]:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "dvc.lock").unlink(missing_ok=True)  # the main repo's lock describes the full profile
+    seeds = (ROOT / "data/seeds/train.jsonl").read_text().splitlines()
+    (repo / TINY["ingest.train"]).write_text("\n".join(seeds[:150]) + "\n")
+    evals = (ROOT / "data/seeds/eval.jsonl").read_text().splitlines()
+    (repo / TINY["ingest.eval"]).write_text("\n".join(evals[:30]) + "\n")
+    set_params(repo, **TINY)
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    run(repo, "dvc", "repro")
+    return repo
+
+
+def metrics(repo: Path, name: str) -> dict:
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def test_full_run_produces_every_output(repo: Path) -> None:
+    evaluation = metrics(repo, "eval")
+    for key in ("student_before", "student_after", "teacher"):
+        assert 0.0 <= evaluation[key] <= 1.0
+    assert evaluation["teacher"] >= 0.6  # right unless a fault is injected (about 9% of answers)
+    generated = metrics(repo, "generate")
+    assert generated["requests_sent"] == generated["requests_planned"] == 150
+    assert generated["cache_hits"] == 0
+    assert (repo / "data/train/model/model.safetensors").exists()
+    for stage in ("ingest", "generate", "score", "dedupe", "train", "evaluate"):
+        assert json.loads((repo / f"reports/gates/{stage}.json").read_text())["success"] is True
+    assert "| student_after |" in (repo / "reports/eval.md").read_text()
+    rows = pl.read_parquet(repo / "data/dedupe/rows.parquet")
+    assert rows["drop_reason"].is_null().eq(rows["keep"]).all()  # every dropped row says why
+
+
+def test_second_repro_runs_nothing(repo: Path) -> None:
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result.stdout) == []
+    assert "Data and pipelines are up to date" in result.stdout
+
+
+def test_training_param_reruns_only_training_and_eval_with_no_teacher_calls(repo: Path) -> None:
+    before = metrics(repo, "generate")
+    set_params(repo, **{"train.max_steps": 31})
+    result = run(repo, "dvc", "repro")
+    assert stages_run(result.stdout) == ["train", "validate@train", "evaluate", "validate@evaluate"]
+    assert metrics(repo, "generate") == before
+    evaluation = metrics(repo, "eval")
+    assert evaluation["teacher_requests_sent"] == 0
+    assert evaluation["teacher_cache_hits"] == 30
+
+
+def test_impossible_gate_stops_the_pipeline(repo: Path) -> None:
+    set_params(repo, **{"gates.dedupe.min_rows": 10**9, "train.max_steps": 32})
+    result = run(repo, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("gate dedupe failed: rows: expect_column_sum_to_be_between(keep): observed ")
+    assert first.endswith("expected >= 1000000000 (report: reports/gates/dedupe.json)")
+    assert "validate@dedupe" in stages_run(result.stdout)
+    assert "train" not in stages_run(result.stdout)
+    report = json.loads((repo / "reports/gates/dedupe.json").read_text())
+    assert report["success"] is False
+    set_params(repo, **{"gates.dedupe.min_rows": TINY["gates.dedupe.min_rows"], "train.max_steps": 31})
+    run(repo, "dvc", "repro")
+
+
+def test_lineage_traces_a_training_row_to_its_seed_line(repo: Path) -> None:
+    rows = pl.read_parquet(repo / "data/dedupe/rows.parquet")
+    kept = rows.filter(pl.col("keep")).row(0, named=True)
+    result = run(repo, sys.executable, "-m", "stages.cli", "lineage", kept["id"])
+    assert f"source_file: {TINY['ingest.train']}" in result.stdout
+    assert f"source_line: {kept['source_line']}" in result.stdout
+    assert kept["instruction"] in result.stdout
+    assert "matches workspace" in result.stdout
+    duplicate = rows.filter(pl.col("drop_reason") == "duplicate")
+    if duplicate.height:
+        result = run(repo, sys.executable, "-m", "stages.cli", "lineage", duplicate["id"][0])
+        assert f"dup_of: {duplicate['dup_of'][0]}" in result.stdout
+
+
+def test_pipeline_flow_runs_dvc_repro(repo: Path) -> None:
+    result = run(repo, sys.executable, "-m", "flows.pipeline")
+    assert "Data and pipelines are up to date" in result.stdout + result.stderr
+
+
+def test_api_key_never_written(repo: Path, tmp_path: Path) -> None:
+    """A real-endpoint run with a sentinel key: the key is in no file the pipeline wrote."""
+    prefect_home = repo / ".prefect-home"
+    with running_standin(StandinParams()) as base_url:
+        set_params(repo, **{"teacher.base_url": base_url, "teacher.api_key_env": "DISTILL_TEST_KEY"})
+        env = {"DISTILL_TEST_KEY": SENTINEL, "PREFECT_HOME": str(prefect_home)}
+        result = run(repo, "dvc", "repro", "generate", env=env)
+    assert "generate" in stages_run(result.stdout)
+    assert SENTINEL not in result.stdout + result.stderr
+    leaks = [
+        str(path)
+        for path in repo.rglob("*")
+        if path.is_file() and ".git" not in path.parts and SENTINEL.encode() in path.read_bytes()
+    ]
+    assert leaks == []
+    assert any(prefect_home.rglob("*")), "the Prefect run left its database where this test can read it"

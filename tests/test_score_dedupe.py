@@ -1,0 +1,163 @@
+"""Scoring checks and reasons, then dedupe of normalised twins, on literal GENERATED rows."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from stages import dedupe, score
+from stages.params import DedupeParams, ScoreParams
+from stages.records import DEDUPED, GENERATED, SCORED
+
+SCORE = ScoreParams(min_response_chars=1, max_response_chars=20)
+REFUSAL = "I'm sorry, but as an AI I can't help with that."
+
+
+def generated(*rows: tuple) -> pl.DataFrame:
+    """Rows of (id, instruction, response[, finish_reason]) with every other GENERATED column filled."""
+    records = []
+    for row in rows:
+        row_id, instruction, response, finish = (*row, "stop")[:4]
+        records.append({
+            "id": row_id, "seed_id": f"seed-{row_id}", "source_file": "data/seeds/train.jsonl", "source_line": 1,
+            "method": "labelling", "teacher": "standin", "model_requested": "standin-skill-1",
+            "model_answered": "standin-skill-1-2026-11-01", "template_hash": "t" * 16, "sampling_hash": "s" * 16,
+            "request_key": f"key-{row_id}", "response_id": f"chatcmpl-{row_id}", "choice_index": 0,
+            "created_at": "2026-01-01T00:00:00.000+00:00", "prompt_tokens": 10,
+            "completion_tokens": len(response), "finish_reason": finish, "instruction": instruction, "input": "",
+            "response": response,
+        })
+    return pl.DataFrame(records, schema=GENERATED)
+
+
+def checks(scored: pl.DataFrame) -> dict[str, tuple]:
+    columns = ("length_ok", "truncated", "refusal", "verified", "quality", "keep", "drop_reason")
+    return {row[0]: row[1:] for row in scored.select("id", *columns).iter_rows()}
+
+
+def test_each_check_and_its_reason() -> None:
+    rows = generated(
+        ("right", "reverse planet", "tenalp"),
+        ("wrong", "reverse planet", "tenlap"),
+        ("refuse", "upper cat", REFUSAL),
+        ("cut", "reverse planet", "tena", "length"),
+        ("long", "upper cat", "CAT" * 10),
+        ("offskill", "What is the capital of France?", "Paris"),
+        ("spaces", "reverse planet", "  tenalp \n"),
+    )
+    scored = score.score(rows, SCORE)
+    assert scored.schema == pl.Schema(SCORED)
+    assert scored["id"].to_list() == ["right", "wrong", "refuse", "cut", "long", "offskill", "spaces"]
+    assert checks(scored) == {
+        # length_ok, truncated, refusal, verified, quality, keep, drop_reason
+        "right": (True, False, False, True, 1.0, True, None),
+        "wrong": (True, False, False, False, 0.75, False, "verifier_failed"),
+        # a refusal fails the length and verifier checks too: the first failing check is the reason
+        "refuse": (False, False, True, False, 0.25, False, "refusal"),
+        "cut": (True, True, False, False, 0.5, False, "truncated"),
+        "long": (False, False, False, False, 0.5, False, "length"),
+        "offskill": (True, False, False, None, 1.0, True, None),
+        "spaces": (True, False, False, True, 1.0, True, None),
+    }
+    assert score.summarise(scored) == {
+        "rows": 7,
+        "kept": 3,
+        "dropped": 4,
+        "dropped_by_reason": {"length": 1, "refusal": 1, "truncated": 1, "verifier_failed": 1},
+        "mean_quality": round((1.0 + 0.75 + 0.25 + 0.5 + 0.5 + 1.0 + 1.0) / 7, 4),
+        "verified_fraction": round(2 / 6, 4),
+    }
+
+
+def test_switches_turn_checks_off() -> None:
+    rows = generated(
+        ("wrong", "reverse planet", "tenlap"),
+        ("refuse", "upper cat", REFUSAL),
+        ("cut", "reverse planet", "tenalp", "length"),
+    )
+    params = ScoreParams(min_response_chars=1, max_response_chars=100, drop_truncated=False, drop_refusals=False,
+                         verify=False)
+    assert checks(score.score(rows, params)) == {
+        "wrong": (True, False, False, None, 1.0, True, None),
+        "refuse": (True, False, True, None, 2 / 3, True, None),
+        "cut": (True, True, False, None, 2 / 3, True, None),
+    }
+
+
+def test_empty_frame_scores_and_summarises() -> None:
+    scored = score.score(generated(), SCORE)
+    assert scored.height == 0
+    assert score.summarise(scored) == {"rows": 0, "kept": 0, "dropped": 0, "dropped_by_reason": {},
+                                       "mean_quality": 0.0, "verified_fraction": 0.0}
+
+
+def deduped(*rows: tuple, params: ScoreParams = SCORE) -> pl.DataFrame:
+    result = dedupe.dedupe(score.score(generated(*rows), params), DedupeParams())
+    assert result.schema == pl.Schema(DEDUPED)
+    return result
+
+
+def marks(frame: pl.DataFrame) -> dict[str, tuple]:
+    return {row[0]: row[1:] for row in frame.select("id", "keep", "drop_reason", "dup_of").iter_rows()}
+
+
+def test_normalised_twins_share_a_hash_and_smaller_id_wins_a_tie() -> None:
+    result = deduped(("b", "reverse planet", "tenalp"), ("a", " Reverse  PLANET", "tenalp"),
+                     ("c", "upper cat", "CAT"))
+    hashes = dict(result.select("id", "norm_hash").iter_rows())
+    assert hashes["a"] == hashes["b"] != hashes["c"]
+    assert marks(result) == {
+        "b": (False, "duplicate", "a"),
+        "a": (True, None, None),
+        "c": (True, None, None),
+    }
+    assert dedupe.summarise(result) == {"rows_in": 3, "kept": 2, "duplicates_dropped": 1, "duplicate_groups": 1,
+                                        "dropped_by_reason": {"duplicate": 1}}
+
+
+def test_input_is_part_of_the_key() -> None:
+    rows = generated(("a", "reverse planet", "tenalp"), ("b", "reverse planet", "tenalp"))
+    rows = rows.with_columns(input=pl.Series(["", "context"]))
+    result = dedupe.dedupe(score.score(rows, SCORE), DedupeParams())
+    assert marks(result) == {"a": (True, None, None), "b": (True, None, None)}
+
+
+def test_normalisation_switches() -> None:
+    rows = score.score(generated(("a", "reverse planet", "tenalp"), ("b", "Reverse planet", "tenalp"),
+                                 ("c", "reverse  planet", "tenalp")), SCORE)
+    strict = dedupe.dedupe(rows, DedupeParams(lowercase=False, collapse_whitespace=False))
+    assert strict["norm_hash"].n_unique() == 3
+    assert strict["keep"].to_list() == [True, True, True]
+    spaces_only = dedupe.dedupe(rows, DedupeParams(lowercase=False, collapse_whitespace=True))
+    assert marks(spaces_only) == {"a": (True, None, None), "b": (True, None, None), "c": (False, "duplicate", "a")}
+
+
+def test_higher_quality_twin_wins_over_smaller_id() -> None:
+    # truncated answers are kept here, with quality 0.75: the full answer ("z") wins
+    params = ScoreParams(min_response_chars=1, max_response_chars=20, drop_truncated=False)
+    result = deduped(("a", "reverse planet", "tenalp", "length"), ("z", "REVERSE planet", "tenalp"), params=params)
+    assert dict(result.select("id", "quality").iter_rows()) == {"a": 0.75, "z": 1.0}
+    assert marks(result) == {"a": (False, "duplicate", "z"), "z": (True, None, None)}
+
+
+def test_rows_dropped_by_score_do_not_compete() -> None:
+    result = deduped(
+        ("0", "reverse planet", "tenlap"),  # wrong: dropped by score, smallest id
+        ("1", "upper cat", REFUSAL),  # refusal, alone in its group
+        ("5", "Reverse Planet", "tenalp"),
+        ("9", "reverse planet", "tenalp"),
+        ("7", "reverse  PLANET", "tenalp"),
+    )
+    assert marks(result) == {
+        "0": (False, "verifier_failed", None),
+        "1": (False, "refusal", None),
+        "5": (True, None, None),
+        "9": (False, "duplicate", "5"),
+        "7": (False, "duplicate", "5"),
+    }
+    assert dedupe.summarise(result) == {
+        "rows_in": 5,
+        "kept": 1,
+        "duplicates_dropped": 2,
+        "duplicate_groups": 1,
+        "dropped_by_reason": {"duplicate": 2, "refusal": 1, "verifier_failed": 1},
+    }

@@ -1,0 +1,217 @@
+"""The request store (append-only JSONL) and the async engine against the real stand-in over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from flows.teacher import read_plan, run_plan, write_plan
+from stages.params import StandinParams
+from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest, answer_all, make_client, retry_delay
+from stages.teachers.standin import running_standin
+from stages.teachers.store import RequestStore, request_key
+
+MODEL = "standin-skill-1"
+SETTINGS = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01)
+WORDS = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", "cloud", "amber", "delta", "quartz"]
+
+
+def messages(instruction: str) -> list[dict]:
+    return [{"role": "system", "content": "Reply with the answer only."}, {"role": "user", "content": instruction}]
+
+
+def requests_for(words: list[str], teacher: str = "test") -> list[TeacherRequest]:
+    sampling = {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
+    result = []
+    for word in words:
+        for op in ("reverse", "upper"):
+            msgs = messages(f"{op} {word}")
+            result.append(TeacherRequest(request_key(teacher, MODEL, msgs, sampling), MODEL, msgs, sampling))
+    return result
+
+
+def answer(config: StandinParams, requests: list[TeacherRequest], store_path: Path,
+           settings: EngineSettings = SETTINGS) -> Ledger:
+    async def go(url: str) -> Ledger:
+        with RequestStore(store_path) as store:
+            async with make_client(url, "test", settings) as client:
+                return await answer_all(requests, client, store, settings, asyncio.Semaphore(settings.concurrency))
+
+    with running_standin(config) as url:
+        return asyncio.run(go(url))
+
+
+def content(store: RequestStore, key: str) -> str:
+    return store.get(key)["choices"][0]["message"]["content"]
+
+
+# --- store ---------------------------------------------------------------------------------------
+
+
+def test_put_get_round_trip_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "s.jsonl"
+    with RequestStore(path) as store:
+        assert len(store) == 0 and store.get("k1") is None and store.entry("k1") is None
+        store.put("k1", {"model": "m", "messages": []}, {"id": "r1", "choices": [{"text": "é"}]})
+        store.put("k2", {"model": "m"}, {"id": "r2"})
+        store.put("k1", {"model": "m"}, {"id": "r1b"})  # a later answer for a key replaces the earlier one
+    with RequestStore(path) as store:
+        assert len(store) == 2
+        assert "k1" in store and "k3" not in store
+        assert store.get("k1") == {"id": "r1b"}
+        assert store.get("k2") == {"id": "r2"}
+        entry = store.entry("k2")
+        assert entry["request"] == {"model": "m"}
+        assert set(entry) == {"key", "request", "response", "stored_at"}
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+
+
+@pytest.mark.parametrize("torn", ['{"key": "k3", "request": {"mo', '{"key": "k3", "request": {}, "response": {}}'])
+def test_torn_last_line_is_cut_on_open(tmp_path: Path, torn: str) -> None:
+    path = tmp_path / "s.jsonl"
+    with RequestStore(path) as store:
+        store.put("k1", {}, {"id": "r1"})
+        store.put("k2", {}, {"id": "r2"})
+    good_size = path.stat().st_size
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(torn)  # a kill mid-write: no newline
+    with RequestStore(path) as store:
+        assert path.stat().st_size == good_size
+        assert len(store) == 2 and "k3" not in store
+        store.put("k3", {}, {"id": "r3"})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["k1", "k2", "k3"]
+    with RequestStore(path) as store:
+        assert store.get("k3") == {"id": "r3"}
+
+
+def test_request_key_changes_with_every_part() -> None:
+    base = ("t", "m", [{"role": "user", "content": "reverse cat"}], {"temperature": 0.0, "seed": 0})
+    key = request_key(*base)
+    assert len(key) == 32
+    assert request_key(*base) == key
+    assert request_key("t", "m", [{"role": "user", "content": "reverse cat"}], {"seed": 0, "temperature": 0.0}) == key
+    variants = [
+        ("t2", *base[1:]),
+        (base[0], "m2", *base[2:]),
+        (*base[:2], [{"role": "user", "content": "reverse dog"}], base[3]),
+        (*base[:2], [{"role": "system", "content": "reverse cat"}], base[3]),
+        (*base[:3], {"temperature": 0.5, "seed": 0}),
+        (*base[:3], {"temperature": 0.0, "seed": 1}),
+        (*base[:3], {"temperature": 0.0, "seed": 0, "n": 2}),
+    ]
+    keys = {request_key(*variant) for variant in variants}
+    assert len(keys) == len(variants) and key not in keys
+
+
+# --- retry delay ---------------------------------------------------------------------------------
+
+
+def status_error(status: int, headers: dict[str, str]) -> openai.APIStatusError:
+    response = httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
+    kind = openai.RateLimitError if status == 429 else openai.InternalServerError
+    return kind("fault", response=response, body=None)
+
+
+def test_retry_delay_honours_server_headers() -> None:
+    assert retry_delay(status_error(429, {"retry-after-ms": "50", "retry-after": "1"}), 0, SETTINGS) == 0.05
+    assert retry_delay(status_error(429, {"Retry-After-Ms": "1500"}), 3, SETTINGS) == 1.5
+    assert retry_delay(status_error(429, {"retry-after": "2"}), 0, SETTINGS) == 2.0
+    assert retry_delay(status_error(429, {"retry-after": "0.5"}), 0, SETTINGS) == 0.5
+
+
+def test_retry_delay_backoff_without_headers() -> None:
+    settings = EngineSettings(backoff_base_s=0.1, backoff_max_s=0.3)
+    # an HTTP date is not a number of seconds: fall back to jittered backoff
+    dated = status_error(500, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    for attempt, cap in ((0, 0.1), (1, 0.2), (2, 0.3), (6, 0.3)):
+        delays = [retry_delay(dated, attempt, settings) for _ in range(200)]
+        assert all(0 <= delay <= cap for delay in delays)
+        assert max(delays) > cap / 2  # full jitter spreads over the whole range
+    no_response = openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
+    assert 0 <= retry_delay(no_response, 0, settings) <= 0.1
+
+
+# --- engine against the stand-in -----------------------------------------------------------------
+
+
+def test_all_answered_then_all_cache_hits(tmp_path: Path) -> None:
+    requests = requests_for(WORDS[:5])
+    store_path = tmp_path / "s.jsonl"
+    first = answer(StandinParams(), requests + requests[:2], store_path)  # duplicates are sent once
+    assert (first.requests_sent, first.cache_hits, first.attempts) == (10, 0, 10)
+    assert not first.failures and not first.retries and not first.errors
+    # usage: one token per character; "tenalp"-style answers are as long as the word
+    assert first.completion_tokens == 2 * sum(len(word) for word in WORDS[:5])
+    with RequestStore(store_path) as store:
+        assert len(store) == 10
+        assert content(store, requests[0].key) == "tenalp"
+        assert content(store, requests[1].key) == "PLANET"
+        assert store.entry(requests[0].key)["request"] == requests[0].payload()
+    second = answer(StandinParams(), requests, store_path)
+    assert (second.requests_sent, second.cache_hits, second.attempts) == (0, 10, 0)
+    assert len(store_path.read_text().splitlines()) == 10
+
+
+def test_transient_faults_are_retried_until_answered(tmp_path: Path) -> None:
+    requests = requests_for(WORDS)
+    config = StandinParams(error_rate=0.3, rate_limit_rate=0.2, truncated_body_rate=0.1)
+    ledger = answer(config, requests, tmp_path / "s.jsonl")
+    assert ledger.requests_sent == 24
+    assert not ledger.failures and not ledger.errors
+    # a 200 whose JSON body is cut short surfaces as JSONDecodeError and is retried too
+    assert set(ledger.retries) == {"InternalServerError", "RateLimitError", "JSONDecodeError"}
+    assert ledger.attempts == 24 + sum(ledger.retries.values())
+    with RequestStore(tmp_path / "s.jsonl") as store:
+        assert len(store) == 24
+        assert content(store, requests[0].key) == "tenalp"
+
+
+def test_permanent_errors_fail_every_request_and_store_nothing(tmp_path: Path) -> None:
+    requests = requests_for(WORDS[:3])
+    settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=2, backoff_base_s=0.01)
+    store_path = tmp_path / "s.jsonl"
+    ledger = answer(StandinParams(error_rate=1.0), requests, store_path, settings)
+    assert (ledger.requests_sent, ledger.attempts) == (6, 12)
+    assert ledger.failures == {"InternalServerError": 6}
+    assert ledger.retries == {"InternalServerError": 6}
+    assert set(ledger.errors) == {request.key for request in requests}
+    for message in ledger.errors.values():
+        assert message.startswith("InternalServerError after 2 attempts: Error code: 500")
+        assert "stand-in fault" in message
+    assert store_path.read_text() == ""
+
+
+def test_bad_request_is_not_retried(tmp_path: Path) -> None:
+    msgs = messages("reverse cat")
+    bad = TeacherRequest("bad", MODEL, msgs, {"temperature": 5.0})
+    ledger = answer(StandinParams(), [bad], tmp_path / "s.jsonl")
+    assert (ledger.requests_sent, ledger.attempts) == (1, 1)
+    assert ledger.failures == {"BadRequestError": 1}
+    assert "Invalid 'temperature'" in ledger.errors["bad"]
+
+
+# --- the teacher flow without Prefect ------------------------------------------------------------
+
+
+def test_run_plan_without_prefect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+    monkeypatch.setenv("DISTILL_TEST_TEACHER_KEY", "sk-test")
+    requests = requests_for(WORDS[:4])
+    plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
+    write_plan(requests, plan_path)
+    assert read_plan(plan_path) == requests
+    with running_standin(StandinParams()) as url:
+        first = run_plan(plan_path, store_path, url, "DISTILL_TEST_TEACHER_KEY", 3)
+        second = run_plan(plan_path, store_path, url, None, 3)
+    assert (first.requests_sent, first.cache_hits, first.attempts) == (8, 0, 8)
+    assert not first.failures
+    assert (second.requests_sent, second.cache_hits) == (0, 8)
+    with RequestStore(store_path) as store:
+        assert [content(store, r.key) for r in requests[:4]] == ["tenalp", "PLANET", "tac", "CAT"]
+    assert "sk-test" not in store_path.read_text()
