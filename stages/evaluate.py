@@ -4,7 +4,7 @@ Reads:   data/ingest/eval.parquet, data/train/model/, the student as it was befo
          training (``train.student``, seeded like the training run), the teacher
 Writes:  data/evaluate/predictions.parquet (PREDICTION), data/store/evaluate.jsonl (the
          teacher's eval answers, a request store), metrics/eval.json, reports/eval.md,
-         reports/plots/eval_by_op.csv
+         reports/plots/eval_by_op.csv, reports/eval.png
 Params:  evaluate, teacher, generate (template, system, max_tokens), train (student, prompt_template, seed)
 Run:     python -m stages.evaluate
 
@@ -92,6 +92,28 @@ def gap_closed(before: float, after: float, teacher: float) -> float | None:
     return None if teacher <= before else round((after - before) / (teacher - before), 4)
 
 
+def chart(by_op: pl.DataFrame, target: Path) -> None:
+    """Grouped bars: each system's score per operation, as a PNG a person can glance at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [column for column in by_op.columns if column != "op"]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        positions = [x + i * width for x in range(by_op.height)]
+        axes.bar(positions, by_op[system].to_list(), width, label=system.replace("_", " "))
+    axes.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(by_op.height)], by_op["op"].to_list())
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("held-out exact match")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, format="png", dpi=120)
+    plt.close(figure)
+
+
 def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
     lines = [
         "# Eval report",
@@ -113,11 +135,14 @@ def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
         "",
         "## Student mistakes after training (first 10)",
         "",
-        "| instruction | reference | prediction |",
-        "|---|---|---|",
-        *(f"| {r['instruction']} | {r['reference']} | {r['prediction']} |" for r in examples.iter_rows(named=True)),
-        "",
     ]
+    if examples.is_empty():
+        lines += ["None: every held-out answer was right.", ""]
+    else:
+        lines += ["| instruction | reference | prediction |", "|---|---|---|"]
+        rows = examples.iter_rows(named=True)
+        lines += [f"| {r['instruction']} | {r['reference']} | {r['prediction']} |" for r in rows]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -146,6 +171,8 @@ def main() -> None:
     )
     with atomic_path(paths.EVALUATE_BY_OP_PLOT) as tmp:
         by_op.unpivot(index="op", variable_name="system", value_name="score").write_csv(tmp)
+    with atomic_path(paths.EVALUATE_CHART) as tmp:
+        chart(by_op, tmp)
     metrics = {
         "rows": evals.height,
         **{name: round(float(means[name]), 4) for name in ("student_before", "student_after", "teacher")},

@@ -21,6 +21,7 @@ EVALUATE_PREDICTIONS = Path("data/evaluate/predictions.parquet")
 EVALUATE_STORE = Path("data/store/evaluate.jsonl")
 EVALUATE_REPORT = Path("reports/eval.md")
 EVALUATE_BY_OP_PLOT = Path("reports/plots/eval_by_op.csv")
+EVALUATE_CHART = Path("reports/eval.png")
 
 GATE_REPORTS = Path("reports/gates")
 
