@@ -28,10 +28,8 @@ from stages.io import atomic_path, content_hash, write_json, write_parquet, writ
 from stages.prompts import Prompt, parse_choice, student_prompt
 from stages.records import PREDICTION, conform
 from stages.student import load_model, load_tokenizer
-from stages.teachers.ask import ask
-from stages.teachers.endpoint import teacher_identity
-from stages.teachers.engine import TeacherRequest
-from stages.teachers.store import RequestStore, request_key
+from stages.teachers.ask import ask, plan_requests
+from stages.teachers.store import RequestStore
 
 
 def exact_match(prediction: str | None, reference: str) -> float:
@@ -64,12 +62,7 @@ def teacher_answers(
     """The teacher's answers to the eval inputs, through its own request store."""
     prompt = Prompt(params.generate.system, params.generate.template)
     sampling = {"temperature": 0.0, "max_tokens": params.generate.max_tokens, "n": 1, "seed": params.generate.seed}
-    identity = teacher_identity(params.teacher)
-    requests = []
-    for row in evals.iter_rows(named=True):
-        messages = prompt.messages(row["instruction"], row["input"])
-        key = request_key(identity, params.teacher.model, messages, sampling)
-        requests.append(TeacherRequest(key=key, model=params.teacher.model, messages=messages, sampling=sampling))
+    requests = plan_requests(evals.iter_rows(named=True), prompt, sampling, params.teacher)
     ledger = ask(requests, params.teacher, store_path, label="evaluate")
     with RequestStore(store_path) as store:
         answers = []

@@ -28,10 +28,9 @@ from stages.entry import StageError, guarded
 from stages.io import content_hash, write_json, write_parquet
 from stages.prompts import Prompt, parse_choice
 from stages.records import GENERATED, REJECT, conform
-from stages.teachers.ask import ask
-from stages.teachers.endpoint import teacher_identity
+from stages.teachers.ask import ask, plan_requests
 from stages.teachers.engine import Ledger, TeacherRequest
-from stages.teachers.store import RequestStore, request_key
+from stages.teachers.store import RequestStore
 
 METHOD = "labelling"
 
@@ -44,14 +43,7 @@ def plan(
     seeds: pl.DataFrame, prompt: Prompt, params: params_module.GenerateParams, teacher: params_module.TeacherParams
 ) -> list[TeacherRequest]:
     """One request per seed, keyed for the store; pure (no I/O)."""
-    sampling = sampling_of(params)
-    identity = teacher_identity(teacher)
-    requests = []
-    for seed in seeds.iter_rows(named=True):
-        messages = prompt.messages(seed["instruction"], seed["input"])
-        key = request_key(identity, teacher.model, messages, sampling)
-        requests.append(TeacherRequest(key=key, model=teacher.model, messages=messages, sampling=sampling))
-    return requests
+    return plan_requests(seeds.iter_rows(named=True), prompt, sampling_of(params), teacher)
 
 
 def build_rows(

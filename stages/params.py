@@ -93,7 +93,7 @@ class TrainParams(Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     max_length: Positive = 64
-    gradient_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
+    activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
     lora: LoraParams = LoraParams()
 
 

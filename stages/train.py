@@ -51,7 +51,7 @@ def sft_config(params: params_module.TrainParams, output_dir: str):
         lr_scheduler_type=params.lr_scheduler,
         warmup_steps=params.warmup_steps,
         max_length=params.max_length,
-        gradient_checkpointing=params.gradient_checkpointing,
+        activation_checkpointing=params.activation_checkpointing,
         completion_only_loss=True,
         logging_steps=max(1, params.max_steps // 50),
         save_strategy="no",

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +23,7 @@ from stages.params import StandinParams
 from stages.teachers.standin import running_standin
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTINEL = "sk-SENTINEL-e2e-0123456789abcdef"
+SENTINEL = f"sk-SENTINEL-{uuid.uuid4().hex}"  # made at run time, so this file cannot match it
 pytestmark = pytest.mark.slow
 
 

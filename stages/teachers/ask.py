@@ -7,13 +7,25 @@ something is missing, and sends the rest through the Prefect teacher flow.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from stages.params import TeacherParams
-from stages.teachers.endpoint import teacher_endpoint
+from stages.prompts import Prompt
+from stages.teachers.endpoint import teacher_endpoint, teacher_identity
 from stages.teachers.engine import Ledger, TeacherRequest
-from stages.teachers.store import RequestStore
+from stages.teachers.store import RequestStore, request_key
+
+
+def plan_requests(rows: Iterable[dict], prompt: Prompt, sampling: dict, teacher: TeacherParams) -> list[TeacherRequest]:
+    """One request per row (``instruction``, ``input``), keyed for the store; pure."""
+    identity = teacher_identity(teacher)
+    requests = []
+    for row in rows:
+        messages = prompt.messages(row["instruction"], row["input"])
+        key = request_key(identity, teacher.model, messages, sampling)
+        requests.append(TeacherRequest(key=key, model=teacher.model, messages=messages, sampling=sampling))
+    return requests
 
 
 def ask(
