@@ -25,7 +25,8 @@ setup: $(VENV)/.installed
 
 run: setup
 	dvc repro
-	dvc metrics show
+	@sed -n '/^| system/,/^$$/p' reports/eval.md
+	@echo "full report: reports/eval.md; all metrics: dvc metrics show; plots: dvc plots show"
 
 test: setup
 	pytest
