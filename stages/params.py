@@ -18,6 +18,7 @@ PARAMS_FILE = Path("params.yaml")
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class Strict(BaseModel):
@@ -43,12 +44,21 @@ class StandinParams(Strict):
     seed: int = 0
 
 
+class PriceParams(Strict):
+    """What the teacher charges; 0 = free (a local server). Used by the cost ledger, the
+    estimate and the budget, never sent to the teacher."""
+
+    prompt_per_mtok: NonNegative = 0.0  # dollars per million prompt (input) tokens
+    completion_per_mtok: NonNegative = 0.0  # dollars per million completion (output) tokens
+
+
 class TeacherParams(Strict):
     name: str
     base_url: str | None  # None = start the local stand-in
     model: str
     api_key_env: str
     standin: StandinParams = StandinParams()
+    price: PriceParams = PriceParams()
 
 
 class GenerateParams(Strict):
@@ -60,6 +70,9 @@ class GenerateParams(Strict):
     seed: int = 0
     shards: Positive = 4
     max_failed_fraction: Fraction = 0.05
+    budget_usd: NonNegative | None = None  # hard cap on dollars spent on requests sent in this run; None = no cap
+    budget_tokens: Annotated[int, Field(ge=0)] | None = None  # same cap in tokens (prompt + completion)
+    expected_completion_tokens: Positive | None = None  # per answer, for the estimate when the store is empty
 
 
 class ScoreParams(Strict):

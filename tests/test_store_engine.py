@@ -7,14 +7,22 @@ import json
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
 from flows.teacher import read_plan, run_plan, write_plan
 from stages.params import StandinParams
-from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest, answer_all, make_client, retry_delay
+from stages.teachers.engine import (
+    EngineSettings,
+    Ledger,
+    RateLimiter,
+    TeacherRequest,
+    answer_all,
+    make_client,
+    retry_delay,
+)
 from stages.teachers.standin import running_standin
 from stages.teachers.store import RequestStore, request_key
+from stages.teachers.transports import Transient, retry_after
 
 MODEL = "standin-skill-1"
 SETTINGS = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01)
@@ -112,29 +120,27 @@ def test_request_key_changes_with_every_part() -> None:
 # --- retry delay ---------------------------------------------------------------------------------
 
 
-def status_error(status: int, headers: dict[str, str]) -> openai.APIStatusError:
-    response = httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
-    kind = openai.RateLimitError if status == 429 else openai.InternalServerError
-    return kind("fault", response=response, body=None)
+def transient(headers: dict[str, str]) -> Transient:
+    """A retryable error as a transport raises it, with the server's headers read."""
+    return Transient("RateLimitError", "fault", retry_after(httpx.Headers(headers)))
 
 
 def test_retry_delay_honours_server_headers() -> None:
-    assert retry_delay(status_error(429, {"retry-after-ms": "50", "retry-after": "1"}), 0, SETTINGS) == 0.05
-    assert retry_delay(status_error(429, {"Retry-After-Ms": "1500"}), 3, SETTINGS) == 1.5
-    assert retry_delay(status_error(429, {"retry-after": "2"}), 0, SETTINGS) == 2.0
-    assert retry_delay(status_error(429, {"retry-after": "0.5"}), 0, SETTINGS) == 0.5
+    assert retry_delay(transient({"retry-after-ms": "50", "retry-after": "1"}), 0, SETTINGS) == 0.05
+    assert retry_delay(transient({"Retry-After-Ms": "1500"}), 3, SETTINGS) == 1.5
+    assert retry_delay(transient({"retry-after": "2"}), 0, SETTINGS) == 2.0
+    assert retry_delay(transient({"retry-after": "0.5"}), 0, SETTINGS) == 0.5
 
 
 def test_retry_delay_backoff_without_headers() -> None:
     settings = EngineSettings(backoff_base_s=0.1, backoff_max_s=0.3)
     # an HTTP date is not a number of seconds: fall back to jittered backoff
-    dated = status_error(500, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    dated = transient({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})
     for attempt, cap in ((0, 0.1), (1, 0.2), (2, 0.3), (6, 0.3)):
         delays = [retry_delay(dated, attempt, settings) for _ in range(200)]
         assert all(0 <= delay <= cap for delay in delays)
         assert max(delays) > cap / 2  # full jitter spreads over the whole range
-    no_response = openai.APITimeoutError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
-    assert 0 <= retry_delay(no_response, 0, settings) <= 0.1
+    assert 0 <= retry_delay(Transient("APITimeoutError", "timed out"), 0, settings) <= 0.1
 
 
 # --- engine against the stand-in -----------------------------------------------------------------
@@ -158,10 +164,12 @@ def test_all_answered_then_all_cache_hits(tmp_path: Path) -> None:
     assert len(store_path.read_text().splitlines()) == 10
 
 
-def test_transient_faults_are_retried_until_answered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+def test_transient_faults_are_retried_until_answered(tmp_path: Path, transport: str) -> None:
     requests = requests_for(WORDS)
     config = StandinParams(error_rate=0.3, rate_limit_rate=0.2, truncated_body_rate=0.1)
-    ledger = answer(config, requests, tmp_path / "s.jsonl")
+    settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01, transport=transport)
+    ledger = answer(config, requests, tmp_path / "s.jsonl", settings)
     assert ledger.requests_sent == 24
     assert not ledger.failures and not ledger.errors
     # a 200 whose JSON body is cut short surfaces as JSONDecodeError and is retried too
@@ -187,13 +195,30 @@ def test_permanent_errors_fail_every_request_and_store_nothing(tmp_path: Path) -
     assert store_path.read_text() == ""
 
 
-def test_bad_request_is_not_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+def test_bad_request_is_not_retried(tmp_path: Path, transport: str) -> None:
     msgs = messages("reverse cat")
     bad = TeacherRequest("bad", MODEL, msgs, {"temperature": 5.0})
-    ledger = answer(StandinParams(), [bad], tmp_path / "s.jsonl")
+    settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01, transport=transport)
+    ledger = answer(StandinParams(), [bad], tmp_path / "s.jsonl", settings)
     assert (ledger.requests_sent, ledger.attempts) == (1, 1)
     assert ledger.failures == {"BadRequestError": 1}
     assert "Invalid 'temperature'" in ledger.errors["bad"]
+
+
+def test_rate_limiter_paces_requests() -> None:
+    async def go() -> float:
+        limiter = RateLimiter(requests_per_minute=600, tokens_per_minute=None)  # one per 0.1 s
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(limiter.wait(10) for _ in range(6)))
+        return asyncio.get_running_loop().time() - started
+
+    assert 0.49 <= asyncio.run(go()) < 0.7  # six requests: the last starts 0.5 s after the first
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="DISTILL_TEACHER_TRANSPORT='grpc'"):
+        make_client("http://127.0.0.1:1/v1", "k", EngineSettings(transport="grpc"))
 
 
 # --- the teacher flow without Prefect ------------------------------------------------------------
