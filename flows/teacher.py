@@ -8,7 +8,8 @@ and the openai client ``max_retries=0``. Caching is the request store's job: tas
 
 The flow takes a *plan file* (JSONL of requests), not the requests themselves: flow
 parameters are stored by the Prefect API, and the API key is read from the environment
-inside the flow so that it never becomes a parameter.
+inside the flow so that it never becomes a parameter. The budget (caps, prices and the
+tokenisation the reservations assume) is passed as plain JSON values.
 
 Set ``DISTILL_PREFECT=0`` to run the same shards without Prefect (used to measure the
 start-up cost Prefect adds; see benchmarks/pipeline.py).
@@ -32,7 +33,15 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest, answer_all, make_client  # noqa: E402
+from stages.params import PriceParams  # noqa: E402
+from stages.teachers.engine import (  # noqa: E402
+    Budget,
+    EngineSettings,
+    Ledger,
+    TeacherRequest,
+    answer_all,
+    make_client,
+)
 from stages.teachers.store import RequestStore  # noqa: E402
 
 
@@ -49,14 +58,34 @@ def read_plan(path: Path) -> list[TeacherRequest]:
 
 
 @task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)
-async def answer_shard(requests: list[TeacherRequest], client, store, settings, gate, on_done) -> Ledger:
-    return await answer_all(requests, client, store, settings, gate, on_done)
+async def answer_shard(requests: list[TeacherRequest], client, store, settings, gate, on_done,
+                       budget: Budget | None = None) -> Ledger:
+    return await answer_all(requests, client, store, settings, gate, on_done, budget=budget)
+
+
+def make_budget(budget_usd: float | None, budget_tokens: int | None, price: dict | None,
+                chars_per_token: float) -> Budget | None:
+    """One budget shared by every shard, or None when there is no cap."""
+    if budget_usd is None and budget_tokens is None:
+        return None
+    return Budget(PriceParams(**(price or {})), budget_usd, budget_tokens, chars_per_token)
 
 
 async def answer_plan(
-    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, shard_runner: Callable
+    plan_path: str,
+    store_path: str,
+    base_url: str,
+    api_key_env: str | None,
+    shards: int,
+    shard_runner: Callable,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    price: dict | None = None,
+    chars_per_token: float = 4.0,
 ) -> Ledger:
     requests = read_plan(Path(plan_path))
+    budget = make_budget(budget_usd, budget_tokens, price, chars_per_token)
+    extra = {"budget": budget} if budget is not None else {}  # custom shard runners need not know budgets
     settings = EngineSettings.from_env()
     api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
     parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
@@ -68,7 +97,7 @@ async def answer_plan(
     ):
         async with make_client(base_url, api_key, settings) as client:
             results = await asyncio.gather(
-                *(shard_runner(part, client, store, settings, gate, bar.update) for part in parts)
+                *(shard_runner(part, client, store, settings, gate, bar.update, **extra) for part in parts)
             )
     for result in results:
         ledger.merge(result)
@@ -77,15 +106,36 @@ async def answer_plan(
 
 @flow(name="teacher-generation", log_prints=True)
 async def teacher_generation(
-    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int
+    plan_path: str,
+    store_path: str,
+    base_url: str,
+    api_key_env: str | None,
+    shards: int,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    price: dict | None = None,
+    chars_per_token: float = 4.0,
 ) -> Ledger:
-    """Answer every request of the plan not yet in the store, shard by shard."""
-    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard)
+    """Answer every request of the plan not yet in the store, shard by shard, within the budget."""
+    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard,
+                             budget_usd, budget_tokens, price, chars_per_token)
 
 
-def run_plan(plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int) -> Ledger:
+def run_plan(
+    plan_path: Path,
+    store_path: Path,
+    base_url: str,
+    api_key_env: str | None,
+    shards: int,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    price: dict | None = None,
+    chars_per_token: float = 4.0,
+) -> Ledger:
     """Entry used by the generate stage: through Prefect unless DISTILL_PREFECT=0."""
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
+    budget = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "price": price,
+              "chars_per_token": chars_per_token}
     if os.environ.get("DISTILL_PREFECT", "1") == "0":
-        return asyncio.run(answer_plan(*args, answer_shard.fn))
-    return asyncio.run(teacher_generation(*args))
+        return asyncio.run(answer_plan(*args, answer_shard.fn, **budget))
+    return asyncio.run(teacher_generation(*args, **budget))

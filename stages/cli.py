@@ -3,6 +3,7 @@
     distill lineage <id> [--json]        trace a row back to its seed file and line
     distill teacher serve [--port 8000]  run the offline stand-in teacher by hand
     distill run [--pull] [--push]        run the pipeline (dvc repro) as a Prefect flow
+    distill estimate                     what the generate stage would cost now; sends nothing
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("run", help="run the pipeline through the Prefect pipeline flow")
     run.add_argument("--pull", action="store_true", help="dvc pull before")
     run.add_argument("--push", action="store_true", help="dvc push after")
+    commands.add_parser("estimate", help="print what the generate stage would send and cost; sends nothing")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "teacher":
@@ -39,10 +41,40 @@ def main(argv: list[str] | None = None) -> None:
         except KeyError as error:
             sys.exit(f"distill lineage: {error.args[0]}")
         print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
+    elif args.command == "estimate":
+        sys.exit(estimate_generate())
     elif args.command == "run":
         from flows.pipeline import pipeline
 
         pipeline(pull=args.pull, push=args.push)
+
+
+def estimate_generate() -> str | None:
+    """Print the generate stage's cost table from params, the seeds and the store (read only)."""
+    import polars as pl
+
+    from stages import generate, paths
+    from stages import params as params_module
+    from stages.prompts import Prompt
+    from stages.teachers.estimate import chars_per_token, estimate
+    from stages.teachers.store import RequestStore
+
+    try:
+        params = params_module.load()
+    except params_module.ParamsError as error:
+        return f"distill estimate: {error}"
+    if not paths.INGEST_TRAIN.exists():
+        return f"distill estimate: {paths.INGEST_TRAIN} is missing: run `dvc repro ingest` first"
+    seeds = pl.read_parquet(paths.INGEST_TRAIN)
+    requests = generate.plan(seeds, Prompt(params.generate.system, params.generate.template), params.generate,
+                             params.teacher)
+    with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
+        planned = estimate(requests, store, params.teacher.price, chars_per_token(params.teacher),
+                           params.generate.expected_completion_tokens)
+    print(planned.table("generate"))
+    caps = {"budget_usd": params.generate.budget_usd, "budget_tokens": params.generate.budget_tokens}
+    print("  budget: " + (", ".join(f"{k}={v}" for k, v in caps.items() if v is not None) or "none"))
+    return None
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ answered, and ``metrics/generate.json`` says how many were sent and how many wer
 hits. When ``teacher.base_url`` is null the local stand-in teacher is started on
 127.0.0.1 for the duration of the stage. Seeds the teacher never answered usefully go
 to the rejects file with a reason; past ``generate.max_failed_fraction`` the stage fails.
+
+Cost: the expected cost is printed before sending (as ``distill estimate`` does) and
+``metrics/generate.json`` records ``cost_usd`` (this run's spend at ``teacher.price``) and
+``estimated_cost_usd``. ``generate.budget_usd`` / ``budget_tokens`` are hard caps on this
+run's spending: requests that would pass them are not sent, their seeds go to the rejects
+with reason ``budget`` (not counted as failures) and ``stopped_by_budget`` is true; a later
+run with a higher budget pays only for the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from stages.io import content_hash, write_json, write_parquet
 from stages.prompts import Prompt, parse_choice
 from stages.records import GENERATED, REJECT, conform
 from stages.teachers.ask import ask, plan_requests
-from stages.teachers.engine import Ledger, TeacherRequest
+from stages.teachers.engine import Ledger, TeacherRequest, cost_usd
 from stages.teachers.store import RequestStore
 
 METHOD = "labelling"
@@ -54,13 +61,19 @@ def build_rows(
     prompt_hash: str,
     sampling_hash: str,
     teacher_name: str,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Join each seed with its stored answer; seeds without a usable one become rejects."""
+    """Join each seed with its stored answer; seeds without a usable one become rejects
+    (reason ``budget`` for requests the budget did not let out, listed in ``skipped``)."""
+    skipped = skipped or {}
     rows, rejects = [], []
     for seed, request in zip(seeds.iter_rows(named=True), requests, strict=True):
         base = {"seed_id": seed["id"], "request_key": request.key, "source_file": seed["source_file"],
                 "source_line": seed["source_line"]}
         entry = store.entry(request.key)
+        if entry is None and request.key in skipped:
+            rejects.append(base | {"reason": "budget", "detail": skipped[request.key]})
+            continue
         if entry is None:
             rejects.append(base | {"reason": "teacher_error", "detail": errors.get(request.key, "not answered")})
             continue
@@ -106,11 +119,14 @@ def run(
     seeds = pl.read_parquet(seeds_path)
     prompt = Prompt(params.generate.system, params.generate.template)
     requests = plan(seeds, prompt, params.generate, params.teacher)
-    ledger = ask(requests, params.teacher, store_path, params.generate.shards, send, label="generate")
+    gen = params.generate
+    ledger = ask(requests, params.teacher, store_path, gen.shards, send, label="generate", budget_usd=gen.budget_usd,
+                 budget_tokens=gen.budget_tokens, expected_completion_tokens=gen.expected_completion_tokens)
     with RequestStore(store_path) as store:
         rows, rejects = build_rows(seeds, requests, store, ledger.errors, prompt.hash,
-                                   content_hash(sampling_of(params.generate)), params.teacher.name)
-    failed_fraction = rejects.height / max(seeds.height, 1)
+                                   content_hash(sampling_of(params.generate)), params.teacher.name, ledger.skipped)
+    failed = rejects.filter(pl.col("reason") != "budget").height  # budget rejects are not failures
+    failed_fraction = failed / max(seeds.height, 1)
     metrics = {
         "requests_planned": len(requests),
         "requests_sent": ledger.requests_sent,
@@ -120,6 +136,12 @@ def run(
         "failures_by_class": dict(ledger.failures),
         "prompt_tokens_sent": ledger.prompt_tokens,
         "completion_tokens_received": ledger.completion_tokens,
+        "cost_usd": round(cost_usd(ledger.prompt_tokens, ledger.completion_tokens, params.teacher.price), 6),
+        "estimated_cost_usd": round(ledger.estimated_cost_usd, 6),
+        "budget_usd": gen.budget_usd,
+        "budget_tokens": gen.budget_tokens,
+        "skipped_budget": ledger.skipped_budget,
+        "stopped_by_budget": ledger.skipped_budget > 0,
         "rows": rows.height,
         "rejects": rejects.height,
         "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
@@ -130,7 +152,7 @@ def run(
     }
     if failed_fraction > params.generate.max_failed_fraction:
         raise StageError(
-            f"{rejects.height} of {seeds.height} seeds got no usable answer ({failed_fraction:.1%} > "
+            f"{failed} of {seeds.height} seeds got no usable answer ({failed_fraction:.1%} > "
             f"generate.max_failed_fraction={params.generate.max_failed_fraction}); answers received are "
             f"kept in {store_path}, reasons by class: {metrics['rejects_by_reason']}"
         )
@@ -144,7 +166,8 @@ def main() -> None:
     metrics = run(params)
     write_json(metrics, paths.metrics("generate"))
     print(f"generate: {metrics['rows']} rows, {metrics['rejects']} rejects; "
-          f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits")
+          f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits, "
+          f"${metrics['cost_usd']:.4f} spent" + ("; stopped by the budget" if metrics["stopped_by_budget"] else ""))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Ask the teacher a batch of requests through the store: the one path every stage uses.
 
-Counts what the store already holds, starts the endpoint (or the stand-in) only when
-something is missing, and sends the rest through the Prefect teacher flow.
+Counts what the store already holds, prints what the rest will cost (see estimate.py),
+starts the endpoint (or the stand-in) only when something is missing, and sends the rest
+through the Prefect teacher flow, within the budget if one is given.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from stages.params import TeacherParams
 from stages.prompts import Prompt
 from stages.teachers.endpoint import teacher_endpoint, teacher_identity
 from stages.teachers.engine import Ledger, TeacherRequest
+from stages.teachers.estimate import chars_per_token, estimate
 from stages.teachers.store import RequestStore, request_key
 
 
@@ -35,16 +37,26 @@ def ask(
     shards: int = 1,
     send: Callable[..., Ledger] | None = None,
     label: str = "teacher",
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    expected_completion_tokens: int | None = None,
 ) -> Ledger:
-    """Make sure every request has an answer in the store; return what it cost."""
+    """Make sure every request has an answer in the store (within the budget, if any);
+    return what it cost. ``ledger.estimated_cost_usd`` is the estimate printed before sending."""
     with RequestStore(store_path) as store:
-        missing = sum(request.key not in store for request in requests)
-    print(f"{label}: {len(requests)} requests planned, {missing} not in the store yet")
-    if not missing:
+        planned = estimate(requests, store, teacher.price, chars_per_token(teacher), expected_completion_tokens)
+    print(planned.table(label))
+    if not planned.to_send:
         return Ledger(cache_hits=len(requests))
     from flows.teacher import run_plan, write_plan  # Prefect is imported only when sending
 
+    budget = {}
+    if budget_usd is not None or budget_tokens is not None:  # a custom ``send`` without a budget keeps working
+        budget = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "price": teacher.price.model_dump(),
+                  "chars_per_token": chars_per_token(teacher)}
     with teacher_endpoint(teacher) as (base_url, api_key_env), tempfile.TemporaryDirectory() as tmp:
         plan_path = Path(tmp) / "plan.jsonl"
         write_plan(requests, plan_path)
-        return (send or run_plan)(plan_path, store_path, base_url, api_key_env, shards)
+        ledger = (send or run_plan)(plan_path, store_path, base_url, api_key_env, shards, **budget)
+    ledger.estimated_cost_usd = planned.cost_usd_expected
+    return ledger

@@ -3,8 +3,9 @@
 The engine is the only layer that retries: the official ``openai`` client is built with
 ``max_retries=0`` and Prefect tasks with ``retries=0``, so attempts never multiply.
 Backoff is exponential with full jitter and honours ``retry-after-ms`` / ``retry-after``.
-An optional requests- and tokens-per-minute limiter paces sending. Every answer goes into
-the request store the moment it arrives.
+An optional requests- and tokens-per-minute limiter paces sending, and an optional
+``Budget`` (a hard cap in dollars and/or tokens) refuses requests that would overspend.
+Every answer goes into the request store the moment it arrives.
 
 Throughput settings come from the environment, never from params.yaml, so tuning them
 never invalidates a paid DVC stage:
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stages.params import PriceParams
 from stages.teachers.store import RequestStore
 from stages.teachers.transports import Rejected, Transient, Transport, make_transport
 
@@ -66,11 +68,25 @@ class TeacherRequest:
     def payload(self) -> dict:
         return {"model": self.model, "messages": self.messages, **self.sampling}
 
-    def token_estimate(self) -> int:
-        """Tokens this request may cost before it is sent: about 4 characters per prompt
-        token, plus every completion token it may be given."""
-        prompt = sum(len(str(message.get("content", ""))) for message in self.messages) // 4 + 1
-        return prompt + int(self.sampling.get("max_tokens") or 0) * int(self.sampling.get("n") or 1)
+    def prompt_estimate(self, chars_per_token: float = 4.0) -> int:
+        """Prompt tokens before sending: characters / ``chars_per_token`` (about 4 for BPE
+        tokenisers, 1 for the stand-in, which counts characters), rounded up generously."""
+        chars = sum(len(str(message.get("content", ""))) for message in self.messages)
+        return int(chars // chars_per_token) + 1
+
+    def completion_limit(self) -> int:
+        """The most completion tokens this request can be given: max_tokens x n."""
+        return int(self.sampling.get("max_tokens") or 0) * int(self.sampling.get("n") or 1)
+
+    def token_estimate(self, chars_per_token: float = 4.0) -> int:
+        """Tokens this request may cost before it is sent: the prompt estimate plus every
+        completion token it may be given."""
+        return self.prompt_estimate(chars_per_token) + self.completion_limit()
+
+
+def cost_usd(prompt_tokens: int, completion_tokens: int, price: PriceParams) -> float:
+    """Dollars for a number of prompt and completion tokens at ``price`` (per million)."""
+    return (prompt_tokens * price.prompt_per_mtok + completion_tokens * price.completion_per_mtok) / 1e6
 
 
 @dataclass
@@ -85,13 +101,18 @@ class Ledger:
     failures: Counter = field(default_factory=Counter)  # final failures by error class
     retries: Counter = field(default_factory=Counter)  # retried errors by class
     errors: dict[str, str] = field(default_factory=dict)  # key -> last error, for rejects
+    skipped_budget: int = 0  # unique requests not sent because the budget would be exceeded (not failures)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> the cap that stopped it, for rejects
+    estimated_cost_usd: float = 0.0  # expected dollars for the requests to send, before sending
 
     def merge(self, other: Ledger) -> None:
-        for name in ("requests_sent", "cache_hits", "attempts", "prompt_tokens", "completion_tokens"):
+        for name in ("requests_sent", "cache_hits", "attempts", "prompt_tokens", "completion_tokens",
+                     "skipped_budget", "estimated_cost_usd"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.update(other.failures)
         self.retries.update(other.retries)
         self.errors.update(other.errors)
+        self.skipped.update(other.skipped)
 
 
 def retry_delay(error: Transient, attempt: int, settings: EngineSettings) -> float:
@@ -130,6 +151,64 @@ class RateLimiter:
             await asyncio.sleep(start - now)
 
 
+class Budget:
+    """A hard cap on what this run spends, in dollars and/or tokens, shared by every shard.
+
+    Before a request is sent it *reserves* its worst case: the prompt estimate (at
+    ``chars_per_token``) priced at the prompt rate plus max_tokens x n at the completion
+    rate. The reservation is *settled* to the actual usage when the answer arrives and
+    *released* if the request fails. A request is refused when its reservation does not fit
+    next to what is already settled; while it would fit only once requests in flight settle,
+    it waits for them. So the settled spend never passes the cap as long as the prompt
+    estimate is an upper bound (true for the stand-in at 1 char/token; a real tokeniser that
+    needs more than chars/4 tokens can overshoot by the in-flight prompts' error), and a
+    refusal means less than one request's worst case was left."""
+
+    def __init__(self, price: PriceParams, usd: float | None = None, tokens: int | None = None,
+                 chars_per_token: float = 4.0):
+        self.price, self.usd, self.tokens, self.chars_per_token = price, usd, tokens, chars_per_token
+        self.settled_usd, self.settled_tokens = 0.0, 0
+        self.held_usd, self.held_tokens = 0.0, 0  # reservations of requests in flight
+        self.changed = asyncio.Condition()
+
+    def describe(self) -> str:
+        caps = {"budget_usd": self.usd, "budget_tokens": self.tokens}
+        return "not sent: " + ", ".join(f"generate.{name}={cap}" for name, cap in caps.items() if cap is not None)
+
+    def _worst_case(self, request: TeacherRequest) -> tuple[float, int]:
+        prompt, completion = request.prompt_estimate(self.chars_per_token), request.completion_limit()
+        return cost_usd(prompt, completion, self.price), prompt + completion
+
+    def _fits(self, usd: float, tokens: int, held: bool) -> bool:
+        spent_usd = self.settled_usd + (self.held_usd if held else 0.0)
+        spent_tokens = self.settled_tokens + (self.held_tokens if held else 0)
+        return ((self.usd is None or spent_usd + usd <= self.usd + 1e-12)
+                and (self.tokens is None or spent_tokens + tokens <= self.tokens))
+
+    async def reserve(self, request: TeacherRequest) -> tuple[float, int] | None:
+        """The reservation to settle or release later, or None: the request must not be sent."""
+        usd, tokens = self._worst_case(request)
+        async with self.changed:
+            while not self._fits(usd, tokens, held=True):
+                if not self._fits(usd, tokens, held=False):
+                    return None  # would not fit even if every request in flight cost nothing
+                await self.changed.wait()
+            self.held_usd += usd
+            self.held_tokens += tokens
+            return usd, tokens
+
+    async def settle(self, reservation: tuple[float, int], usage: dict | None) -> None:
+        """Replace the reservation by the actual usage (None: the request failed, nothing spent)."""
+        async with self.changed:
+            self.held_usd -= reservation[0]
+            self.held_tokens -= reservation[1]
+            if usage:
+                prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+                self.settled_usd += cost_usd(prompt, completion, self.price)
+                self.settled_tokens += prompt + completion
+            self.changed.notify_all()
+
+
 async def _answer(
     request: TeacherRequest,
     transport: Transport,
@@ -138,7 +217,33 @@ async def _answer(
     gate: asyncio.Semaphore,
     ledger: Ledger,
     limiter: RateLimiter,
+    budget: Budget | None = None,
 ) -> None:
+    reservation = None
+    if budget is not None:
+        reservation = await budget.reserve(request)
+        if reservation is None:
+            ledger.skipped_budget += 1
+            ledger.skipped[request.key] = budget.describe()
+            return
+    usage = None
+    try:
+        usage = await _send(request, transport, store, settings, gate, ledger, limiter)
+    finally:
+        if reservation is not None:
+            await budget.settle(reservation, usage)
+
+
+async def _send(
+    request: TeacherRequest,
+    transport: Transport,
+    store: RequestStore,
+    settings: EngineSettings,
+    gate: asyncio.Semaphore,
+    ledger: Ledger,
+    limiter: RateLimiter,
+) -> dict | None:
+    """Send one request with retries; the answer's usage, or None when it failed."""
     ledger.requests_sent += 1
     payload = request.payload()
     for attempt in range(settings.max_attempts):
@@ -146,24 +251,27 @@ async def _answer(
         async with gate:
             ledger.attempts += 1
             try:
-                answer = await transport.complete(payload)
+                # The store key doubles as an idempotency key: a server that honours it replays the
+                # answer of a request whose reply a killed run never stored, instead of billing it again.
+                answer = await transport.complete(payload, request.key)
             except Transient as error:
                 failure = error
             except Rejected as error:  # 400/422: the request itself is wrong; it will not improve
                 ledger.failures[error.kind] += 1
                 ledger.errors[request.key] = f"{error.kind}: {error}"[:500]
-                return
+                return None
             else:
                 store.put(request.key, payload, answer)
                 usage = answer.get("usage") or {}
                 ledger.prompt_tokens += usage.get("prompt_tokens", 0)
                 ledger.completion_tokens += usage.get("completion_tokens", 0)
-                return
+                return usage
         if attempt + 1 < settings.max_attempts:
             ledger.retries[failure.kind] += 1
             await asyncio.sleep(retry_delay(failure, attempt, settings))
     ledger.failures[failure.kind] += 1
     ledger.errors[request.key] = f"{failure.kind} after {settings.max_attempts} attempts: {failure}"[:500]
+    return None
 
 
 async def answer_all(
@@ -174,9 +282,11 @@ async def answer_all(
     gate: asyncio.Semaphore,
     on_done: Callable[[int], None] = lambda n: None,
     limiter: RateLimiter | None = None,
+    budget: Budget | None = None,
 ) -> Ledger:
     """Answer every request not yet in the store; duplicates are sent once. ``Fatal``
-    (bad key, unknown model) propagates: no other request could succeed either."""
+    (bad key, unknown model) propagates: no other request could succeed either. With a
+    ``budget``, requests it refuses are counted in ``skipped_budget``, not as failures."""
     ledger = Ledger()
     limiter = limiter or RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
     pending: dict[str, TeacherRequest] = {}
@@ -188,7 +298,7 @@ async def answer_all(
     on_done(len(requests) - len(pending))
 
     async def one(request: TeacherRequest) -> None:
-        await _answer(request, client, store, settings, gate, ledger, limiter)
+        await _answer(request, client, store, settings, gate, ledger, limiter, budget)
         on_done(1)
 
     await asyncio.gather(*(one(request) for request in pending.values()))

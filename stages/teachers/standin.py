@@ -174,10 +174,13 @@ class Standin:
     def __init__(self, config: StandinParams, request_log: Path | None) -> None:
         self.config = config
         self.attempts: dict[str, int] = {}  # one small entry per distinct body: fine for a pipeline run
+        self.answered: dict[str, str] = {}  # Idempotency-Key -> the answer it was given, replayed unbilled
         self.log = request_log.open("a", encoding="utf-8") if request_log else None
 
     def record(self, request_hash: str, attempt: int, status: int, fault: str | None) -> None:
-        # Answered once = status 200 with no fault; headers (and so the key) are never written.
+        # Answered (and billed) = status 200 with no fault, written once the answer was delivered;
+        # "replayed" answers a repeated Idempotency-Key unbilled; "client_gone" was never delivered.
+        # Headers (and so the API key) are never written.
         if self.log is not None:
             line = {"time": time.time(), "request_hash": request_hash, "attempt": attempt, "status": status,
                     "fault": fault}
@@ -212,9 +215,14 @@ class Standin:
             self.record(request_hash, attempt, 400, None)
             payload = error_body(str(error), "invalid_request_error", error.param, error.code)
             return web.json_response(payload, status=400, headers=headers)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key in self.answered:  # like Stripe's: a retried key gets its first answer, unbilled
+            return await self.deliver(request, self.answered[idempotency_key], headers, request_hash, attempt,
+                                      "replayed")
         fault = self.transient(request_hash, attempt)
         status = {"rate_limit": 429, "server_error": 500}.get(fault or "", 200)
-        self.record(request_hash, attempt, status, fault)
+        if status != 200 or fault is not None:
+            self.record(request_hash, attempt, status, fault)
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if fault == "timeout":
@@ -229,8 +237,23 @@ class Standin:
             return web.json_response(error_body(message, "server_error"), status=500, headers=headers)
         text = json.dumps(self.complete(body, settings, f"chatcmpl-{response_id}"))
         if fault == "truncated_body":
-            text = text[: len(text) // 2]
-        return web.Response(text=text, content_type="application/json", headers=headers)
+            return web.Response(text=text[: len(text) // 2], content_type="application/json", headers=headers)
+        if idempotency_key:
+            self.answered[idempotency_key] = text
+        return await self.deliver(request, text, headers, request_hash, attempt, None)
+
+    async def deliver(self, request: web.Request, text: str, headers: dict, request_hash: str, attempt: int,
+                      fault: str | None) -> web.StreamResponse:
+        """Write the answer, then log it: a client killed mid-request is not counted as answered."""
+        response = web.Response(text=text, content_type="application/json", headers=headers)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.record(request_hash, attempt, 200, "client_gone")
+            raise
+        self.record(request_hash, attempt, 200, fault)
+        return response
 
     def complete(self, body: dict, settings: dict, response_id: str) -> dict:
         messages = body["messages"]
@@ -312,6 +335,16 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(serve(create_app(config, args.request_log), args.host, args.port, args.ready_file))
 
 
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the stage that started it dies, even by kill -9."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the context manager's cleanup still stops it on a normal exit
+
+
 @contextmanager
 def running_standin(
     config: StandinParams, request_log: Path | None = None, startup_timeout_s: float = 30
@@ -325,7 +358,8 @@ def running_standin(
             command += ["--request-log", str(request_log.resolve())]  # the child runs from PROJECT_ROOT
         # stderr goes to a file, not a pipe nobody reads, so a chatty child can never block on it.
         with stderr_path.open("wb") as stderr:
-            child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+            child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     preexec_fn=die_with_parent)
         try:
             deadline = time.monotonic() + startup_timeout_s
             while not ready.exists():

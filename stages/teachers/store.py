@@ -23,13 +23,15 @@ def request_key(teacher: str, model: str, messages: list[dict], sampling: dict) 
 
 
 class RequestStore:
-    def __init__(self, path: Path, fsync_every: int = 64):
+    def __init__(self, path: Path, fsync_every: int = 64, read_only: bool = False):
         self.path = path
         self.fsync_every = fsync_every  # a kill -9 keeps flushed lines; fsync guards power loss
+        self.read_only = read_only  # read_only: never creates, truncates or appends (e.g. `distill estimate`)
         self._answers: dict[str, dict] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
-        self._file = path.open("a", encoding="utf-8")
+        self._file = None if read_only else path.open("a", encoding="utf-8")
         self._unsynced = 0
 
     def _load(self) -> None:
@@ -46,7 +48,7 @@ class RequestStore:
                     break
                 self._answers[entry["key"]] = entry
                 good_bytes += len(raw)
-        if good_bytes != self.path.stat().st_size:
+        if good_bytes != self.path.stat().st_size and not self.read_only:
             with self.path.open("r+b") as handle:
                 handle.truncate(good_bytes)
 
@@ -62,6 +64,9 @@ class RequestStore:
 
     def entry(self, key: str) -> dict | None:
         return self._answers.get(key)
+
+    def entries(self) -> list[dict]:
+        return list(self._answers.values())
 
     def put(self, key: str, request: dict, response: dict) -> None:
         entry = {
@@ -79,7 +84,7 @@ class RequestStore:
             self._unsynced = 0
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()

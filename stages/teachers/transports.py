@@ -43,7 +43,7 @@ class Fatal(StageError):
 
 
 class Transport(Protocol):
-    async def complete(self, payload: dict) -> dict: ...
+    async def complete(self, payload: dict, idempotency_key: str | None = None) -> dict: ...
 
     async def close(self) -> None: ...
 
@@ -80,9 +80,10 @@ class OpenAITransport(Closing):
             http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
         )
 
-    async def complete(self, payload: dict) -> dict:
+    async def complete(self, payload: dict, idempotency_key: str | None = None) -> dict:
+        options = {"headers": {"Idempotency-Key": idempotency_key}} if idempotency_key else {}
         try:
-            body = await self.client.post("/chat/completions", body=payload, cast_to=bytes)
+            body = await self.client.post("/chat/completions", body=payload, cast_to=bytes, options=options)
             return json.loads(body)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
             raise Fatal(f"{type(error).__name__}: {error}") from None
@@ -113,9 +114,10 @@ class AiohttpTransport(Closing):
             headers={"Authorization": f"Bearer {api_key}"},
         )
 
-    async def complete(self, payload: dict) -> dict:
+    async def complete(self, payload: dict, idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
-            async with self.session.post(self.url, json=payload) as response:
+            async with self.session.post(self.url, json=payload, headers=headers) as response:
                 body = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError as error:
