@@ -2,6 +2,7 @@
 
 Reads:   data/ingest/train.parquet, the templates named in params, the request store
 Writes:  data/generate/rows.parquet (GENERATED), data/generate/rejects.parquet (REJECT),
+         data/generate/features.parquet (FEATURES; empty unless generate.top_logprobs is set),
          data/store/generate.jsonl (the request store, appended), metrics/generate.json
 Params:  generate, teacher
 Run:     python -m stages.generate
@@ -18,6 +19,15 @@ Cost: the expected cost is printed before sending (as ``distill estimate`` does)
 run's spending: requests that would pass them are not sent, their seeds go to the rejects
 with reason ``budget`` (not counted as failures) and ``stopped_by_budget`` is true; a later
 run with a higher budget pays only for the rest.
+
+Feature knowledge: with ``generate.top_logprobs`` set, requests also ask for token
+log-probabilities, and ``features.parquet`` holds them by token id of
+``generate.feature_tokenizer`` (see stages/features.py). Before anything is sent or the
+stand-in started, the plan is checked against ``teacher.capabilities``
+(stages/teachers/capabilities.py). Answers without log-probabilities go to the rejects
+(``no_logprobs``; all of them: the endpoint ignored ``logprobs`` and the stage fails), as do
+answers whose tokens the tokenizer cannot map (``tokenizer_mismatch``; more than half: the
+stage fails, the teacher's and the student's tokenizers differ).
 """
 
 from __future__ import annotations
@@ -32,9 +42,11 @@ import polars as pl
 from stages import params as params_module
 from stages import paths
 from stages.entry import StageError, guarded
+from stages.features import FeatureTokenizer, build_features
 from stages.io import content_hash, write_json, write_parquet
 from stages.prompts import Prompt, parse_choice
-from stages.records import GENERATED, REJECT, conform
+from stages.records import FEATURES, GENERATED, REJECT, conform, empty
+from stages.teachers import capabilities
 from stages.teachers.ask import ask, plan_requests
 from stages.teachers.engine import Ledger, TeacherRequest, cost_usd
 from stages.teachers.store import RequestStore
@@ -43,7 +55,48 @@ METHOD = "labelling"
 
 
 def sampling_of(params: params_module.GenerateParams) -> dict:
-    return {"temperature": params.temperature, "max_tokens": params.max_tokens, "n": params.n, "seed": params.seed}
+    sampling = {"temperature": params.temperature, "max_tokens": params.max_tokens, "n": params.n,
+                "seed": params.seed}
+    if params.top_logprobs is not None:  # only then: keys of runs without log-probs stay as they were
+        sampling |= {"logprobs": True, "top_logprobs": params.top_logprobs}
+    return sampling
+
+
+def feature_tokenizer(params: params_module.GenerateParams) -> FeatureTokenizer | None:
+    """The tokenizer features are stored in, when log-probs are asked for (loaded before sending)."""
+    if params.top_logprobs is None:
+        return None
+    if params.feature_tokenizer is None:
+        raise StageError(f"generate.top_logprobs={params.top_logprobs} needs generate.feature_tokenizer: the "
+                         "path or HF id of the student's tokenizer, whose ids features.parquet stores")
+    return FeatureTokenizer(params.feature_tokenizer)
+
+
+def split_features(rows: pl.DataFrame, rejects: pl.DataFrame, store: RequestStore, params: params_module.Params,
+                   tokenizer: FeatureTokenizer) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Features of the rows; rows without usable ones move to the rejects. Fails when the
+    endpoint ignored ``logprobs`` or the tokenizers clearly differ."""
+    gen, teacher = params.generate, params.teacher.name
+    features, dropped = build_features(rows, store, gen.top_logprobs, tokenizer)
+    reasons = [reason for reason, _ in dropped.values()]
+    if rows.height and reasons.count("no_logprobs") == rows.height:
+        raise StageError(
+            f"generate.top_logprobs={gen.top_logprobs} asked for log-probabilities, but none of the {rows.height} "
+            f"answers of {teacher} has them: the endpoint ignored `logprobs` (as `transformers serve` does); use "
+            "one that returns them (OpenAI, vLLM), or set teacher.capabilities.logprobs: false to be told before "
+            "sending")
+    mismatched = reasons.count("tokenizer_mismatch")
+    if mismatched * 2 > rows.height:
+        example = next(detail for reason, detail in dropped.values() if reason == "tokenizer_mismatch")
+        raise StageError(
+            f"{mismatched} of {rows.height} answers have tokens that generate.feature_tokenizer="
+            f"{gen.feature_tokenizer} cannot map ({example}): teacher and student tokenizers differ; the feature "
+            "method needs a teacher that shares the student's tokenizer")
+    moved = (rows.filter(pl.col("id").is_in(list(dropped)))
+             .with_columns(reason=pl.col("id").replace_strict({k: v[0] for k, v in dropped.items()}),
+                           detail=pl.col("id").replace_strict({k: v[1] for k, v in dropped.items()})))
+    rejects = pl.concat([rejects, conform(moved, REJECT)])
+    return rows.filter(~pl.col("id").is_in(list(dropped))), rejects, features
 
 
 def plan(
@@ -113,18 +166,27 @@ def run(
     rejects_path: Path = paths.GENERATE_REJECTS,
     store_path: Path = paths.GENERATE_STORE,
     send: Callable[..., Ledger] | None = None,
+    features_path: Path | None = None,
 ) -> dict:
-    """Plan, send what the store lacks, build rows. ``send`` defaults to the Prefect flow."""
+    """Plan, check it against the teacher's capabilities, send what the store lacks, build rows.
+    ``send`` defaults to the Prefect flow; ``features_path`` to features.parquet beside ``rows_path``."""
     started = time.monotonic()
+    features_path = features_path or rows_path.with_name(paths.GENERATE_FEATURES.name)
+    gen = params.generate
+    # Before anything is sent or the stand-in started: a plan the endpoint cannot serve costs nothing.
+    capabilities.check(sampling_of(gen), capabilities.of(params.teacher), params.teacher.name)
+    tokenizer = feature_tokenizer(gen)
     seeds = pl.read_parquet(seeds_path)
     prompt = Prompt(params.generate.system, params.generate.template)
     requests = plan(seeds, prompt, params.generate, params.teacher)
-    gen = params.generate
     ledger = ask(requests, params.teacher, store_path, gen.shards, send, label="generate", budget_usd=gen.budget_usd,
                  budget_tokens=gen.budget_tokens, expected_completion_tokens=gen.expected_completion_tokens)
     with RequestStore(store_path) as store:
         rows, rejects = build_rows(seeds, requests, store, ledger.errors, prompt.hash,
                                    content_hash(sampling_of(params.generate)), params.teacher.name, ledger.skipped)
+        features = empty(FEATURES)
+        if tokenizer is not None:
+            rows, rejects, features = split_features(rows, rejects, store, params, tokenizer)
     failed = rejects.filter(pl.col("reason") != "budget").height  # budget rejects are not failures
     failed_fraction = failed / max(seeds.height, 1)
     metrics = {
@@ -158,6 +220,14 @@ def run(
         )
     write_parquet(rows, rows_path)
     write_parquet(rejects, rejects_path)
+    write_parquet(features, features_path)
+    feature_tokens = int(features["token_ids"].list.len().sum() or 0)
+    metrics |= {
+        "feature_rows": features.height,
+        "feature_bytes": features_path.stat().st_size,
+        "feature_bytes_per_token": round(features_path.stat().st_size / feature_tokens, 3) if feature_tokens else None,
+        "tokenizer": tokenizer.identity if tokenizer is not None else None,
+    }
     return metrics
 
 
@@ -167,7 +237,9 @@ def main() -> None:
     write_json(metrics, paths.metrics("generate"))
     print(f"generate: {metrics['rows']} rows, {metrics['rejects']} rejects; "
           f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits, "
-          f"${metrics['cost_usd']:.4f} spent" + ("; stopped by the budget" if metrics["stopped_by_budget"] else ""))
+          f"${metrics['cost_usd']:.4f} spent" + ("; stopped by the budget" if metrics["stopped_by_budget"] else "")
+          + (f"; {metrics['feature_rows']} feature rows, {metrics['feature_bytes_per_token']} bytes/token"
+             if metrics["feature_rows"] else ""))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class StandinParams(Strict):
     rate_limit_rate: Fraction = 0.0
     timeout_rate: Fraction = 0.0
     truncated_body_rate: Fraction = 0.0
+    ignore_logprobs: bool = False  # answer without logprobs even when asked, as `transformers serve` does
     seed: int = 0
 
 
@@ -52,6 +53,16 @@ class PriceParams(Strict):
     completion_per_mtok: NonNegative = 0.0  # dollars per million completion (output) tokens
 
 
+class CapabilityParams(Strict):
+    """What the endpoint supports, checked before anything is sent (stages/teachers/capabilities.py).
+    The defaults are the OpenAI API's; the stand-in (base_url null) supports everything, whatever is set."""
+
+    logprobs: bool = True  # returns choices[].logprobs.content when asked (`logprobs: true`)
+    max_top_logprobs: Annotated[int, Field(ge=0, le=20)] = 20  # most alternatives per position (`top_logprobs`)
+    n: bool = True  # honours n > 1 (several answers per request)
+    seed: bool = True  # honours `seed` (informational: an unsupported seed is sent, but answers vary)
+
+
 class TeacherParams(Strict):
     name: str
     base_url: str | None  # None = start the local stand-in
@@ -59,6 +70,7 @@ class TeacherParams(Strict):
     api_key_env: str
     standin: StandinParams = StandinParams()
     price: PriceParams = PriceParams()
+    capabilities: CapabilityParams = CapabilityParams()
 
 
 class GenerateParams(Strict):
@@ -73,6 +85,8 @@ class GenerateParams(Strict):
     budget_usd: NonNegative | None = None  # hard cap on dollars spent on requests sent in this run; None = no cap
     budget_tokens: Annotated[int, Field(ge=0)] | None = None  # same cap in tokens (prompt + completion)
     expected_completion_tokens: Positive | None = None  # per answer, for the estimate when the store is empty
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # alternatives per token to ask for; None = none
+    feature_tokenizer: str | None = None  # path or HF id of the tokenizer whose ids features.parquet stores
 
 
 class ScoreParams(Strict):

@@ -55,6 +55,18 @@ REJECT = {
     "detail": pl.String,
 }
 
+# generate: data/generate/features.parquet; the teacher's token log-probabilities (feature method),
+# one row per generated row that has them (empty when generate.top_logprobs is null); see stages/features.py
+FEATURES = {
+    "id": pl.String,  # the generated row's id
+    "tokenizer": pl.String,  # identity of the tokenizer the ids belong to: <path-or-id>@<sha of tokenizer.json>
+    "k": pl.Int64,  # alternatives per position (generate.top_logprobs)
+    "token_ids": pl.List(pl.Int32),  # the chosen token per position
+    "top_ids": pl.List(pl.Int32),  # positions x k, flattened; -1 pads when the endpoint gave fewer than k
+    "top_logprobs": pl.List(pl.Float16),  # same layout as top_ids; -inf pads
+    "tail_mass": pl.List(pl.Float32),  # per position: 1 - sum(exp(top logprobs)), clipped at 0
+}
+
 # score: data/score/rows.parquet = GENERATED + these
 SCORES = {
     "length_ok": pl.Boolean,

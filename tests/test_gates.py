@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, TrainGate
-from stages.records import DEDUPED, GENERATED, PREDICTION, SCORED, SEED, SYSTEMS, TRAIN_LOG
+from stages.records import DEDUPED, FEATURES, GENERATED, PREDICTION, SCORED, SEED, SYSTEMS, TRAIN_LOG
 from stages.validate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,18 @@ def generated_rows(n: int) -> list[dict[str, Any]]:
         "choice_index": 0, "created_at": "2024-01-01T00:00:00Z", "prompt_tokens": 12, "completion_tokens": 3,
         "finish_reason": "stop", "instruction": f"add {i} and 1", "input": "", "response": f"{i + 1}",
     } for i in range(n)]
+
+
+def feature_rows(n: int, k: int = 2) -> list[dict[str, Any]]:
+    """Features of generated_rows(n): two tokens each, k alternatives per token."""
+    return [{
+        "id": f"g{i}", "tokenizer": "tok@abc", "k": k, "token_ids": [5, 6], "top_ids": [5, 7] * k,
+        "top_logprobs": [-0.1, -3.0] * k, "tail_mass": [0.05, 0.0],
+    } for i in range(n)]
+
+
+def generated_frames(rows: list[dict[str, Any]], features: list[dict[str, Any]] | None = None) -> dict:
+    return {"rows": frame(rows, GENERATED), "features": frame(features or [], FEATURES)}
 
 
 def scored_rows(n: int) -> list[dict[str, Any]]:
@@ -154,7 +166,25 @@ def test_schema_mismatch_skips_content_checks() -> None:
 # --- generate ----------------------------------------------------------------------------------
 
 def test_generate_good_passes() -> None:
-    assert_passes(validate("generate", GENERATE, {"rows": frame(generated_rows(4), GENERATED)}))
+    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4))))  # no features asked
+    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4), feature_rows(3))))
+
+
+def test_generate_bad_features_fail_with_ids() -> None:
+    features = feature_rows(5)
+    features[0]["id"] = "not-a-row"
+    features[1]["k"] = 21
+    features[2]["top_ids"] = [5]  # not len(token_ids) * k
+    features[3]["tail_mass"] = [0.5, 1.5]
+    features[4]["id"] = features[3]["id"]
+    fails = failed(validate("generate", GENERATE, generated_frames(generated_rows(5), features)))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "features.shapes: expect_column_values_to_be_in_set(in_rows)": ["not-a-row"],
+        "features: expect_column_values_to_be_between(k)": ["g1"],
+        "features.shapes: expect_column_values_to_be_in_set(shape_ok)": ["g1", "g2"],  # g1: k no longer fits
+        "features.tail_mass: expect_column_values_to_be_between(tail_mass)": ["g3"],
+        "features: expect_column_values_to_be_unique(id)": ["g3"],
+    }
 
 
 def test_generate_bad_rows_fail_with_ids() -> None:
@@ -164,7 +194,7 @@ def test_generate_bad_rows_fail_with_ids() -> None:
     rows[2]["finish_reason"] = "eos"
     rows[3]["completion_tokens"] = -1
     rows[4]["id"] = rows[3]["id"]
-    fails = failed(validate("generate", GENERATE, {"rows": frame(rows, GENERATED)}))
+    fails = failed(validate("generate", GENERATE, generated_frames(rows)))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_not_be_null(response)": ["g0"],
         "rows: expect_column_value_lengths_to_be_between(response)": ["g1"],
@@ -176,7 +206,7 @@ def test_generate_bad_rows_fail_with_ids() -> None:
 
 def test_generate_min_rows_fails() -> None:
     gate = GenerateGate(min_rows=NEVER, max_response_chars=50)
-    fails = failed(validate("generate", gate, {"rows": frame(generated_rows(4), GENERATED)}))
+    fails = failed(validate("generate", gate, generated_frames(generated_rows(4))))
     assert set(fails) == {"rows: expect_table_row_count_to_be_between()"}
 
 
@@ -300,7 +330,7 @@ def test_failing_ids_are_capped() -> None:
     rows = generated_rows(30)
     for row in rows:
         row["response"] = None
-    outcome = failed(validate("generate", GENERATE, {"rows": frame(rows, GENERATED)}))[
+    outcome = failed(validate("generate", GENERATE, generated_frames(rows)))[
         "rows: expect_column_values_to_not_be_null(response)"]
     assert outcome.failing_ids == [f"g{i}" for i in range(20)] and outcome.more_ids == 10
     assert outcome.line("generate", Path("r.json")).endswith("'g19'] (+10 more) (report: r.json)")

@@ -24,7 +24,10 @@ def teacher_identity(teacher: TeacherParams) -> str:
     """The teacher part of a request key. The stand-in's fault settings change its answers,
     so they are part of its identity; a real endpoint is identified by name and URL."""
     if teacher.base_url is None:
-        return f"{teacher.name}:standin:{content_hash(teacher.standin.model_dump())}"
+        settings = teacher.standin.model_dump()
+        if not settings["ignore_logprobs"]:  # a later switch: off, it leaves the keys of existing stores alone
+            del settings["ignore_logprobs"]
+        return f"{teacher.name}:standin:{content_hash(settings)}"
     return f"{teacher.name}:{teacher.base_url.rstrip('/')}"
 
 

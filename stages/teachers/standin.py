@@ -269,7 +269,9 @@ class Standin:
             choices.append({
                 "index": index,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None if top is None else {"content": token_logprobs(text, top), "refusal": None},
+                # ignore_logprobs: answer as if never asked, as `transformers serve` does
+                "logprobs": None if top is None or self.config.ignore_logprobs
+                else {"content": token_logprobs(text, top), "refusal": None},
                 "finish_reason": finish,
             })
         prompt_tokens = sum(len(text_of(m.get("content"))) for m in messages)

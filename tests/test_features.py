@@ -1,0 +1,154 @@
+"""The feature method: teacher token log-probabilities against the stand-in over HTTP, stored
+by token id (``data/generate/features.parquet``), and the capability check before spending."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+from tokenizers import Tokenizer
+
+from flows.teacher import run_plan
+from stages import generate
+from stages import params as params_module
+from stages.entry import StageError
+from stages.features import FeatureTokenizer, extract
+from stages.io import content_hash, write_parquet
+from stages.records import FEATURES
+from stages.teachers import capabilities
+from stages.teachers.endpoint import teacher_identity
+from tests.test_generate import WORDS, load_params, seeds, with_standin
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "data/students/tiny-char"
+QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0}  # no retries: the tests stay fast
+
+
+def feature_params(top_logprobs: int | None = 5, **standin: object) -> params_module.Params:
+    params = load_params(top_logprobs=top_logprobs, feature_tokenizer=str(TINY))
+    return with_standin(params, **(QUIET | standin))
+
+
+def with_teacher(params: params_module.Params, **updates: object) -> params_module.Params:
+    return params.model_copy(update={"teacher": params.teacher.model_copy(update=updates)})
+
+
+@pytest.fixture
+def seeds_path(tmp_path: Path) -> Path:
+    path = tmp_path / "ingest" / "train.parquet"
+    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
+    return path
+
+
+def run_stage(params: params_module.Params, tmp_path: Path, seeds_path: Path) -> dict:
+    return generate.run(params, seeds_path=seeds_path, rows_path=tmp_path / "gen/rows.parquet",
+                        rejects_path=tmp_path / "gen/rejects.parquet", store_path=tmp_path / "store/generate.jsonl",
+                        send=run_plan)
+
+
+def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, seeds_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+    metrics = run_stage(feature_params(5), tmp_path, seeds_path)
+    rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
+    features = pl.read_parquet(tmp_path / "gen/features.parquet")
+    assert features.schema == pl.Schema(FEATURES)
+    assert sorted(features["id"]) == sorted(rows["id"]) and features.height == rows.height == metrics["rows"]
+    assert set(features["k"]) == {5}
+    identity = f"{TINY}@{hashlib.sha256(TINY.joinpath('tokenizer.json').read_bytes()).hexdigest()[:16]}"
+    assert metrics["tokenizer"] == identity and set(features["tokenizer"]) == {identity}
+    # log-probs are part of what is asked, so of the request key
+    entry = json.loads((tmp_path / "store/generate.jsonl").read_text().splitlines()[0])
+    assert (entry["request"]["logprobs"], entry["request"]["top_logprobs"]) == (True, 5)
+
+    char = Tokenizer.from_file(str(TINY / "tokenizer.json"))
+    joined = rows.select("id", "instruction", "response").join(features, on="id")
+    for row in joined.iter_rows(named=True):
+        n = len(row["token_ids"])
+        assert n == len(row["response"]) and len(row["top_ids"]) == n * 5 == len(row["top_logprobs"])
+        assert row["token_ids"] == [char.token_to_id(c) for c in row["response"]]
+        assert row["top_ids"][::5] == row["token_ids"]  # the stand-in's chosen token leads its top list
+        assert len(row["tail_mass"]) == n
+        for position, tail in enumerate(row["tail_mass"]):
+            top = row["top_logprobs"][position * 5:(position + 1) * 5]
+            assert 0.0 <= tail <= 1.0
+            assert tail == pytest.approx(max(0.0, 1 - sum(math.exp(v) for v in top)), abs=5e-3)
+    planet = joined.filter(pl.col("instruction") == "reverse planet").row(0, named=True)
+    assert planet["response"] == "tenalp"
+    assert planet["token_ids"] == char.encode("tenalp", add_special_tokens=False).ids
+    assert metrics["feature_rows"] == features.height
+    assert metrics["feature_bytes"] == (tmp_path / "gen/features.parquet").stat().st_size
+    tokens = int(features["token_ids"].list.len().sum())
+    assert metrics["feature_bytes_per_token"] == pytest.approx(metrics["feature_bytes"] / tokens, abs=1e-3)
+    assert metrics["feature_bytes_per_token"] > 0
+
+
+def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
+        tmp_path: Path, seeds_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+    params = feature_params(None)
+    assert generate.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
+    # the new stand-in switch, off, leaves the stand-in's identity (and so every stored key) as it was
+    before = params.teacher.standin.model_dump(exclude={"ignore_logprobs"})
+    assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
+    metrics = run_stage(params, tmp_path, seeds_path)
+    features = pl.read_parquet(tmp_path / "gen/features.parquet")
+    assert features.height == 0 and features.schema == pl.Schema(FEATURES)
+    assert (metrics["feature_rows"], metrics["feature_bytes_per_token"], metrics["tokenizer"]) == (0, None, None)
+
+
+def test_capability_check_refuses_before_any_request(tmp_path: Path, seeds_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+    monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
+    caps = params_module.CapabilityParams(logprobs=False)
+    # a real endpoint URL where nothing listens: a request would fail with a connection error
+    params = with_teacher(feature_params(5), base_url="http://127.0.0.1:9/v1", api_key_env="DISTILL_TEST_KEY",
+                          capabilities=caps)
+    with pytest.raises(StageError, match=r"generate\.top_logprobs=5 asks for log-probabilities, but "
+                                         r"teacher\.capabilities\.logprobs is false for standin"):
+        run_stage(params, tmp_path, seeds_path)
+    assert not (tmp_path / "store/generate.jsonl").exists()
+    assert not (tmp_path / "gen").exists()
+
+
+def test_capability_check_rules() -> None:
+    sampling = {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
+    asked = sampling | {"logprobs": True, "top_logprobs": 8}
+    capabilities.check(asked, params_module.CapabilityParams())  # the OpenAI defaults allow it
+    with pytest.raises(StageError, match=r"teacher\.capabilities\.max_top_logprobs=5"):
+        capabilities.check(asked, params_module.CapabilityParams(max_top_logprobs=5))
+    with pytest.raises(StageError, match=r"generate\.n=3 .* teacher\.capabilities\.n is false"):
+        capabilities.check(sampling | {"n": 3}, params_module.CapabilityParams(n=False))
+    capabilities.check(sampling, params_module.CapabilityParams(logprobs=False, n=False))  # nothing asked
+    # the stand-in supports everything, whatever params say
+    teacher = feature_params().teacher.model_copy(update={"capabilities": params_module.CapabilityParams(
+        logprobs=False, max_top_logprobs=0, n=False)})
+    capabilities.check(asked | {"n": 3}, capabilities.of(teacher))
+
+
+def test_endpoint_that_ignores_logprobs_fails_the_stage(tmp_path: Path, seeds_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+    with pytest.raises(StageError, match=r"none of the \d+ answers of standin has them: the endpoint ignored "
+                                         r"`logprobs`"):
+        run_stage(feature_params(5, ignore_logprobs=True), tmp_path, seeds_path)
+    assert not (tmp_path / "gen/rows.parquet").exists()
+    assert not (tmp_path / "gen/features.parquet").exists()
+
+
+def test_tokens_the_tokenizer_cannot_map_are_mismatches() -> None:
+    tokenizer = FeatureTokenizer(str(TINY))
+    def position(token: str, *alternatives: str) -> dict:
+        return {"token": token, "logprob": -0.1,
+                "top_logprobs": [{"token": t, "logprob": -0.1 * (i + 1)} for i, t in enumerate(alternatives)]}
+    good = extract([position("a", "a", "b"), position("b", "b")], 2, tokenizer)
+    assert good["token_ids"] == [tokenizer.id_of("a"), tokenizer.id_of("b")]
+    assert good["top_ids"][-1] == -1 and good["top_logprobs"][-1] == -math.inf  # padded to k
+    assert good["tail_mass"][1] == pytest.approx(1 - math.exp(-0.1))
+    assert extract([position("é", "é")], 1, tokenizer) == "token 'é' has no id in the feature tokenizer"
+    assert "top token ' the'" in extract([position("a", "a", " the")], 2, tokenizer)
