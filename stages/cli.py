@@ -55,7 +55,7 @@ def estimate_generate() -> str | None:
 
     from stages import generate, paths
     from stages import params as params_module
-    from stages.prompts import Prompt
+    from stages.entry import StageError
     from stages.teachers.estimate import chars_per_token, estimate
     from stages.teachers.store import RequestStore
 
@@ -66,8 +66,11 @@ def estimate_generate() -> str | None:
     if not paths.INGEST_TRAIN.exists():
         return f"distill estimate: {paths.INGEST_TRAIN} is missing: run `dvc repro ingest` first"
     seeds = pl.read_parquet(paths.INGEST_TRAIN)
-    requests = generate.plan(seeds, Prompt(params.generate.system, params.generate.template), params.generate,
-                             params.teacher)
+    try:
+        prompt = generate.prompt_of(params.generate)
+    except StageError as error:
+        return f"distill estimate: {error}"
+    requests = generate.plan(seeds, prompt, params.generate, params.teacher)
     with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
         planned = estimate(requests, store, params.teacher.price, chars_per_token(params.teacher),
                            params.generate.expected_completion_tokens)

@@ -20,6 +20,11 @@ run's spending: requests that would pass them are not sent, their seeds go to th
 with reason ``budget`` (not counted as failures) and ``stopped_by_budget`` is true; a later
 run with a higher budget pays only for the rest.
 
+Labelling options: ``generate.demonstrations`` (k) sends k hand-written demonstrations from
+``generate.demonstrations_file`` as prior user/assistant turns, chosen per seed by a hash;
+``generate.chain_of_thought`` appends ``generate.cot_template`` and keeps only the text after the
+last ``Answer:`` line (none: reject ``unparseable``). Both off: requests exactly as without them.
+
 Feature knowledge: with ``generate.top_logprobs`` set, requests also ask for token
 log-probabilities, and ``features.parquet`` holds them by token id of
 ``generate.feature_tokenizer`` (see stages/features.py). Before anything is sent or the
@@ -44,7 +49,7 @@ from stages import paths
 from stages.entry import StageError, guarded
 from stages.features import FeatureTokenizer, build_features
 from stages.io import content_hash, write_json, write_parquet
-from stages.prompts import Prompt, parse_choice
+from stages.prompts import Prompt, final_answer, parse_choice
 from stages.records import FEATURES, GENERATED, REJECT, conform, empty
 from stages.teachers import capabilities
 from stages.teachers.ask import ask, plan_requests
@@ -99,6 +104,16 @@ def split_features(rows: pl.DataFrame, rejects: pl.DataFrame, store: RequestStor
     return rows.filter(~pl.col("id").is_in(list(dropped))), rejects, features
 
 
+def prompt_of(params: params_module.GenerateParams) -> Prompt:
+    """The labelling prompt: templates plus the k demonstrations and the chain-of-thought instruction, if on."""
+    try:
+        return Prompt(params.system, params.template, params.demonstrations,
+                      params.demonstrations_file if params.demonstrations else None,
+                      params.cot_template if params.chain_of_thought else None)
+    except ValueError as error:
+        raise StageError(f"generate.demonstrations: {error}") from None
+
+
 def plan(
     seeds: pl.DataFrame, prompt: Prompt, params: params_module.GenerateParams, teacher: params_module.TeacherParams
 ) -> list[TeacherRequest]:
@@ -115,9 +130,12 @@ def build_rows(
     sampling_hash: str,
     teacher_name: str,
     skipped: dict[str, str] | None = None,
+    chain_of_thought: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Join each seed with its stored answer; seeds without a usable one become rejects
-    (reason ``budget`` for requests the budget did not let out, listed in ``skipped``)."""
+    (reason ``budget`` for requests the budget did not let out, listed in ``skipped``). With
+    ``chain_of_thought`` the response is the text after the last ``Answer:`` line (the reasoning
+    stays in the store); an answer without one is rejected as ``unparseable``."""
     skipped = skipped or {}
     rows, rejects = [], []
     for seed, request in zip(seeds.iter_rows(named=True), requests, strict=True):
@@ -136,6 +154,12 @@ def build_rows(
             if text is None:
                 rejects.append(base | {"reason": "empty_answer", "detail": f"choice {choice.get('index')}"})
                 continue
+            if chain_of_thought:
+                answer_text = final_answer(text)
+                if answer_text is None:
+                    rejects.append(base | {"reason": "unparseable", "detail": text[:100]})
+                    continue
+                text = answer_text
             usage = answer.get("usage", {})
             rows.append(base | {
                 "id": content_hash({"request": request.key, "choice": choice.get("index", 0)}),
@@ -177,13 +201,14 @@ def run(
     capabilities.check(sampling_of(gen), capabilities.of(params.teacher), params.teacher.name)
     tokenizer = feature_tokenizer(gen)
     seeds = pl.read_parquet(seeds_path)
-    prompt = Prompt(params.generate.system, params.generate.template)
+    prompt = prompt_of(gen)
     requests = plan(seeds, prompt, params.generate, params.teacher)
     ledger = ask(requests, params.teacher, store_path, gen.shards, send, label="generate", budget_usd=gen.budget_usd,
                  budget_tokens=gen.budget_tokens, expected_completion_tokens=gen.expected_completion_tokens)
     with RequestStore(store_path) as store:
         rows, rejects = build_rows(seeds, requests, store, ledger.errors, prompt.hash,
-                                   content_hash(sampling_of(params.generate)), params.teacher.name, ledger.skipped)
+                                   content_hash(sampling_of(params.generate)), params.teacher.name, ledger.skipped,
+                                   gen.chain_of_thought)
         features = empty(FEATURES)
         if tokenizer is not None:
             rows, rejects, features = split_features(rows, rejects, store, params, tokenizer)

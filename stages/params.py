@@ -87,6 +87,10 @@ class GenerateParams(Strict):
     expected_completion_tokens: Positive | None = None  # per answer, for the estimate when the store is empty
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # alternatives per token to ask for; None = none
     feature_tokenizer: str | None = None  # path or HF id of the tokenizer whose ids features.parquet stores
+    demonstrations: Annotated[int, Field(ge=0)] = 0  # k few-shot demonstrations per request; 0 = none
+    demonstrations_file: str = "templates/demonstrations.jsonl"  # hand-written instruction/answer pairs, not eval
+    chain_of_thought: bool = False  # append cot_template; the answer is the text after the last `Answer:` line
+    cot_template: str = "templates/cot.txt"  # the chain-of-thought instruction (used only when chain_of_thought)
 
 
 class ScoreParams(Strict):

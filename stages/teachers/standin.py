@@ -15,6 +15,10 @@ sha256(request body without ``n``, choice, seed), so the same request always get
 same answers; with temperature 0 every choice shares one draw. Transient faults (429,
 500, hang, truncated body) are drawn per attempt of the same body, so a retry can succeed.
 
+Chain of thought: the question is the last line of the last user message that is a skill
+instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
+reply is a short reasoning line, then ``Answer: <result>`` (malformed replies drop it half the time).
+
 Run: ``python -m stages.teachers.standin --port 8000 [--request-log PATH] [--ready-file PATH]``
 """
 
@@ -48,6 +52,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so the sum stays < 1
 ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
 MAX_N = 128
+COT_MARKER = "Answer:"  # a chain-of-thought instruction asks for the result on an `Answer:` line
 
 
 class BadRequest(Exception):
@@ -127,11 +132,31 @@ def validate(body: object) -> dict:
     }
 
 
-def question_of(messages: list[dict]) -> str:
-    """The last non-empty line of the last user message: the template puts the seed instruction last."""
+def last_user_text(messages: list[dict]) -> str:
     user = [m for m in messages if m.get("role") == "user"]
-    lines = [line.strip() for line in text_of(user[-1].get("content") if user else "").splitlines()]
-    return next((line for line in reversed(lines) if line), "")
+    return text_of(user[-1].get("content") if user else "")
+
+
+def question_of(messages: list[dict]) -> str:
+    """The last line of the last user message that is a skill instruction (the template puts the seed
+    instruction last; a chain-of-thought instruction may follow it), else its last non-empty line."""
+    lines = [line.strip() for line in last_user_text(messages).splitlines()]
+    return next((line for line in reversed(lines) if line and skill.parse(line) is not None),
+                next((line for line in reversed(lines) if line), ""))
+
+
+def wants_reasoning(messages: list[dict]) -> bool:
+    """The chain-of-thought instruction asks for an ``Answer:`` line in the last user message."""
+    return COT_MARKER in last_user_text(messages)
+
+
+def reasoning_of(question: str) -> str:
+    parsed = skill.parse(question)
+    if parsed is None:
+        return ""
+    op, word = parsed
+    return {"reverse": f"Reading the letters of {word} from last to first.",
+            "upper": f"Writing each letter of {word} as a capital."}.get(op, f"Applying {op} to {word}.")
 
 
 def wrong(answer: str, u: float) -> str:
@@ -143,16 +168,21 @@ def wrong(answer: str, u: float) -> str:
     return answer[:-1] if len(answer) > 1 else answer + "s"
 
 
-def compose(question: str, config: StandinParams, key: str) -> str:
-    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter."""
+def compose(question: str, config: StandinParams, key: str, reasoning: bool = False) -> str:
+    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter.
+    With ``reasoning`` (a chain-of-thought request) it is a reasoning line, then ``Answer: <result>``;
+    malformed chatter then drops the ``Answer:`` line half of the time (drawn from ``key``)."""
     answer = skill.solve(question)
     if answer is None or draw(key, "refusal") < config.refusal_rate:
         return REFUSAL
     if draw(key, "wrong") < config.wrong_rate:
         answer = wrong(answer, draw(key, "where"))
-    if draw(key, "malformed") < config.malformed_rate:
-        answer = f"Sure! The answer is: {answer} :)"
-    return answer
+    malformed = draw(key, "malformed") < config.malformed_rate
+    if not reasoning:
+        return f"Sure! The answer is: {answer} :)" if malformed else answer
+    if malformed and draw(key, "no_answer_line") < 0.5:
+        return f"{reasoning_of(question)}\nSo the result would be {answer}, I think :)"
+    return f"{reasoning_of(question)}\n{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
 
 
 def token_logprobs(text: str, k: int) -> list[dict]:
@@ -257,13 +287,14 @@ class Standin:
 
     def complete(self, body: dict, settings: dict, response_id: str) -> dict:
         messages = body["messages"]
-        question = question_of(messages)
+        question, reasoning = question_of(messages), wants_reasoning(messages)
         # n is left out so that n=1 and n=3 of one prompt share choice 0's answer.
         content_key = sha(canonical({k: v for k, v in body.items() if k != "n"}), self.config.seed)
         limit, top = settings["max_tokens"], settings["top_logprobs"]
         choices = []
         for index in range(settings["n"]):
-            text = compose(question, self.config, sha(content_key, index if settings["temperature"] > 0 else 0))
+            text = compose(question, self.config, sha(content_key, index if settings["temperature"] > 0 else 0),
+                           reasoning)
             finish = "length" if limit is not None and len(text) > limit else "stop"
             text = text[:limit] if finish == "length" else text
             choices.append({
