@@ -136,6 +136,7 @@ class RateLimiter:
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None):
         self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self.active = bool(requests_per_minute or tokens_per_minute)
         self.next_free = 0.0
         self.lock = asyncio.Lock()
 
@@ -247,7 +248,8 @@ async def _send(
     ledger.requests_sent += 1
     payload = request.payload()
     for attempt in range(settings.max_attempts):
-        await limiter.wait(request.token_estimate())
+        if limiter.active:
+            await limiter.wait(request.token_estimate())
         async with gate:
             ledger.attempts += 1
             try:

@@ -75,7 +75,7 @@ class RequestStore:
             "response": response,
             "stored_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-        self._file.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")  # unsorted: this is the hot path
         self._file.flush()
         self._answers[key] = entry
         self._unsynced += 1
