@@ -63,12 +63,14 @@ async def answer_shard(requests: list[TeacherRequest], client, store, settings, 
     return await answer_all(requests, client, store, settings, gate, on_done, budget=budget)
 
 
-def make_budget(budget_usd: float | None, budget_tokens: int | None, price: dict | None,
-                chars_per_token: float) -> Budget | None:
-    """One budget shared by every shard, or None when there is no cap."""
-    if budget_usd is None and budget_tokens is None:
+def make_budget(budget: dict | None) -> Budget | None:
+    """One budget shared by every shard, or None when there is no cap. ``budget`` holds plain,
+    JSON-able values (it is a flow parameter): ``budget_usd``, ``budget_tokens``, ``price``
+    (the teacher's price table) and ``chars_per_token`` (the prompt-size estimate)."""
+    if not budget or (budget.get("budget_usd") is None and budget.get("budget_tokens") is None):
         return None
-    return Budget(PriceParams(**(price or {})), budget_usd, budget_tokens, chars_per_token)
+    return Budget(PriceParams(**(budget.get("price") or {})), budget.get("budget_usd"), budget.get("budget_tokens"),
+                  budget.get("chars_per_token", 4.0))
 
 
 async def answer_plan(
@@ -78,14 +80,11 @@ async def answer_plan(
     api_key_env: str | None,
     shards: int,
     shard_runner: Callable,
-    budget_usd: float | None = None,
-    budget_tokens: int | None = None,
-    price: dict | None = None,
-    chars_per_token: float = 4.0,
+    budget: dict | None = None,
 ) -> Ledger:
     requests = read_plan(Path(plan_path))
-    budget = make_budget(budget_usd, budget_tokens, price, chars_per_token)
-    extra = {"budget": budget} if budget is not None else {}  # custom shard runners need not know budgets
+    cap = make_budget(budget)
+    extra = {"budget": cap} if cap is not None else {}  # custom shard runners need not know budgets
     settings = EngineSettings.from_env()
     api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
     parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
@@ -106,36 +105,17 @@ async def answer_plan(
 
 @flow(name="teacher-generation", log_prints=True)
 async def teacher_generation(
-    plan_path: str,
-    store_path: str,
-    base_url: str,
-    api_key_env: str | None,
-    shards: int,
-    budget_usd: float | None = None,
-    budget_tokens: int | None = None,
-    price: dict | None = None,
-    chars_per_token: float = 4.0,
+    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None
 ) -> Ledger:
     """Answer every request of the plan not yet in the store, shard by shard, within the budget."""
-    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard,
-                             budget_usd, budget_tokens, price, chars_per_token)
+    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard, budget)
 
 
 def run_plan(
-    plan_path: Path,
-    store_path: Path,
-    base_url: str,
-    api_key_env: str | None,
-    shards: int,
-    budget_usd: float | None = None,
-    budget_tokens: int | None = None,
-    price: dict | None = None,
-    chars_per_token: float = 4.0,
+    plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None
 ) -> Ledger:
     """Entry used by the generate stage: through Prefect unless DISTILL_PREFECT=0."""
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
-    budget = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "price": price,
-              "chars_per_token": chars_per_token}
     if os.environ.get("DISTILL_PREFECT", "1") == "0":
-        return asyncio.run(answer_plan(*args, answer_shard.fn, **budget))
-    return asyncio.run(teacher_generation(*args, **budget))
+        return asyncio.run(answer_plan(*args, answer_shard.fn, budget))
+    return asyncio.run(teacher_generation(*args, budget))

@@ -50,13 +50,13 @@ def ask(
         return Ledger(cache_hits=len(requests))
     from flows.teacher import run_plan, write_plan  # Prefect is imported only when sending
 
-    budget = {}
+    extra = {}
     if budget_usd is not None or budget_tokens is not None:  # a custom ``send`` without a budget keeps working
-        budget = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "price": teacher.price.model_dump(),
-                  "chars_per_token": chars_per_token(teacher)}
+        extra["budget"] = {"budget_usd": budget_usd, "budget_tokens": budget_tokens,
+                           "price": teacher.price.model_dump(), "chars_per_token": chars_per_token(teacher)}
     with teacher_endpoint(teacher) as (base_url, api_key_env), tempfile.TemporaryDirectory() as tmp:
         plan_path = Path(tmp) / "plan.jsonl"
         write_plan(requests, plan_path)
-        ledger = (send or run_plan)(plan_path, store_path, base_url, api_key_env, shards, **budget)
+        ledger = (send or run_plan)(plan_path, store_path, base_url, api_key_env, shards, **extra)
     ledger.estimated_cost_usd = planned.cost_usd_expected
     return ledger
