@@ -63,11 +63,23 @@ class CapabilityParams(Strict):
     seed: bool = True  # honours `seed` (informational: an unsupported seed is sent, but answers vary)
 
 
+class HFParams(Strict):
+    """A local Hugging Face teacher (``teacher.provider: hf``), run in the process that sends requests.
+    Only ``seed`` changes answers (it initialises a config-only model), so only it is in the request key."""
+
+    batch_size: Positive = 16  # concurrent requests generated together (left-padded)
+    max_wait_ms: NonNegative = 20.0  # micro-batching window: how long a batch waits to fill up
+    seed: int = 0  # initialises a config-only model (a folder without weights)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+
+
 class TeacherParams(Strict):
     name: str
-    base_url: str | None  # None = start the local stand-in
-    model: str
-    api_key_env: str
+    base_url: str | None  # None = start the local stand-in; ignored when provider is hf
+    model: str  # with provider hf: a Hugging Face model id or local path
+    api_key_env: str  # ignored when provider is hf
+    provider: Literal["openai", "hf"] = "openai"  # openai: an OpenAI-compatible endpoint; hf: a local HF model
+    hf: HFParams = HFParams()
     standin: StandinParams = StandinParams()
     price: PriceParams = PriceParams()
     capabilities: CapabilityParams = CapabilityParams()

@@ -15,6 +15,8 @@ from stages.params import CapabilityParams, TeacherParams
 # The stand-in (stages/teachers/standin.py) returns logprobs with up to 20 alternatives,
 # honours n (up to 128) and seed.
 STANDIN = CapabilityParams(logprobs=True, max_top_logprobs=20, n=True, seed=True)
+# A local Hugging Face teacher (stages/teachers/hf_local.py) computes log-probs from its own logits.
+HF = CapabilityParams(logprobs=True, max_top_logprobs=20, n=True, seed=True)
 
 
 class CapabilityError(StageError):
@@ -22,7 +24,10 @@ class CapabilityError(StageError):
 
 
 def of(teacher: TeacherParams) -> CapabilityParams:
-    """The capabilities that apply: the stand-in's when base_url is null, else teacher.capabilities."""
+    """The capabilities that apply: a local HF teacher's or the stand-in's (base_url null), else
+    teacher.capabilities."""
+    if teacher.provider == "hf":
+        return HF
     return STANDIN if teacher.base_url is None else teacher.capabilities
 
 

@@ -22,8 +22,9 @@ from stages.teachers.store import RequestStore
 
 
 def chars_per_token(teacher: TeacherParams) -> float:
-    """1.0 for the stand-in (it bills one token per character), 4.0 for a real endpoint."""
-    return 1.0 if teacher.base_url is None else 4.0
+    """1.0 for the stand-in (it bills one token per character) and for a local HF teacher (an upper
+    bound whatever its tokenizer, usually free anyway), 4.0 for a real endpoint."""
+    return 1.0 if teacher.base_url is None or teacher.provider == "hf" else 4.0
 
 
 @dataclass(frozen=True)

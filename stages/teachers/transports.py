@@ -145,6 +145,12 @@ TRANSPORTS = {"openai": OpenAITransport, "aiohttp": AiohttpTransport}
 
 
 def make_transport(name: str, base_url: str, api_key: str, timeout_s: float) -> Transport:
+    """The transport ``name`` for ``base_url``; an ``hf://`` URL (a local Hugging Face teacher, see
+    endpoint.hf_url) is always the in-process ``HFTransport``, whatever the name."""
+    if base_url.startswith("hf://"):
+        from stages.teachers.hf_local import HFTransport
+
+        return HFTransport.from_url(base_url)
     if name not in TRANSPORTS:
         raise ValueError(f"DISTILL_TEACHER_TRANSPORT={name!r}: use one of {sorted(TRANSPORTS)}")
     return TRANSPORTS[name](base_url, api_key, timeout_s)
