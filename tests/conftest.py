@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -11,3 +14,14 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+
+
+@pytest.fixture
+def forty_seeds(tmp_path: Path) -> Path:
+    """Forty demo seeds (reverse and upper of twenty words) as an ingest parquet file."""
+    from stages.io import write_parquet
+    from tests.test_generate import WORDS, seeds
+
+    path = tmp_path / "ingest" / "train.parquet"
+    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
+    return path

@@ -12,16 +12,15 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer
 
-from flows.teacher import run_plan
 from stages import generate
 from stages import params as params_module
 from stages.entry import StageError
 from stages.features import FeatureTokenizer, extract
-from stages.io import content_hash, write_parquet
+from stages.io import content_hash
 from stages.records import FEATURES
 from stages.teachers import capabilities
 from stages.teachers.endpoint import teacher_identity
-from tests.test_generate import WORDS, load_params, seeds, with_standin
+from tests.test_generate import load_params, run_stage, with_standin
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "data/students/tiny-char"
@@ -37,23 +36,10 @@ def with_teacher(params: params_module.Params, **updates: object) -> params_modu
     return params.model_copy(update={"teacher": params.teacher.model_copy(update=updates)})
 
 
-@pytest.fixture
-def seeds_path(tmp_path: Path) -> Path:
-    path = tmp_path / "ingest" / "train.parquet"
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
-    return path
-
-
-def run_stage(params: params_module.Params, tmp_path: Path, seeds_path: Path) -> dict:
-    return generate.run(params, seeds_path=seeds_path, rows_path=tmp_path / "gen/rows.parquet",
-                        rejects_path=tmp_path / "gen/rejects.parquet", store_path=tmp_path / "store/generate.jsonl",
-                        send=run_plan)
-
-
-def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, seeds_path: Path,
+def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, forty_seeds: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
-    metrics = run_stage(feature_params(5), tmp_path, seeds_path)
+    metrics = run_stage(feature_params(5), tmp_path, forty_seeds)
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
     assert features.schema == pl.Schema(FEATURES)
@@ -88,20 +74,20 @@ def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, seeds_path: Pa
 
 
 def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
-        tmp_path: Path, seeds_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, forty_seeds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = feature_params(None)
     assert generate.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
     # the new stand-in switch, off, leaves the stand-in's identity (and so every stored key) as it was
     before = params.teacher.standin.model_dump(exclude={"ignore_logprobs"})
     assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
-    metrics = run_stage(params, tmp_path, seeds_path)
+    metrics = run_stage(params, tmp_path, forty_seeds)
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
     assert features.height == 0 and features.schema == pl.Schema(FEATURES)
     assert (metrics["feature_rows"], metrics["feature_bytes_per_token"], metrics["tokenizer"]) == (0, None, None)
 
 
-def test_capability_check_refuses_before_any_request(tmp_path: Path, seeds_path: Path,
+def test_capability_check_refuses_before_any_request(tmp_path: Path, forty_seeds: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
@@ -111,7 +97,7 @@ def test_capability_check_refuses_before_any_request(tmp_path: Path, seeds_path:
                           capabilities=caps)
     with pytest.raises(StageError, match=r"generate\.top_logprobs=5 asks for log-probabilities, but "
                                          r"teacher\.capabilities\.logprobs is false for standin"):
-        run_stage(params, tmp_path, seeds_path)
+        run_stage(params, tmp_path, forty_seeds)
     assert not (tmp_path / "store/generate.jsonl").exists()
     assert not (tmp_path / "gen").exists()
 
@@ -131,12 +117,12 @@ def test_capability_check_rules() -> None:
     capabilities.check(asked | {"n": 3}, capabilities.of(teacher))
 
 
-def test_endpoint_that_ignores_logprobs_fails_the_stage(tmp_path: Path, seeds_path: Path,
+def test_endpoint_that_ignores_logprobs_fails_the_stage(tmp_path: Path, forty_seeds: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     with pytest.raises(StageError, match=r"none of the \d+ answers of standin has them: the endpoint ignored "
                                          r"`logprobs`"):
-        run_stage(feature_params(5, ignore_logprobs=True), tmp_path, seeds_path)
+        run_stage(feature_params(5, ignore_logprobs=True), tmp_path, forty_seeds)
     assert not (tmp_path / "gen/rows.parquet").exists()
     assert not (tmp_path / "gen/features.parquet").exists()
 

@@ -11,7 +11,7 @@ from flows.teacher import run_plan
 from stages import generate
 from stages import params as params_module
 from stages.entry import StageError
-from stages.io import content_hash, write_parquet
+from stages.io import content_hash
 from stages.prompts import Prompt
 from stages.records import GENERATED, REJECT, SEED
 from stages.teachers.endpoint import TeacherConfigError, teacher_identity
@@ -157,13 +157,6 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
 
 
 # --- the stage against the stand-in --------------------------------------------------------------
-
-
-@pytest.fixture
-def forty_seeds(tmp_path: Path) -> Path:
-    path = tmp_path / "ingest" / "train.parquet"
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
-    return path
 
 
 def run_stage(params: params_module.Params, tmp_path: Path, seeds_path: Path) -> dict:
