@@ -59,10 +59,10 @@ def sequential(base_url: str, count: int) -> float:
 async def engine(base_url: str, count: int, concurrency: int, transport: str) -> tuple[float, int]:
     settings = EngineSettings(concurrency=concurrency, timeout_s=60, transport=transport)
     with tempfile.TemporaryDirectory() as tmp, RequestStore(Path(tmp) / "store.jsonl") as store:
+        batch = requests(count, f"{transport}{concurrency}")  # the caller's work (the stage reads a plan file)
         async with make_client(base_url, "benchmark", settings) as client:
             started = time.perf_counter()
-            ledger = await answer_all(requests(count, f"{transport}{concurrency}"), client, store, settings,
-                                      asyncio.Semaphore(concurrency))
+            ledger = await answer_all(batch, client, store, settings, asyncio.Semaphore(concurrency))
             elapsed = time.perf_counter() - started
         assert len(store) == count, f"{count - len(store)} requests unanswered: {dict(ledger.failures)}"
     return count / elapsed, sum(ledger.failures.values())

@@ -50,12 +50,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def estimate_generate() -> str | None:
-    """Print the generate stage's cost table from params, the seeds and the store (read only)."""
+    """Print what the generate stage would send and cost, per method and teacher, from params, the
+    seeds and the store (read only)."""
     import polars as pl
 
-    from stages import generate, paths
     from stages import params as params_module
+    from stages import paths
     from stages.entry import StageError
+    from stages.methods.forecast import forecast
     from stages.teachers.estimate import chars_per_token, estimate
     from stages.teachers.store import RequestStore
 
@@ -67,14 +69,22 @@ def estimate_generate() -> str | None:
         return f"distill estimate: {paths.INGEST_TRAIN} is missing: run `dvc repro ingest` first"
     seeds = pl.read_parquet(paths.INGEST_TRAIN)
     try:
-        prompt = generate.prompt_of(params.generate)
+        plans = forecast(params, seeds)
     except StageError as error:
         return f"distill estimate: {error}"
-    requests = generate.plan(seeds, prompt, params.generate, params.teacher)
+    totals: dict[str, list[float]] = {}
     with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
-        planned = estimate(requests, store, params.teacher.price, chars_per_token(params.teacher),
-                           params.generate.expected_completion_tokens)
-    print(planned.table("generate"))
+        for plan in plans:
+            planned = estimate(plan.requests, store, plan.teacher.price, chars_per_token(plan.teacher),
+                               params.generate.expected_completion_tokens)
+            print(planned.table(f"{plan.label} ({plan.teacher.name})"))
+            total = totals.setdefault(plan.teacher.name, [0, 0.0, 0.0])
+            total[0] += planned.to_send
+            total[1] += planned.cost_usd_expected
+            total[2] += planned.cost_usd_max
+    print(f"{'per teacher':<28}{'to send':>12}{'expected $':>12}{'upper $':>12}")
+    for name, (to_send, expected, most) in totals.items():
+        print(f"  {name:<26}{int(to_send):>12}{expected:>12.4f}{most:>12.4f}")
     caps = {"budget_usd": params.generate.budget_usd, "budget_tokens": params.generate.budget_tokens}
     print("  budget: " + (", ".join(f"{k}={v}" for k, v in caps.items() if v is not None) or "none"))
     return None

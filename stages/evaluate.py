@@ -15,7 +15,6 @@ and the share of the teacher gap the training closed.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from stages.entry import guarded
 from stages.io import atomic_path, content_hash, write_json, write_parquet, write_text
 from stages.prompts import Prompt, parse_choice, student_prompt
 from stages.records import PREDICTION, conform
-from stages.student import load_model, load_tokenizer
+from stages.student_sampling import sample_answers
 from stages.teachers.ask import ask, plan_requests
 from stages.teachers.store import RequestStore
 
@@ -38,22 +37,8 @@ def exact_match(prediction: str | None, reference: str) -> float:
 
 def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
     """Greedy answers, batched with left padding."""
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    tokenizer = load_tokenizer(model_path)
-    tokenizer.padding_side = "left"
-    model = load_model(model_path, seed).eval()
-    answers: list[str] = []
-    for start in range(0, len(prompts), params.batch_size):
-        batch = tokenizer(prompts[start : start + params.batch_size], return_tensors="pt", padding=True)
-        with torch.no_grad():
-            output = model.generate(
-                **batch, max_new_tokens=params.max_new_tokens, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-        answers += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [answer.strip() for answer in answers]
+    answers = sample_answers(model_path, prompts, seed, params.max_new_tokens, params.batch_size)
+    return [samples[0].text for samples in answers]
 
 
 def teacher_answers(

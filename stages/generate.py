@@ -1,34 +1,42 @@
-"""Teacher generation (labelling): the teacher answers every seed input.
+"""Teacher generation: the elicitation methods listed in ``generate.methods``, run in order.
 
-Reads:   data/ingest/train.parquet, the templates named in params, the request store
-Writes:  data/generate/rows.parquet (GENERATED), data/generate/rejects.parquet (REJECT),
-         data/generate/features.parquet (FEATURES; empty unless generate.top_logprobs is set),
-         data/store/generate.jsonl (the request store, appended), metrics/generate.json
-Params:  generate, teacher
+Reads:   data/ingest/{train,eval}.parquet, the templates named in params, the request store
+Writes:  data/generate/rows.parquet (GENERATED: every method's knowledge examples, each row with the
+         method and the teacher that wrote it), data/generate/rejects.parquet (REJECT: everything that
+         did not become a row, with the reason), data/generate/features.parquet (FEATURES; empty unless
+         the feature method is on), data/generate/preferences.parquet (PREFERENCE; the feedback
+         method's pairs), data/store/generate.jsonl (the request store, appended), metrics/generate.json
+Params:  generate, teacher, teachers
 Run:     python -m stages.generate
 
-Requests go through the teacher request store: a re-run pays only for keys not yet
-answered, and ``metrics/generate.json`` says how many were sent and how many were cache
-hits. When ``teacher.base_url`` is null the local stand-in teacher is started on
-127.0.0.1 for the duration of the stage. Seeds the teacher never answered usefully go
-to the rejects file with a reason; past ``generate.max_failed_fraction`` the stage fails.
+Methods (stages/methods/): labelling (the teacher answers seeds), expansion (Self-Instruct rounds),
+curation (a topic x subtopic tree), feature (labelling with token log-probabilities), feedback (the
+teacher grades and corrects the student -> preference pairs), self_knowledge (the student's own
+answers, filtered). Several teachers (``teachers``) share the answer step by ``generate.routing``.
 
-Cost: the expected cost is printed before sending (as ``distill estimate`` does) and
-``metrics/generate.json`` records ``cost_usd`` (this run's spend at ``teacher.price``) and
-``estimated_cost_usd``. ``generate.budget_usd`` / ``budget_tokens`` are hard caps on this
-run's spending: requests that would pass them are not sent, their seeds go to the rejects
-with reason ``budget`` (not counted as failures) and ``stopped_by_budget`` is true; a later
-run with a higher budget pays only for the rest.
+Requests go through the teacher request store: a re-run pays only for keys not yet answered, and
+``metrics/generate.json`` says how many were sent and how many were cache hits, by teacher. When a
+teacher's ``base_url`` is null the local stand-in is started on 127.0.0.1 while it is asked.
+Inputs the teachers failed on go to the rejects; past ``generate.max_failed_fraction`` the stage
+fails. Rejects that are choices, not failures (``budget``, ``near_duplicate``, ``not_best``,
+``student_correct``, ``filtered``), do not count.
+
+Cost: the expected cost is printed before each batch is sent (as ``distill estimate`` does) and
+``metrics/generate.json`` records ``cost_usd`` (this run's spend at each teacher's price) and
+``estimated_cost_usd``. ``generate.budget_usd`` / ``budget_tokens`` are hard caps on this run's
+spending across all methods and teachers: requests that would pass them are not sent, their
+inputs go to the rejects with reason ``budget`` and ``stopped_by_budget`` is true; a later run with
+a higher budget pays only for the rest.
 
 Labelling options: ``generate.demonstrations`` (k) sends k hand-written demonstrations from
 ``generate.demonstrations_file`` as prior user/assistant turns, chosen per seed by a hash;
 ``generate.chain_of_thought`` appends ``generate.cot_template`` and keeps only the text after the
 last ``Answer:`` line (none: reject ``unparseable``). Both off: requests exactly as without them.
 
-Feature knowledge: with ``generate.top_logprobs`` set, requests also ask for token
-log-probabilities, and ``features.parquet`` holds them by token id of
-``generate.feature_tokenizer`` (see stages/features.py). Before anything is sent or the
-stand-in started, the plan is checked against ``teacher.capabilities``
+Feature knowledge: with ``feature`` in ``generate.methods`` (and ``generate.top_logprobs`` set), the
+answer step's requests also ask for token log-probabilities, and ``features.parquet`` holds them by
+token id of ``generate.feature_tokenizer`` (see stages/features.py). Before anything is sent or a
+stand-in started, the plan is checked against every answering teacher's capabilities
 (stages/teachers/capabilities.py). Answers without log-probabilities go to the rejects
 (``no_logprobs``; all of them: the endpoint ignored ``logprobs`` and the stage fails), as do
 answers whose tokens the tokenizer cannot map (``tokenizer_mismatch``; more than half: the
@@ -48,23 +56,16 @@ from stages import params as params_module
 from stages import paths
 from stages.entry import StageError, guarded
 from stages.features import FeatureTokenizer, build_features
-from stages.io import content_hash, write_json, write_parquet
-from stages.prompts import Prompt, final_answer, parse_choice
-from stages.records import FEATURES, GENERATED, REJECT, conform, empty
+from stages.io import write_json, write_parquet
+from stages.methods import RUNNERS, to_run
+from stages.methods.answering import ANSWER_METHODS, FAILURES, prompt_of, sampling_of
+from stages.methods.session import Session
+from stages.prompts import Prompt
+from stages.records import FEATURES, REJECT, SEED, conform, empty
 from stages.teachers import capabilities
-from stages.teachers.ask import ask, plan_requests
+from stages.teachers.ask import plan_requests
 from stages.teachers.engine import Ledger, TeacherRequest, cost_usd
 from stages.teachers.store import RequestStore
-
-METHOD = "labelling"
-
-
-def sampling_of(params: params_module.GenerateParams) -> dict:
-    sampling = {"temperature": params.temperature, "max_tokens": params.max_tokens, "n": params.n,
-                "seed": params.seed}
-    if params.top_logprobs is not None:  # only then: keys of runs without log-probs stay as they were
-        sampling |= {"logprobs": True, "top_logprobs": params.top_logprobs}
-    return sampling
 
 
 def feature_tokenizer(params: params_module.GenerateParams) -> FeatureTokenizer | None:
@@ -104,83 +105,47 @@ def split_features(rows: pl.DataFrame, rejects: pl.DataFrame, store: RequestStor
     return rows.filter(~pl.col("id").is_in(list(dropped))), rejects, features
 
 
-def prompt_of(params: params_module.GenerateParams) -> Prompt:
-    """The labelling prompt: templates plus the k demonstrations and the chain-of-thought instruction, if on."""
-    try:
-        return Prompt(params.system, params.template, params.demonstrations,
-                      params.demonstrations_file if params.demonstrations else None,
-                      params.cot_template if params.chain_of_thought else None)
-    except ValueError as error:
-        raise StageError(f"generate.demonstrations: {error}") from None
-
-
 def plan(
     seeds: pl.DataFrame, prompt: Prompt, params: params_module.GenerateParams, teacher: params_module.TeacherParams
 ) -> list[TeacherRequest]:
-    """One request per seed, keyed for the store; pure (no I/O)."""
+    """The labelling requests: one per seed, keyed for the store; pure (no I/O)."""
     return plan_requests(seeds.iter_rows(named=True), prompt, sampling_of(params), teacher)
 
 
-def build_rows(
-    seeds: pl.DataFrame,
-    requests: list[TeacherRequest],
-    store: RequestStore,
-    errors: dict[str, str],
-    prompt_hash: str,
-    sampling_hash: str,
-    teacher_name: str,
-    skipped: dict[str, str] | None = None,
-    chain_of_thought: bool = False,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Join each seed with its stored answer; seeds without a usable one become rejects
-    (reason ``budget`` for requests the budget did not let out, listed in ``skipped``). With
-    ``chain_of_thought`` the response is the text after the last ``Answer:`` line (the reasoning
-    stays in the store); an answer without one is rejected as ``unparseable``."""
-    skipped = skipped or {}
-    rows, rejects = [], []
-    for seed, request in zip(seeds.iter_rows(named=True), requests, strict=True):
-        base = {"seed_id": seed["id"], "request_key": request.key, "source_file": seed["source_file"],
-                "source_line": seed["source_line"]}
-        entry = store.entry(request.key)
-        if entry is None and request.key in skipped:
-            rejects.append(base | {"reason": "budget", "detail": skipped[request.key]})
+def check_capabilities(params: params_module.Params) -> None:
+    """Before anything is sent or a stand-in started: a plan a teacher cannot serve costs nothing."""
+    for teacher in params.all_teachers:
+        capabilities.check(sampling_of(params.generate), capabilities.of(teacher), teacher.name)
+
+
+def ledger_metrics(session: Session) -> dict:
+    """The ledger: totals over all teachers, and dollars, tokens and requests by teacher."""
+    total = Ledger()
+    by_teacher = {}
+    for teacher in session.params.all_teachers:
+        ledger = session.ledgers.get(teacher.name)
+        if ledger is None:
             continue
-        if entry is None:
-            rejects.append(base | {"reason": "teacher_error", "detail": errors.get(request.key, "not answered")})
-            continue
-        answer = entry["response"]
-        for choice in answer.get("choices", []):
-            text = parse_choice(choice)
-            if text is None:
-                rejects.append(base | {"reason": "empty_answer", "detail": f"choice {choice.get('index')}"})
-                continue
-            if chain_of_thought:
-                answer_text = final_answer(text)
-                if answer_text is None:
-                    rejects.append(base | {"reason": "unparseable", "detail": text[:100]})
-                    continue
-                text = answer_text
-            usage = answer.get("usage", {})
-            rows.append(base | {
-                "id": content_hash({"request": request.key, "choice": choice.get("index", 0)}),
-                "method": METHOD,
-                "teacher": teacher_name,
-                "model_requested": request.model,
-                "model_answered": answer.get("model", ""),
-                "template_hash": prompt_hash,
-                "sampling_hash": sampling_hash,
-                "response_id": answer.get("id", ""),
-                "choice_index": choice.get("index", 0),
-                "created_at": entry["stored_at"],
-                "prompt_tokens": usage.get("prompt_tokens", 0),
-                "completion_tokens": usage.get("completion_tokens", 0),
-                "finish_reason": choice.get("finish_reason") or "stop",
-                "instruction": seed["instruction"],
-                "input": seed["input"],
-                "response": text,
-            })
-    return (conform(pl.DataFrame(rows, schema=GENERATED), GENERATED),
-            conform(pl.DataFrame(rejects, schema=REJECT), REJECT))
+        total.merge(ledger)
+        by_teacher[teacher.name] = {
+            "requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits,
+            "prompt_tokens": ledger.prompt_tokens, "completion_tokens": ledger.completion_tokens,
+            "cost_usd": round(cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price), 6)}
+    return {
+        "requests_planned": total.requests_sent + total.cache_hits + total.skipped_budget,
+        "requests_sent": total.requests_sent,
+        "cache_hits": total.cache_hits,
+        "attempts": total.attempts,
+        "retries_by_class": dict(total.retries),
+        "failures_by_class": dict(total.failures),
+        "prompt_tokens_sent": total.prompt_tokens,
+        "completion_tokens_received": total.completion_tokens,
+        "cost_usd": round(sum(t["cost_usd"] for t in by_teacher.values()), 6),
+        "estimated_cost_usd": round(total.estimated_cost_usd, 6),
+        "skipped_budget": total.skipped_budget,
+        "stopped_by_budget": total.skipped_budget > 0,
+        "by_teacher": by_teacher,
+    }
 
 
 def run(
@@ -191,61 +156,59 @@ def run(
     store_path: Path = paths.GENERATE_STORE,
     send: Callable[..., Ledger] | None = None,
     features_path: Path | None = None,
+    evals_path: Path | None = None,
+    preferences_path: Path | None = None,
 ) -> dict:
-    """Plan, check it against the teacher's capabilities, send what the store lacks, build rows.
-    ``send`` defaults to the Prefect flow; ``features_path`` to features.parquet beside ``rows_path``."""
+    """Run the methods of ``generate.methods``; write rows, rejects, features and preferences.
+    ``send`` defaults to the Prefect flow; ``features_path`` and ``preferences_path`` default to files
+    beside ``rows_path``, ``evals_path`` to eval.parquet beside ``seeds_path`` (no eval inputs if absent)."""
     started = time.monotonic()
     features_path = features_path or rows_path.with_name(paths.GENERATE_FEATURES.name)
+    preferences_path = preferences_path or rows_path.with_name(paths.GENERATE_PREFERENCES.name)
+    evals_path = evals_path or seeds_path.with_name(paths.INGEST_EVAL.name)
     gen = params.generate
-    # Before anything is sent or the stand-in started: a plan the endpoint cannot serve costs nothing.
-    capabilities.check(sampling_of(gen), capabilities.of(params.teacher), params.teacher.name)
+    check_capabilities(params)
     tokenizer = feature_tokenizer(gen)
     seeds = pl.read_parquet(seeds_path)
-    prompt = prompt_of(gen)
-    requests = plan(seeds, prompt, params.generate, params.teacher)
-    ledger = ask(requests, params.teacher, store_path, gen.shards, send, label="generate", budget_usd=gen.budget_usd,
-                 budget_tokens=gen.budget_tokens, expected_completion_tokens=gen.expected_completion_tokens)
-    with RequestStore(store_path) as store:
-        rows, rejects = build_rows(seeds, requests, store, ledger.errors, prompt.hash,
-                                   content_hash(sampling_of(params.generate)), params.teacher.name, ledger.skipped,
-                                   gen.chain_of_thought)
-        features = empty(FEATURES)
-        if tokenizer is not None:
-            rows, rejects, features = split_features(rows, rejects, store, params, tokenizer)
-    failed = rejects.filter(pl.col("reason") != "budget").height  # budget rejects are not failures
-    failed_fraction = failed / max(seeds.height, 1)
-    metrics = {
-        "requests_planned": len(requests),
-        "requests_sent": ledger.requests_sent,
-        "cache_hits": ledger.cache_hits,
-        "attempts": ledger.attempts,
-        "retries_by_class": dict(ledger.retries),
-        "failures_by_class": dict(ledger.failures),
-        "prompt_tokens_sent": ledger.prompt_tokens,
-        "completion_tokens_received": ledger.completion_tokens,
-        "cost_usd": round(cost_usd(ledger.prompt_tokens, ledger.completion_tokens, params.teacher.price), 6),
-        "estimated_cost_usd": round(ledger.estimated_cost_usd, 6),
-        "budget_usd": gen.budget_usd,
-        "budget_tokens": gen.budget_tokens,
-        "skipped_budget": ledger.skipped_budget,
-        "stopped_by_budget": ledger.skipped_budget > 0,
+    evals = pl.read_parquet(evals_path) if evals_path.exists() else empty(SEED)
+    session = Session(params, store_path, send)
+    outputs = {method: RUNNERS[method](session, seeds, evals) for method in to_run(gen.methods)}
+    rows = pl.concat([out.rows for out in outputs.values()])
+    rejects = pl.concat([out.rejects for out in outputs.values()])
+    preferences = pl.concat([out.preferences for out in outputs.values()])
+    features = empty(FEATURES)
+    if tokenizer is not None:
+        answered = rows.filter(pl.col("method").is_in(ANSWER_METHODS))
+        with session.store() as store:
+            kept, rejects, features = split_features(answered, rejects, store, params, tokenizer)
+        rows = pl.concat([kept, rows.filter(~pl.col("method").is_in(ANSWER_METHODS))])
+    failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
+    failed_fraction = failed / max(rows.height + failed, 1)
+    metrics = ledger_metrics(session) | {
+        "methods": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
+                    for method, out in outputs.items()},
         "rows": rows.height,
+        "rows_by_teacher": dict(rows["teacher"].value_counts().iter_rows()),
         "rejects": rejects.height,
         "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
+        "preference_pairs": preferences.height,
         "failed_fraction": round(failed_fraction, 4),
-        "template_hash": prompt.hash,
+        "budget_usd": gen.budget_usd,
+        "budget_tokens": gen.budget_tokens,
+        "template_hash": prompt_of(gen).hash,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.monotonic() - started, 2),
     }
     if failed_fraction > params.generate.max_failed_fraction:
         raise StageError(
-            f"{failed} of {seeds.height} seeds got no usable answer ({failed_fraction:.1%} > "
+            f"{failed} of {rows.height + failed} inputs got no usable answer ({failed_fraction:.1%} > "
             f"generate.max_failed_fraction={params.generate.max_failed_fraction}); answers received are "
             f"kept in {store_path}, reasons by class: {metrics['rejects_by_reason']}"
         )
     write_parquet(rows, rows_path)
     write_parquet(rejects, rejects_path)
     write_parquet(features, features_path)
+    write_parquet(preferences, preferences_path)
     feature_tokens = int(features["token_ids"].list.len().sum() or 0)
     metrics |= {
         "feature_rows": features.height,
@@ -260,7 +223,8 @@ def main() -> None:
     params = params_module.load()
     metrics = run(params)
     write_json(metrics, paths.metrics("generate"))
-    print(f"generate: {metrics['rows']} rows, {metrics['rejects']} rejects; "
+    by_method = ", ".join(f"{name} {m['rows']}" for name, m in metrics["methods"].items())
+    print(f"generate: {metrics['rows']} rows ({by_method}), {metrics['rejects']} rejects; "
           f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits, "
           f"${metrics['cost_usd']:.4f} spent" + ("; stopped by the budget" if metrics["stopped_by_budget"] else "")
           + (f"; {metrics['feature_rows']} feature rows, {metrics['feature_bytes_per_token']} bytes/token"

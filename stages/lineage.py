@@ -75,6 +75,19 @@ def source_line(file: str, line: int) -> str | None:
     return None
 
 
+def written_by(key: str) -> dict:
+    """The stored request that wrote an input: when, by which model, and the end of its prompt."""
+    if not paths.GENERATE_STORE.exists():
+        return {"request_key": key, "answered": False}
+    with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
+        entry = store.entry(key)
+    if entry is None:
+        return {"request_key": key, "answered": False}
+    prompt = entry["request"].get("messages", [{}])[-1].get("content", "")
+    return {"request_key": key, "stored_at": entry["stored_at"], "model_answered": entry["response"].get("model"),
+            "prompt_end": prompt[-200:]}
+
+
 def trace(row_id: str, lock_path: Path = LOCK) -> dict:
     """The lineage chain of ``row_id`` as a dict; raises KeyError if no stage output has it."""
     locks = lock_hashes(lock_path)
@@ -96,7 +109,8 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
             for key in ("method", "teacher", "model_requested", "model_answered", "template_hash", "sampling_hash",
                         "response_id", "request_key", "choice_index", "created_at", "prompt_tokens",
                         "completion_tokens", "finish_reason", "instruction", "response")
-        } | {"provenance": provenance(paths.GENERATE_ROWS, locks)}
+        } | {key: row[key] for key in ("input_origin", "judge_score") if row.get(key) is not None} | {
+            "provenance": provenance(paths.GENERATE_ROWS, locks)}
         if paths.GENERATE_STORE.exists():
             with RequestStore(paths.GENERATE_STORE) as store:
                 entry = store.entry(row["request_key"])
@@ -105,6 +119,8 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
                 "stored_at": entry and entry["stored_at"],
                 "answered": entry is not None,
             }
+            if row.get("parent_key"):  # an input a teacher wrote (expansion, curation): the request that wrote it
+                chain["input_written_by"] = written_by(row["parent_key"])
         seed_id = row["seed_id"]
     else:
         seed_id = row_id
@@ -117,14 +133,18 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
                 "source_provenance": provenance(Path(seed["source_file"]), locks),
             }
             break
-    if "seed" not in chain and row is None:
+    if row is None:
+        rejected = _find(paths.GENERATE_REJECTS, "seed_id", seed_id)
+        if rejected is not None:
+            chain["rejected_in_generate"] = {k: v for k, v in rejected.items() if k != "seed_id"}
+    if "seed" not in chain and row is None and "rejected_in_generate" not in chain:
         raise KeyError(f"no row or seed with id {row_id!r} in the stage outputs (has the pipeline run?)")
     return chain
 
 
 def render(chain: dict) -> str:
     lines = [f"lineage of {chain['id']}"]
-    for section in ("selection", "generation", "teacher_store", "seed"):
+    for section in ("selection", "generation", "teacher_store", "input_written_by", "rejected_in_generate", "seed"):
         if section not in chain:
             continue
         lines.append(f"\n{section}:")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -85,7 +85,77 @@ class TeacherParams(Strict):
     capabilities: CapabilityParams = CapabilityParams()
 
 
+Method = Literal["labelling", "expansion", "curation", "feature", "feedback", "self_knowledge"]
+
+
+class StudentSamplingParams(Strict):
+    """The student that the feedback and self_knowledge methods sample answers from."""
+
+    model: str = "data/students/tiny-char"  # HF id or local path (a config-only folder is initialised from seed)
+    prompt_template: str = "templates/student.txt"  # what the student sees; keep it equal to train.prompt_template
+    seed: int = 0
+    max_new_tokens: Positive = 16
+    batch_size: Positive = 64
+
+
+class ExpansionParams(Strict):
+    """Self-Instruct: the teacher writes new inputs from sampled examples, round by round."""
+
+    rounds: Positive = 1
+    requests_per_round: Positive = 10
+    tasks_per_request: Positive = 8  # new inputs asked for in each request
+    examples_per_request: Positive = 4  # examples sampled from the pool (seeds + inputs kept so far)
+    near_duplicate_threshold: Fraction = 0.7  # character 3-gram Jaccard at or above it: dropped before answering
+    template: str = "templates/expansion/instructions.txt"
+    system: str = "templates/expansion/system.txt"
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    max_tokens: Positive = 256
+
+
+class CurationParams(Strict):
+    """The teacher writes inputs from meta-information, through a topic x subtopic tree."""
+
+    topics_file: str = "data/seeds/topics.yaml"  # {domain: str, topics: [str, ...]}
+    subtopics_per_topic: Positive = 4
+    tasks_per_subtopic: Positive = 8
+    subtopics_template: str = "templates/curation/subtopics.txt"
+    tasks_template: str = "templates/curation/tasks.txt"
+    system: str = "templates/expansion/system.txt"
+    near_duplicate_threshold: Fraction = 0.7
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    max_tokens: Positive = 256
+
+
+class JudgeParams(Strict):
+    """How the teacher grades an answer (feedback, self_knowledge's judge filter, routing: judge)."""
+
+    template: str = "templates/judge/grade.txt"  # asks for {"score": 0-10, "critique", "correction"} as JSON
+    system: str = "templates/judge/system.txt"
+    max_tokens: Positive = 200
+
+
+class FeedbackParams(Strict):
+    """The student answers seed inputs; the teacher grades and corrects them -> preference pairs."""
+
+    max_inputs: Positive | None = 200  # seed inputs the student answers (chosen by hash); None = all
+    focus_fraction: Fraction = 1.0  # grade only the inputs where the student is least confident (1 = all)
+
+
+class SelfKnowledgeParams(Strict):
+    """The student samples answers; a verifier, self-consistency or the teacher judge filters them."""
+
+    max_inputs: Positive | None = 200
+    samples: Positive = 4  # answers sampled per input
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8
+    filter: Literal["verifier", "consistency", "judge"] = "consistency"
+    verifier: str = "stages.skill:is_correct"  # module:function(instruction, answer) -> bool, for filter: verifier
+    min_agreement: Fraction = 0.5  # consistency: share of samples that must give the kept answer
+    min_score: Annotated[int, Field(ge=0, le=10)] = 8  # judge: lowest grade kept
+
+
 class GenerateParams(Strict):
+    methods: list[Method] = ["labelling"]  # elicitation methods run in this stage, in this order
+    routing: Literal["round_robin", "cheapest", "judge"] = "round_robin"  # across teacher + teachers
     template: str
     system: str
     temperature: Annotated[float, Field(ge=0.0, le=2.0)]
@@ -103,6 +173,23 @@ class GenerateParams(Strict):
     demonstrations_file: str = "templates/demonstrations.jsonl"  # hand-written instruction/answer pairs, not eval
     chain_of_thought: bool = False  # append cot_template; the answer is the text after the last `Answer:` line
     cot_template: str = "templates/cot.txt"  # the chain-of-thought instruction (used only when chain_of_thought)
+    student: StudentSamplingParams = StudentSamplingParams()
+    judge: JudgeParams = JudgeParams()
+    expansion: ExpansionParams = ExpansionParams()
+    curation: CurationParams = CurationParams()
+    feedback: FeedbackParams = FeedbackParams()
+    self_knowledge: SelfKnowledgeParams = SelfKnowledgeParams()
+
+    @model_validator(mode="after")
+    def _feature_needs_logprobs(self) -> GenerateParams:
+        if not self.methods:
+            raise ValueError("methods: list at least one elicitation method")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: {self.methods} lists a method twice")
+        if ("feature" in self.methods) != (self.top_logprobs is not None):
+            raise ValueError("the feature method and top_logprobs go together: list `feature` in generate.methods "
+                             "and set generate.top_logprobs (0..20), or neither")
+        return self
 
 
 class ScoreParams(Strict):
@@ -186,6 +273,19 @@ class GateParams(Strict):
 class Params(Strict):
     ingest: IngestParams
     teacher: TeacherParams
+    teachers: list[TeacherParams] = []  # more teachers; generate.routing spreads rows across all of them
+
+    @model_validator(mode="after")
+    def _unique_teacher_names(self) -> Params:
+        names = [t.name for t in self.all_teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teachers: names must be unique across teacher and teachers, got {names}")
+        return self
+
+    @property
+    def all_teachers(self) -> list[TeacherParams]:
+        """The primary teacher (also the judge and the eval baseline) first, then the others."""
+        return [self.teacher, *self.teachers]
     generate: GenerateParams
     score: ScoreParams
     dedupe: DedupeParams

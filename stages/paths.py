@@ -9,6 +9,7 @@ INGEST_EVAL = Path("data/ingest/eval.parquet")
 GENERATE_ROWS = Path("data/generate/rows.parquet")
 GENERATE_REJECTS = Path("data/generate/rejects.parquet")
 GENERATE_FEATURES = Path("data/generate/features.parquet")
+GENERATE_PREFERENCES = Path("data/generate/preferences.parquet")
 GENERATE_STORE = Path("data/store/generate.jsonl")
 
 SCORE_ROWS = Path("data/score/rows.parquet")

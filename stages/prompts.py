@@ -102,6 +102,20 @@ class Prompt:
         return messages + [{"role": "user", "content": self.user_message(instruction, input_text)}]
 
 
+class Template:
+    """A system + user template pair filled with named fields (``{examples}``, ``{answer}``, ...);
+    its hash goes into the rows it produced, so editing a template re-asks the teacher."""
+
+    def __init__(self, system_path: str, user_path: str):
+        self.system = Path(system_path).read_text(encoding="utf-8").strip()
+        self.user = Path(user_path).read_text(encoding="utf-8")
+        self.hash = content_hash({"system": self.system, "user": self.user})
+
+    def messages(self, **fields: object) -> list[dict]:
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": self.user.format(**fields).strip()}]
+
+
 def parse_choice(choice: dict) -> str | None:
     """Labelling's parse step: the answer text, or None when there is none."""
     content = (choice.get("message") or {}).get("content")

@@ -27,8 +27,8 @@ GENERATED = {
     "seed_id": pl.String,
     "source_file": pl.String,
     "source_line": pl.Int64,
-    "method": pl.String,  # elicitation method, "labelling" here
-    "teacher": pl.String,  # teacher name from params
+    "method": pl.String,  # elicitation method: labelling, expansion, curation, feedback or self_knowledge
+    "teacher": pl.String,  # name of the teacher that wrote the response ("student" for self_knowledge)
     "model_requested": pl.String,
     "model_answered": pl.String,  # the model the endpoint says answered
     "template_hash": pl.String,
@@ -43,11 +43,15 @@ GENERATED = {
     "instruction": pl.String,
     "input": pl.String,
     "response": pl.String,
+    "input_origin": pl.String,  # "seed", "expansion round <r>" or "curation: <topic> / <subtopic>"
+    "parent_key": pl.String,  # store key of the request that wrote the input; null for seed inputs
+    "judge_score": pl.Float64,  # the judge's grade in [0, 1] where one graded the row, else null
 }
 
-# generate: data/generate/rejects.parquet; seeds the teacher never answered usefully
+# generate: data/generate/rejects.parquet; everything that did not become a row, with the reason
 REJECT = {
-    "seed_id": pl.String,
+    "method": pl.String,
+    "seed_id": pl.String,  # id of the input (a seed, or an input a teacher wrote)
     "request_key": pl.String,
     "source_file": pl.String,
     "source_line": pl.Int64,
@@ -65,6 +69,23 @@ FEATURES = {
     "top_ids": pl.List(pl.Int32),  # positions x k, flattened; -1 pads when the endpoint gave fewer than k
     "top_logprobs": pl.List(pl.Float16),  # same layout as top_ids; -inf pads
     "tail_mass": pl.List(pl.Float32),  # per position: 1 - sum(exp(top logprobs)), clipped at 0
+}
+
+# generate: data/generate/preferences.parquet; the feedback method's pairs, ready for DPO and reward models
+PREFERENCE = {
+    "id": pl.String,  # hash of (seed_id, rejected)
+    "seed_id": pl.String,
+    "instruction": pl.String,
+    "input": pl.String,
+    "chosen": pl.String,  # the teacher's correction
+    "rejected": pl.String,  # the student's answer
+    "score_chosen": pl.Float64,  # the teacher's correction is taken as fully right: 1.0
+    "score_rejected": pl.Float64,  # the teacher's grade of the student's answer, in [0, 1]
+    "critique": pl.String,
+    "teacher": pl.String,  # the judge that graded and corrected
+    "student": pl.String,  # the model that wrote `rejected`
+    "student_confidence": pl.Float64,  # mean log-prob of the student's answer
+    "request_key": pl.String,  # the judge request in the store
 }
 
 # score: data/score/rows.parquet = GENERATED + these

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from stages import generate
 from stages import params as params_module
@@ -180,3 +181,35 @@ def test_distill_estimate_prints_the_table_and_sends_nothing(tmp_path: Path) -> 
     assert "cached (in the store)" in result.stdout and "5.00 tokens per answer observed" in result.stdout
     assert result.stdout.splitlines()[2].split()[-1] == "1"
     assert (root / "data/store/generate.jsonl").read_bytes() == before
+
+
+def test_distill_estimate_covers_every_method_and_teacher(tmp_path: Path) -> None:
+    root = project_copy(tmp_path)
+    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]),
+                  root / "data/ingest/train.parquet")
+    shutil.copytree(REPO / "data/seeds", root / "data/seeds")
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["generate"]["methods"] = ["labelling", "expansion", "curation", "feedback"]
+    raw["generate"]["expansion"] = {"rounds": 2, "requests_per_round": 3, "tasks_per_request": 5}
+    raw["generate"]["feedback"] = {"max_inputs": 10, "focus_fraction": 0.5}
+    raw["teachers"] = [dict(raw["teacher"], name="cheap", price={"prompt_per_mtok": 0.01, "completion_per_mtok": 0.02})]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = distill_estimate(root)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+
+    def planned(label: str) -> int:
+        block = out[out.index(label):]
+        return int(block.splitlines()[1].split()[-1])
+
+    # round robin: the 40 seeds split across the two teachers
+    assert planned("labelling (standin)") + planned("labelling (cheap)") == 40
+    assert planned("expansion: writing inputs (standin)") == 6
+    assert planned("expansion: answers (upper bound) (standin)") + planned(
+        "expansion: answers (upper bound) (cheap)") == 30
+    assert planned("curation: subtopics (standin)") == 2
+    assert planned("curation: writing inputs (upper bound) (standin)") == 8
+    assert planned("feedback: grading (upper bound) (standin)") == 5
+    per_teacher = out[out.index("per teacher"):].splitlines()
+    assert per_teacher[1].split()[0] == "standin" and per_teacher[2].split()[0] == "cheap"
+    assert not (root / "data/store").exists()

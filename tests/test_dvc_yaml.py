@@ -43,7 +43,7 @@ def test_stage_writes_its_metrics_file_and_reads_only_its_params(stage: str) -> 
     assert names(entry["metrics"]) == {str(paths.metrics(stage))}
     own = {param.split(".")[0] for param in entry["params"]}
     assert stage in own
-    assert own <= {stage, "teacher", "generate", "train"}  # sections a stage may read besides its own
+    assert own <= {stage, "teacher", "teachers", "generate", "train"}  # sections a stage may read besides its own
 
 
 def test_every_path_in_paths_py_is_an_out_of_some_stage() -> None:

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, TrainGate
-from stages.records import DEDUPED, FEATURES, GENERATED, PREDICTION, SCORED, SEED, SYSTEMS, TRAIN_LOG
+from stages.records import DEDUPED, FEATURES, GENERATED, PREDICTION, PREFERENCE, SCORED, SEED, SYSTEMS, TRAIN_LOG
 from stages.validate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,8 +64,18 @@ def feature_rows(n: int, k: int = 2) -> list[dict[str, Any]]:
     } for i in range(n)]
 
 
-def generated_frames(rows: list[dict[str, Any]], features: list[dict[str, Any]] | None = None) -> dict:
-    return {"rows": frame(rows, GENERATED), "features": frame(features or [], FEATURES)}
+def preference_rows(n: int) -> list[dict[str, Any]]:
+    return [{
+        "id": f"p{i}", "seed_id": f"train-{i}", "instruction": f"add {i} and 1", "input": "", "chosen": f"{i + 1}",
+        "rejected": f"{i + 2}", "score_chosen": 1.0, "score_rejected": 0.3, "critique": "Off by one.",
+        "teacher": "standin", "student": "tiny", "student_confidence": -1.5, "request_key": f"j{i}",
+    } for i in range(n)]
+
+
+def generated_frames(rows: list[dict[str, Any]], features: list[dict[str, Any]] | None = None,
+                     preferences: list[dict[str, Any]] | None = None) -> dict:
+    return {"rows": frame(rows, GENERATED), "features": frame(features or [], FEATURES),
+            "preferences": frame(preferences or [], PREFERENCE)}
 
 
 def scored_rows(n: int) -> list[dict[str, Any]]:
@@ -184,6 +194,22 @@ def test_generate_bad_features_fail_with_ids() -> None:
         "features.shapes: expect_column_values_to_be_in_set(shape_ok)": ["g1", "g2"],  # g1: k no longer fits
         "features.tail_mass: expect_column_values_to_be_between(tail_mass)": ["g3"],
         "features: expect_column_values_to_be_unique(id)": ["g3"],
+    }
+
+
+def test_generate_preferences_good_passes_and_bad_fail_with_ids() -> None:
+    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4), preferences=preference_rows(3))))
+    pairs = preference_rows(4)
+    pairs[0]["rejected"] = pairs[0]["chosen"]  # no preference at all
+    pairs[1]["score_rejected"] = 7.0  # a 0-10 grade not scaled to [0, 1]
+    pairs[2]["chosen"] = ""
+    pairs[3]["id"] = "p2"
+    fails = failed(validate("generate", GENERATE, generated_frames(generated_rows(4), preferences=pairs)))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "preferences.pairs: expect_column_values_to_be_in_set(differs)": ["p0"],
+        "preferences: expect_column_values_to_be_between(score_rejected)": ["p1"],
+        "preferences: expect_column_value_lengths_to_be_between(chosen)": ["p2"],
+        "preferences: expect_column_values_to_be_unique(id)": ["p2"],
     }
 
 

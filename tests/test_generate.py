@@ -12,6 +12,7 @@ from stages import generate
 from stages import params as params_module
 from stages.entry import StageError
 from stages.io import content_hash
+from stages.methods import answering
 from stages.prompts import Prompt
 from stages.records import GENERATED, REJECT, SEED
 from stages.teachers.endpoint import TeacherConfigError, teacher_identity
@@ -115,7 +116,9 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
         store.put(requests[1].key, requests[1].payload(), completion("chatcmpl-b", "CAT", "   ", finish="length"))
         # requests[2] never answered, with an error; requests[3] never answered, no error recorded
         errors = {requests[2].key: "InternalServerError after 2 attempts: boom"}
-        rows, rejects = generate.build_rows(frame, requests, store, errors, "tpl-hash", "smp-hash", "standin")
+        rows, rejects = answering.frames(*answering.build_rows(
+            "labelling", list(answering.as_inputs(frame).iter_rows(named=True)), requests, store, "standin",
+            "tpl-hash", errors, {}))
         stored_at = store.entry(requests[0].key)["stored_at"]
     assert rows.schema == pl.Schema(GENERATED)
     assert rejects.schema == pl.Schema(REJECT)
@@ -135,7 +138,7 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
         "model_requested": "standin-skill-1",
         "model_answered": "standin-skill-1-2026-11-01",
         "template_hash": "tpl-hash",
-        "sampling_hash": "smp-hash",
+        "sampling_hash": content_hash(requests[0].sampling),
         "request_key": requests[0].key,
         "response_id": "chatcmpl-a",
         "choice_index": 0,
@@ -146,13 +149,16 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
         "instruction": "reverse planet",
         "input": "",
         "response": "tenalp",
+        "input_origin": "seed",
+        "parent_key": None,
+        "judge_score": None,
     }
     assert rows["id"].n_unique() == 3
     assert rejects.rows() == [
-        (frame["id"][1], requests[1].key, "seeds/train.jsonl", 2, "empty_answer", "choice 1"),
-        (frame["id"][2], requests[2].key, "seeds/train.jsonl", 3, "teacher_error",
+        ("labelling", frame["id"][1], requests[1].key, "seeds/train.jsonl", 2, "empty_answer", "choice 1"),
+        ("labelling", frame["id"][2], requests[2].key, "seeds/train.jsonl", 3, "teacher_error",
          "InternalServerError after 2 attempts: boom"),
-        (frame["id"][3], requests[3].key, "seeds/train.jsonl", 4, "teacher_error", "not answered"),
+        ("labelling", frame["id"][3], requests[3].key, "seeds/train.jsonl", 4, "teacher_error", "not answered"),
     ]
 
 
@@ -192,7 +198,7 @@ def test_teacher_down_fails_the_stage_and_writes_no_rows(tmp_path: Path, forty_s
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
     store_path = tmp_path / "store/generate.jsonl"
-    with pytest.raises(StageError, match=r"40 of 40 seeds got no usable answer .*generate\.max_failed_fraction=0\.05"):
+    with pytest.raises(StageError, match=r"40 of 40 inputs got no usable answer .*generate\.max_failed_fraction=0\.05"):
         run_stage(with_standin(load_params(), error_rate=1.0), tmp_path, forty_seeds)
     assert not (tmp_path / "gen/rows.parquet").exists()
     assert not (tmp_path / "gen/rejects.parquet").exists()

@@ -12,6 +12,7 @@ from stages import generate, skill
 from stages import params as params_module
 from stages.entry import StageError
 from stages.io import content_hash, write_parquet
+from stages.methods import answering
 from stages.params import StandinParams
 from stages.prompts import Prompt, final_answer
 from stages.teachers.standin import compose, question_of
@@ -116,7 +117,9 @@ def test_unparseable_answer_is_rejected_with_its_start(tmp_path: Path) -> None:
     with RequestStore(tmp_path / "s.jsonl") as store:
         store.put(requests[0].key, requests[0].payload(), completion("a", "Reversing planet.\nAnswer: tenalp"))
         store.put(requests[1].key, requests[1].payload(), completion("b", rambling))
-        rows, rejects = generate.build_rows(frame, requests, store, {}, "t", "s", "standin", chain_of_thought=True)
+        rows, rejects = answering.frames(*answering.build_rows(
+            "labelling", list(answering.as_inputs(frame).iter_rows(named=True)), requests, store, "standin", "t", {},
+            {}, chain_of_thought=True))
     assert rows.select("instruction", "response").rows() == [("reverse planet", "tenalp")]
     assert rejects.select("seed_id", "reason", "detail").rows() == [(frame["id"][1], "unparseable", rambling[:100])]
 

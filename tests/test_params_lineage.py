@@ -17,6 +17,7 @@ import yaml
 from stages import dedupe, generate, lineage, paths, score
 from stages.ingest import normalise, read_records
 from stages.io import write_parquet
+from stages.methods import answering
 from stages.params import Params, ParamsError, load, parse
 from stages.prompts import Prompt
 from stages.teachers.store import RequestStore
@@ -118,7 +119,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
                 "choices": [{"index": 0, "message": {"content": answer}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 150, "completion_tokens": len(answer)},
             })
-        rows, _ = generate.build_rows(seeds, requests, store, {}, prompt.hash, "smp", "standin")
+        rows, _ = answering.frames(*answering.build_rows(
+            "labelling", list(answering.as_inputs(seeds).iter_rows(named=True)), requests, store, "standin",
+            prompt.hash, {}, {}))
     write_parquet(rows, paths.GENERATE_ROWS)
     scored = score.score(rows, params.score)
     write_parquet(scored, paths.SCORE_ROWS)

@@ -216,6 +216,38 @@ def test_rate_limiter_paces_requests() -> None:
     assert 0.49 <= asyncio.run(go()) < 0.7  # six requests: the last starts 0.5 s after the first
 
 
+def test_shards_send_each_request_once_and_leave_the_collector_as_found(tmp_path: Path) -> None:
+    """Two shards sharing one gate (as answer_plan runs them), each starting its requests in
+    steps: every request is sent once, and gc is unfrozen again once both have ended."""
+    import gc
+
+    class Echo:  # an in-process transport: no server needed
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def complete(self, payload: dict, idempotency_key: str | None = None) -> dict:
+            self.sent.append(idempotency_key)
+            await asyncio.sleep(0.01)
+            return {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+    requests = requests_for(WORDS)  # 24 requests
+    settings = EngineSettings(concurrency=64)
+
+    async def go(store: RequestStore, client: Echo) -> list[Ledger]:
+        gate = asyncio.Semaphore(settings.concurrency)
+        return await asyncio.gather(answer_all(requests[0::2], client, store, settings, gate),
+                                    answer_all(requests[1::2] + requests[1:2], client, store, settings, gate))
+
+    frozen_before = gc.get_freeze_count()
+    client = Echo()
+    with RequestStore(tmp_path / "store.jsonl") as store:
+        ledgers = asyncio.run(go(store, client))
+        assert len(store) == 24
+    assert sorted(client.sent) == sorted(r.key for r in requests)  # the duplicate went once
+    assert sum(ledger.requests_sent for ledger in ledgers) == 24
+    assert gc.get_freeze_count() == frozen_before
+
+
 def test_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="DISTILL_TEACHER_TRANSPORT='grpc'"):
         make_client("http://127.0.0.1:1/v1", "k", EngineSettings(transport="grpc"))

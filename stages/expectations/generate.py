@@ -7,7 +7,9 @@ length, a known ``finish_reason`` and non-negative token counts, and that enough
 back. Quality filtering is the score stage's job, not this gate's. Features (empty unless
 ``generate.top_logprobs`` is set): ids non-null, unique and each one a row's id, ``k`` in
 [0, 20], list shapes consistent (k alternatives per token) and every ``tail_mass`` in [0, 1]
-(on views derived with polars: GX cannot look inside list columns).
+(on views derived with polars: GX cannot look inside list columns). Preference pairs (empty
+unless the feedback method is on): ids unique, ``chosen`` and ``rejected`` present and different,
+scores in [0, 1], each pair's input one of the rows' inputs' seeds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import polars as pl
 
 from stages.expectations import Check
 from stages.params import GenerateGate
-from stages.records import FEATURES, GENERATED
+from stages.records import FEATURES, GENERATED, PREFERENCE
 
-TABLES = {"rows": "data/generate/rows.parquet", "features": "data/generate/features.parquet"}
-SCHEMAS = {"rows": GENERATED, "features": FEATURES}
+TABLES = {"rows": "data/generate/rows.parquet", "features": "data/generate/features.parquet",
+          "preferences": "data/generate/preferences.parquet"}
+SCHEMAS = {"rows": GENERATED, "features": FEATURES, "preferences": PREFERENCE}
 
 # OpenAI-compatible chat completion finish reasons.
 FINISH_REASONS = ["stop", "length", "content_filter", "tool_calls"]
@@ -34,6 +37,11 @@ def feature_views(rows: pl.DataFrame, features: pl.DataFrame) -> tuple[pl.DataFr
     )
     tails = features.select("id", "tail_mass").explode("tail_mass")
     return shapes, tails
+
+
+def preference_view(preferences: pl.DataFrame) -> pl.DataFrame:
+    """Per pair: does it actually prefer one answer to a different one."""
+    return preferences.select("id", differs=pl.col("chosen").str.strip_chars() != pl.col("rejected").str.strip_chars())
 
 
 def checks(gate: GenerateGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
@@ -65,6 +73,19 @@ def checks(gate: GenerateGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
                                             description="every feature row belongs to a generated row"),
             gxe.ExpectColumnValuesToBeInSet(column="shape_ok", value_set=[True],
                                             description="len(top_ids) == len(token_ids) * k"),
+        ]),
+        Check("preferences", frames["preferences"], [
+            gxe.ExpectColumnValuesToNotBeNull(column="id"),
+            gxe.ExpectColumnValuesToBeUnique(column="id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="chosen"),
+            gxe.ExpectColumnValuesToNotBeNull(column="rejected"),
+            gxe.ExpectColumnValueLengthsToBeBetween(column="chosen", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="score_chosen", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="score_rejected", min_value=0, max_value=1),
+        ]),
+        Check("preferences.pairs", preference_view(frames["preferences"]), [
+            gxe.ExpectColumnValuesToBeInSet(column="differs", value_set=[True],
+                                            description="chosen and rejected differ"),
         ]),
         Check("features.tail_mass", tails, [
             gxe.ExpectColumnValuesToNotBeNull(column="tail_mass"),

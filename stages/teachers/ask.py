@@ -19,15 +19,15 @@ from stages.teachers.estimate import chars_per_token, estimate
 from stages.teachers.store import RequestStore, request_key
 
 
+def make_request(messages: list[dict], sampling: dict, teacher: TeacherParams) -> TeacherRequest:
+    """A request keyed for the store: the key covers the teacher, model, messages and sampling."""
+    key = request_key(teacher_identity(teacher), teacher.model, messages, sampling)
+    return TeacherRequest(key=key, model=teacher.model, messages=messages, sampling=sampling)
+
+
 def plan_requests(rows: Iterable[dict], prompt: Prompt, sampling: dict, teacher: TeacherParams) -> list[TeacherRequest]:
     """One request per row (``instruction``, ``input``), keyed for the store; pure."""
-    identity = teacher_identity(teacher)
-    requests = []
-    for row in rows:
-        messages = prompt.messages(row["instruction"], row["input"])
-        key = request_key(identity, teacher.model, messages, sampling)
-        requests.append(TeacherRequest(key=key, model=teacher.model, messages=messages, sampling=sampling))
-    return requests
+    return [make_request(prompt.messages(row["instruction"], row["input"]), sampling, teacher) for row in rows]
 
 
 def ask(

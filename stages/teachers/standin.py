@@ -19,6 +19,14 @@ Chain of thought: the question is the last line of the last user message that is
 instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
 reply is a short reasoning line, then ``Answer: <result>`` (malformed replies drop it half the time).
 
+Prompt kinds: ``kind_of`` reads the last user message, first match wins. ``Answer to grade:``
+is a judge prompt (templates/judge/grade.txt; the reply is a JSON grade, or ``Score: n/10. ...``
+when malformed); ``new tasks of the same kind`` is Self-Instruct expansion
+(templates/expansion/instructions.txt); ``Subtopic:`` with ``distinct tasks`` asks for the tasks of
+one subtopic and ``distinct subtopics`` for the subtopics of a topic (templates/curation/). Those
+reply one item a line (malformed: a ``Sure!`` preamble and ``1.`` numbering; at most ``MAX_ITEMS``).
+Anything else is a labelling prompt, answered as above. Every kind may be refused.
+
 Run: ``python -m stages.teachers.standin --port 8000 [--request-log PATH] [--ready-file PATH]``
 """
 
@@ -26,16 +34,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import hashlib
 import json
 import math
 import os
+import random
+import re
 import signal
+import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +65,10 @@ CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so
 ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
 MAX_N = 128
 COT_MARKER = "Answer:"  # a chain-of-thought instruction asks for the result on an `Answer:` line
+MAX_ITEMS = 100  # list replies (expansion, subtopics, tasks) hold at most this many lines
+DEFAULT_COUNT = 5  # when a list prompt names no count
+DUPLICATE_RATE = 0.15  # share of expansion lines that are near-duplicates of an example
+GRADE_TAIL = "\n\nReply with a single JSON object"  # ends the graded answer in templates/judge/grade.txt
 
 
 class BadRequest(Exception):
@@ -185,6 +201,160 @@ def compose(question: str, config: StandinParams, key: str, reasoning: bool = Fa
     return f"{reasoning_of(question)}\n{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
 
 
+def kind_of(messages: list[dict]) -> str:
+    """Which template the last user message follows: judge, expansion, tasks, subtopics or labelling."""
+    text = last_user_text(messages)
+    if "Answer to grade:" in text:  # first: the graded answer may contain anything
+        return "judge"
+    if "new tasks of the same kind" in text:
+        return "expansion"
+    if "Subtopic:" in text and "distinct tasks" in text:
+        return "tasks"
+    if "distinct subtopics" in text:
+        return "subtopics"
+    return "labelling"
+
+
+def line_after(text: str, label: str) -> str:
+    """The rest of the first line that starts with ``label`` (e.g. ``Task:``), stripped; "" if none."""
+    return next((line[len(label):].strip() for line in text.splitlines() if line.startswith(label)), "")
+
+
+def count_in(text: str, pattern: str) -> int:
+    match = re.search(pattern, text)
+    return min(int(match[1]), MAX_ITEMS) if match else DEFAULT_COUNT
+
+
+def judge_prompt(text: str) -> tuple[str, str]:
+    """(task, answer): the answer runs from ``Answer to grade: `` to the blank line before the reply format."""
+    head, _, rest = text.partition("Answer to grade:")
+    answer, tail, _ = rest.rpartition(GRADE_TAIL)
+    answer = answer if tail else rest
+    return line_after(head, "Task:"), answer.removeprefix(" ")
+
+
+def expansion_prompt(text: str) -> tuple[list[str], int]:
+    """(examples, count): the ``- `` lines and the number in ``Write {count} new tasks``."""
+    examples = [line[2:].strip() for line in text.splitlines() if line.startswith("- ")]
+    return examples, count_in(text, r"Write (\d+) new tasks")
+
+
+def subtopics_prompt(text: str) -> tuple[int]:
+    return (count_in(text, r"List (\d+) distinct subtopics"),)
+
+
+def tasks_prompt(text: str) -> tuple[str, str, int]:
+    """(topic, letter, count); letter is "" unless the subtopic reads ``... starting with "x"``."""
+    match = re.search(r'starting with\s*"([a-z])"', line_after(text, "Subtopic:"), re.IGNORECASE)
+    return line_after(text, "Topic:"), match[1].lower() if match else "", count_in(text, r"Write (\d+) distinct tasks")
+
+
+def critique_of(task: str, answer: str, expected: str) -> str:
+    """One sentence on why ``answer`` is not ``expected``."""
+    if not answer:
+        return "The answer is empty."
+    if skill.op_of(task) == "reverse" and sorted(answer) == sorted(expected):
+        return "The letters are not in reverse order."
+    if skill.op_of(task) == "upper" and answer.upper() == expected:
+        return "Not every letter is in upper case."
+    if difflib.SequenceMatcher(None, answer, expected).ratio() >= 0.6:
+        return "Close, but some letters are wrong or missing."
+    return "The answer does not carry out the task."
+
+
+def judge(task: str, answer: str, config: StandinParams, key: str) -> str:
+    """A JSON grade of ``answer`` against what the grader believes right (with wrong_rate, a near miss)."""
+    expected = skill.solve(task)
+    if expected is None or draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    if draw(key, "wrong") < config.wrong_rate:
+        expected = wrong(expected, draw(key, "where"))
+    answer = answer.strip()
+    if answer == expected:
+        score, critique = 10, "Correct."
+    else:  # 0..7, growing with similarity
+        score = min(7, int(8 * difflib.SequenceMatcher(None, answer, expected).ratio()))
+        critique = critique_of(task, answer, expected)
+    if draw(key, "malformed") < config.malformed_rate:
+        return f"Score: {score}/10. {critique}"
+    return json.dumps({"score": score, "critique": critique, "correction": expected})
+
+
+def listing(lines: list[str], what: str, config: StandinParams, key: str) -> str:
+    """One item a line; malformed: a chatty preamble and numbered items."""
+    if draw(key, "malformed") < config.malformed_rate:
+        return f"Sure! Here are some {what}:\n" + "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+    return "\n".join(lines)
+
+
+def near_duplicate(example: str, u: float) -> str:
+    """A case or spacing variant of an on-skill example, as ``skill.demo_seeds`` plants them."""
+    op, word = skill.parse(example) or ("", "")
+    variants = [f"{op.capitalize()} {word}", f"{op}  {word}", f"{op} {word.upper()}"]
+    return variants[int(u * len(variants))]
+
+
+def expand(examples: list[str], count: int, config: StandinParams, key: str) -> str:
+    """``count`` new tasks with the examples' operations; about DUPLICATE_RATE of them near-duplicates."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    on_skill = [example for example in examples if skill.parse(example) is not None]
+    ops = sorted({skill.op_of(example) for example in on_skill}) or sorted(skill.OPS)
+    lines = []
+    for i in range(count):
+        if on_skill and draw(key, "duplicate", i) < DUPLICATE_RATE:
+            example = on_skill[int(draw(key, "example", i) * len(on_skill))]
+            lines.append(near_duplicate(example, draw(key, "variant", i)))
+        else:
+            word = skill.random_word(random.Random(sha(key, "word", i)))
+            lines.append(f"{ops[int(draw(key, 'op', i) * len(ops))]} {word}")
+    return listing(lines, "new tasks", config, key)
+
+
+def subtopics(count: int, config: StandinParams, key: str) -> str:
+    """Up to ``count`` subtopics ``words starting with "x"``, distinct letters."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    letters = random.Random(sha(key, "letters")).sample(string.ascii_lowercase, min(count, 26))
+    return listing([f'words starting with "{letter}"' for letter in letters], "subtopics", config, key)
+
+
+def tasks(topic: str, letter: str, count: int, config: StandinParams, key: str) -> str:
+    """``count`` distinct ``<op> <word>`` tasks; the op follows the topic, words start with ``letter``."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    ops = [op for op, stem in (("reverse", "revers"), ("upper", "upper")) if stem in topic.lower()]
+    op = ops[0] if ops else sorted(skill.OPS)[int(draw(key, "op") * len(skill.OPS))]
+    return listing([f"{op} {word}" for word in distinct_words(key, count, letter)], "tasks", config, key)
+
+
+def distinct_words(key: str, count: int, letter: str = "") -> list[str]:
+    """``count`` distinct words of 3-8 lowercase letters, starting with ``letter`` when given."""
+    rng, words = random.Random(sha(key, "words")), {}  # a dict: distinct, in drawing order
+    while len(words) < count:
+        words[letter + skill.random_word(rng, 2, 7) if letter else skill.random_word(rng)] = None
+    return list(words)
+
+
+KINDS: dict[str, tuple[Callable[[str], tuple], Callable[..., str]]] = {
+    "judge": (judge_prompt, judge),
+    "expansion": (expansion_prompt, expand),
+    "subtopics": (subtopics_prompt, subtopics),
+    "tasks": (tasks_prompt, tasks),
+}
+
+
+def responder(messages: list[dict], config: StandinParams) -> Callable[[str], str]:
+    """The prompt, parsed once: a function from a choice's key to that choice's text."""
+    kind = kind_of(messages)
+    if kind == "labelling":
+        question, reasoning = question_of(messages), wants_reasoning(messages)
+        return lambda key: compose(question, config, key, reasoning)
+    parse, write = KINDS[kind]
+    parsed = parse(last_user_text(messages))
+    return lambda key: write(*parsed, config, key)
+
+
 def token_logprobs(text: str, k: int) -> list[dict]:
     def entry(token: str, prob: float) -> dict:
         return {"token": token, "logprob": math.log(prob), "bytes": list(token.encode())}
@@ -287,14 +457,13 @@ class Standin:
 
     def complete(self, body: dict, settings: dict, response_id: str) -> dict:
         messages = body["messages"]
-        question, reasoning = question_of(messages), wants_reasoning(messages)
+        reply = responder(messages, self.config)
         # n is left out so that n=1 and n=3 of one prompt share choice 0's answer.
         content_key = sha(canonical({k: v for k, v in body.items() if k != "n"}), self.config.seed)
         limit, top = settings["max_tokens"], settings["top_logprobs"]
         choices = []
         for index in range(settings["n"]):
-            text = compose(question, self.config, sha(content_key, index if settings["temperature"] > 0 else 0),
-                           reasoning)
+            text = reply(sha(content_key, index if settings["temperature"] > 0 else 0))
             finish = "length" if limit is not None and len(text) > limit else "stop"
             text = text[:limit] if finish == "length" else text
             choices.append({
