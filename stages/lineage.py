@@ -98,12 +98,17 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
         source = paths.DEDUPE_ROWS if "dup_of" in row else paths.SCORE_ROWS if "keep" in row else paths.GENERATE_ROWS
         chain["selection"] = {
             key: row.get(key)
-            for key in ("keep", "drop_reason", "dup_of", "quality", "length_ok", "truncated", "refusal", "verified")
+            for key in ("keep", "drop_reason", "dup_of", "dup_kind", "dup_similarity", "contaminated_by",
+                        "contamination_similarity", "quality", "length_ok", "truncated", "refusal", "verified")
             if key in row
         } | {"provenance": provenance(source, locks)}
         if row.get("dup_of"):
             twin = _find(paths.DEDUPE_ROWS, "id", row["dup_of"])
             chain["selection"]["duplicate_of"] = {"id": row["dup_of"], "instruction": twin and twin["instruction"]}
+        if row.get("contaminated_by"):
+            held_out = _find(paths.INGEST_EVAL, "id", row["contaminated_by"])
+            chain["selection"]["overlaps_eval_row"] = {"id": row["contaminated_by"],
+                                                       "instruction": held_out and held_out["instruction"]}
         chain["generation"] = {
             key: row[key]
             for key in ("method", "teacher", "model_requested", "model_answered", "template_hash", "sampling_hash",

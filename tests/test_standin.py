@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -215,6 +216,10 @@ def test_request_log(tmp_path: Path) -> None:
                 statuses.append(200)
             except openai.InternalServerError:
                 statuses.append(500)
+        # An answer is logged once it has been written out, so the client can see it a moment before the log does.
+        deadline = time.monotonic() + 10
+        while len(log.read_text(encoding="utf-8").splitlines()) < len(statuses) and time.monotonic() < deadline:
+            time.sleep(0.02)
         text = log.read_text(encoding="utf-8")
     assert SENTINEL_KEY not in text
     rows = [json.loads(line) for line in text.splitlines()]

@@ -3,7 +3,8 @@
 Run as ``python -m stages.validate dedupe`` (DVC stage ``validate@dedupe``); thresholds come
 from ``params.gates.dedupe``. Checks that no two kept rows share a ``norm_hash`` (the point
 of the stage), that every duplicate names its kept twin in ``dup_of``, that ``drop_reason``
-is set exactly on dropped rows, and that enough rows are kept for training.
+is set exactly on dropped rows, that no kept row near-duplicates a held-out eval row
+(``contaminated_by`` null; the failure names the row ids), and that enough rows are kept for training.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def checks(gate: DedupeGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
         gxe.ExpectColumnValuesToNotBeNull(column="dup_of", row_condition=duplicate),
         gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
         gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
+        gxe.ExpectColumnValuesToBeNull(column="contaminated_by", row_condition=kept,
+                                       description="no kept row near-duplicates an eval row (contamination)"),
         # The sum of a boolean column is the number of kept rows.
         gxe.ExpectColumnSumToBeBetween(column="keep", min_value=gate.min_rows, description="kept rows"),
     ])]
