@@ -71,15 +71,23 @@ def exact_pairs(norm_hashes: list[str]) -> Pairs:
 
 def linked_pairs(ranked: pl.DataFrame, params: params_module.DedupeParams) -> dict[str, Pairs]:
     """The pairs each pass links, over rows ranked best first."""
-    texts = texts_of(ranked)
-    passes = {"exact": exact_pairs(ranked["norm_hash"].to_list())}
+    hashes = ranked["norm_hash"].to_list()
+    passes = {"exact": exact_pairs(hashes)}
+    # Later passes see one row per exact group (its best): k exact twins would otherwise make k(k-1)/2 pairs.
+    heads = sorted({key: index for index, key in reversed(list(enumerate(hashes)))}.values())  # first of each
+    texts = texts_of(ranked[heads]) if heads else []
+
+    def original(found: Pairs) -> Pairs:
+        return [(heads[i], heads[j], similarity) for i, j, similarity in found]
+
     if params.near.enabled:
-        passes["near"] = near_duplicates.find_pairs(texts, near_params(params, params.near.threshold))
+        passes["near"] = original(near_duplicates.find_pairs(texts, near_params(params, params.near.threshold)))
     if params.semantic.enabled:
         from stages import semantic  # loads torch and the embedding model only when asked for
 
         vectors = semantic.embed(texts, params.semantic.model, params.semantic.batch_size)
-        passes["semantic"] = semantic.semantic_pairs(vectors, params.semantic.threshold, params.semantic.neighbours)
+        passes["semantic"] = original(semantic.semantic_pairs(vectors, params.semantic.threshold,
+                                                              params.semantic.neighbours))
     return passes
 
 

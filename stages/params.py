@@ -197,6 +197,8 @@ class ScoreParams(Strict):
     max_response_chars: Positive
     drop_truncated: bool = True
     drop_refusals: bool = True
+    max_repetition: Fraction = 0.5  # drop answers where more than this share of word 3-grams repeat (loops)
+    drop_bad_charset: bool = True  # drop answers with control characters or U+FFFD (broken decoding)
     verify: bool = True
 
 

@@ -93,6 +93,8 @@ SCORES = {
     "length_ok": pl.Boolean,
     "truncated": pl.Boolean,
     "refusal": pl.Boolean,
+    "repetition": pl.Float64,  # share of the response's word 3-grams that repeat an earlier one (0 = none)
+    "charset_ok": pl.Boolean,  # printable characters only (no control characters, no U+FFFD)
     "verified": pl.Boolean,  # null when verification is off or the skill cannot check it
     "quality": pl.Float64,  # in [0, 1]; higher is better; used to pick among duplicates
     "keep": pl.Boolean,

@@ -6,9 +6,10 @@ Params:  score
 Run:     python -m stages.score
 
 Checks (each its own column): answer length within bounds, truncation by max_tokens
-(``finish_reason == "length"``), refusal / "as an AI" patterns, and the demo skill's
-verifier where the instruction is checkable. Nothing is deleted: dropped rows keep
-their reason so that ``distill lineage`` can explain them.
+(``finish_reason == "length"``), refusal / "as an AI" patterns, repetition (the share of word
+3-grams that repeat an earlier one: generation loops), the character set (control characters
+or U+FFFD: broken decoding), and the demo skill's verifier where the instruction is checkable.
+Nothing is deleted: dropped rows keep their reason so that ``distill lineage`` can explain them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ from stages.io import write_json, write_parquet
 from stages.records import SCORED, conform
 
 REFUSAL = r"(?i)\b(i'?m sorry|i cannot|i can'?t|as an ai|i am unable|i'm unable)\b"
+BAD_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"  # control characters (not tab/newline) and U+FFFD
+
+
+def repetition(text: pl.Expr) -> pl.Expr:
+    """Share of word 3-grams that repeat an earlier one; 0 for answers under four words."""
+    words = text.str.to_lowercase().str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+    trigrams = words.list.eval(pl.concat_str([pl.element(), pl.element().shift(-1), pl.element().shift(-2)],
+                                             separator=" ").drop_nulls())
+    total = trigrams.list.len()
+    return pl.when(total > 0).then(1 - trigrams.list.n_unique() / total).otherwise(0.0)
 
 
 def verify(instruction: str, response: str) -> bool | None:
@@ -35,6 +46,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
         length_ok=length.is_between(params.min_response_chars, params.max_response_chars),
         truncated=pl.col("finish_reason") == "length",
         refusal=pl.col("response").str.contains(REFUSAL),
+        repetition=repetition(pl.col("response").str.replace_all(r"\s+", " ")),
+        charset_ok=~pl.col("response").str.contains(BAD_CHARS),
         verified=(
             pl.struct("instruction", "response").map_elements(
                 lambda row: verify(row["instruction"], row["response"]), return_dtype=pl.Boolean
@@ -48,6 +61,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
         ("refusal", pl.col("refusal") & params.drop_refusals),
         ("truncated", pl.col("truncated") & params.drop_truncated),
         ("length", ~pl.col("length_ok")),
+        ("repetition", pl.col("repetition") > params.max_repetition),
+        ("charset", ~pl.col("charset_ok") & params.drop_bad_charset),
         ("verifier_failed", pl.col("verified").fill_null(True).not_()),
     ]
     reason = pl.when(failures[0][1]).then(pl.lit(failures[0][0]))
@@ -57,6 +72,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
         pl.col("length_ok").cast(pl.Float64),
         (~pl.col("truncated")).cast(pl.Float64),
         (~pl.col("refusal")).cast(pl.Float64),
+        1 - pl.col("repetition"),
+        pl.col("charset_ok").cast(pl.Float64),
         pl.col("verified").cast(pl.Float64),  # null (uncheckable) is left out of the mean
     ]
     scored = checked.with_columns(

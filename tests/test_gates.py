@@ -80,7 +80,8 @@ def generated_frames(rows: list[dict[str, Any]], features: list[dict[str, Any]] 
 
 def scored_rows(n: int) -> list[dict[str, Any]]:
     rows = [row | {"length_ok": True, "truncated": False, "refusal": False, "verified": True,
-                   "quality": 0.9, "keep": True, "drop_reason": None} for row in generated_rows(n)]
+                   "repetition": 0.0, "charset_ok": True, "quality": 0.9, "keep": True, "drop_reason": None}
+            for row in generated_rows(n)]
     rows[-1] |= {"refusal": True, "quality": 0.1, "keep": False, "drop_reason": "refusal"}
     return rows
 
@@ -247,9 +248,11 @@ def test_score_bad_rows_fail_with_ids() -> None:
     rows[0]["quality"] = 1.5
     rows[1]["drop_reason"] = "refusal"  # kept, yet a drop reason
     rows[3]["drop_reason"] = None  # dropped without a reason
+    rows[2]["repetition"] = -0.2
     fails = failed(validate("score", SCORE, {"rows": frame(rows, SCORED)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_be_between(quality)": ["g0"],
+        "rows: expect_column_values_to_be_between(repetition)": ["g2"],
         "rows: expect_column_values_to_be_null(drop_reason) where keep == True": ["g1"],
         "rows: expect_column_values_to_not_be_null(drop_reason) where keep == False": ["g3"],
     }

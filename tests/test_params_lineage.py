@@ -163,8 +163,9 @@ def test_trace_kept_row_reaches_seed_line(workspace: pl.DataFrame) -> None:
     chain = lineage.trace(row["id"])
     assert chain["id"] == row["id"]
     assert chain["selection"] == {
-        "keep": True, "drop_reason": None, "dup_of": None, "quality": 1.0, "length_ok": True, "truncated": False,
-        "refusal": False, "verified": True,
+        "keep": True, "drop_reason": None, "dup_of": None, "dup_kind": None, "dup_similarity": None,
+        "contaminated_by": None, "contamination_similarity": None, "quality": 1.0, "length_ok": True,
+        "truncated": False, "refusal": False, "verified": True,
         "provenance": {"file": "data/dedupe/rows.parquet", "dvc_stage": "dedupe",
                        "dvc_md5": md5(paths.DEDUPE_ROWS), "dvc_out": "data/dedupe/rows.parquet",
                        "matches_workspace": True},

@@ -50,11 +50,11 @@ def test_each_check_and_its_reason() -> None:
     assert checks(scored) == {
         # length_ok, truncated, refusal, verified, quality, keep, drop_reason
         "right": (True, False, False, True, 1.0, True, None),
-        "wrong": (True, False, False, False, 0.75, False, "verifier_failed"),
+        "wrong": (True, False, False, False, 5 / 6, False, "verifier_failed"),
         # a refusal fails the length and verifier checks too: the first failing check is the reason
-        "refuse": (False, False, True, False, 0.25, False, "refusal"),
-        "cut": (True, True, False, False, 0.5, False, "truncated"),
-        "long": (False, False, False, False, 0.5, False, "length"),
+        "refuse": (False, False, True, False, 3 / 6, False, "refusal"),
+        "cut": (True, True, False, False, 4 / 6, False, "truncated"),
+        "long": (False, False, False, False, 4 / 6, False, "length"),
         "offskill": (True, False, False, None, 1.0, True, None),
         "spaces": (True, False, False, True, 1.0, True, None),
     }
@@ -63,7 +63,7 @@ def test_each_check_and_its_reason() -> None:
         "kept": 3,
         "dropped": 4,
         "dropped_by_reason": {"length": 1, "refusal": 1, "truncated": 1, "verifier_failed": 1},
-        "mean_quality": round((1.0 + 0.75 + 0.25 + 0.5 + 0.5 + 1.0 + 1.0) / 7, 4),
+        "mean_quality": round((1.0 + 5 / 6 + 3 / 6 + 4 / 6 + 4 / 6 + 1.0 + 1.0) / 7, 4),
         "verified_fraction": round(2 / 6, 4),
     }
 
@@ -78,9 +78,26 @@ def test_switches_turn_checks_off() -> None:
                          verify=False)
     assert checks(score.score(rows, params)) == {
         "wrong": (True, False, False, None, 1.0, True, None),
-        "refuse": (True, False, True, None, 2 / 3, True, None),
-        "cut": (True, True, False, None, 2 / 3, True, None),
+        "refuse": (True, False, True, None, 4 / 5, True, None),
+        "cut": (True, True, False, None, 4 / 5, True, None),
     }
+
+
+def test_repetition_and_charset_checks() -> None:
+    rows = generated(
+        ("loop", "Tell me a story", "the cat sat " * 6),
+        ("garbled", "Tell me a story", "once upon \ufffd time"),
+        ("control", "Tell me a story", "once\x07upon"),
+        ("fine", "Tell me a story", "Once upon a time a cat sat on a mat."),
+    )
+    params = ScoreParams(min_response_chars=1, max_response_chars=100)
+    scored = score.score(rows, params)
+    marks = {row[0]: row[1:] for row in scored.select("id", "repetition", "charset_ok", "drop_reason").iter_rows()}
+    assert marks["loop"][0] > 0.5 and marks["loop"][2] == "repetition"
+    assert marks["garbled"][1:] == (False, "charset") and marks["control"][1:] == (False, "charset")
+    assert marks["fine"] == (0.0, True, None)
+    relaxed = ScoreParams(min_response_chars=1, max_response_chars=100, max_repetition=1.0, drop_bad_charset=False)
+    assert score.score(rows, relaxed)["keep"].all()
 
 
 def test_empty_frame_scores_and_summarises() -> None:
@@ -136,10 +153,10 @@ def test_normalisation_switches() -> None:
 
 
 def test_higher_quality_twin_wins_over_smaller_id() -> None:
-    # truncated answers are kept here, with quality 0.75: the full answer ("z") wins
+    # truncated answers are kept here, with quality 5/6: the full answer ("z") wins
     params = ScoreParams(min_response_chars=1, max_response_chars=20, drop_truncated=False)
     result = deduped(("a", "reverse planet", "tenalp", "length"), ("z", "REVERSE planet", "tenalp"), params=params)
-    assert dict(result.select("id", "quality").iter_rows()) == {"a": 0.75, "z": 1.0}
+    assert dict(result.select("id", "quality").iter_rows()) == {"a": 5 / 6, "z": 1.0}
     assert marks(result) == {"a": (False, "duplicate", "z"), "z": (True, None, None)}
 
 

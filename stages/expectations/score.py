@@ -31,6 +31,7 @@ def checks(gate: ScoreGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
         gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValuesToNotBeNull(column="quality"),
         gxe.ExpectColumnValuesToBeBetween(column="quality", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="repetition", min_value=0.0, max_value=1.0),
         gxe.ExpectColumnValuesToNotBeNull(column="keep"),
         gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
         gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
