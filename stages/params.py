@@ -200,6 +200,11 @@ class ScoreParams(Strict):
     max_repetition: Fraction = 0.5  # drop answers where more than this share of word 3-grams repeat (loops)
     drop_bad_charset: bool = True  # drop answers with control characters or U+FFFD (broken decoding)
     verify: bool = True
+    judge: bool = False  # the primary teacher rates every row that passed the checks (generate.judge's prompt)
+    min_judge_rating: Fraction = 0.0  # drop rows the judge rated below this (0-1); 0 = rate only
+    ifd: bool = False  # instruction-following difficulty with generate.student's model (Cherry-LLM)
+    max_ifd: NonNegative | None = None  # drop rows whose IFD is above this (Cherry-LLM drops >= 1); None = keep
+    reward_model: str | None = None  # a sequence-classification reward model (path or HF id); None = no reward
 
 
 class NearDedupeParams(Strict):

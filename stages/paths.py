@@ -13,6 +13,7 @@ GENERATE_PREFERENCES = Path("data/generate/preferences.parquet")
 GENERATE_STORE = Path("data/store/generate.jsonl")
 
 SCORE_ROWS = Path("data/score/rows.parquet")
+SCORE_STORE = Path("data/store/score.jsonl")
 DEDUPE_ROWS = Path("data/dedupe/rows.parquet")
 
 TRAIN_MODEL = Path("data/train/model")

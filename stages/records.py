@@ -96,6 +96,10 @@ SCORES = {
     "repetition": pl.Float64,  # share of the response's word 3-grams that repeat an earlier one (0 = none)
     "charset_ok": pl.Boolean,  # printable characters only (no control characters, no U+FFFD)
     "verified": pl.Boolean,  # null when verification is off or the skill cannot check it
+    "judge_rating": pl.Float64,  # the teacher's grade in [0, 1] (score.judge), else null
+    "judge_critique": pl.String,
+    "ifd": pl.Float64,  # instruction-following difficulty with the student (score.ifd), else null
+    "reward": pl.Float64,  # the reward model's score (score.reward_model), else null
     "quality": pl.Float64,  # in [0, 1]; higher is better; used to pick among duplicates
     "keep": pl.Boolean,
     "drop_reason": pl.String,  # null when keep

@@ -14,12 +14,15 @@ Nothing is deleted: dropped rows keep their reason so that ``distill lineage`` c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from stages import params as params_module
 from stages import paths, skill
 from stages.entry import guarded
 from stages.io import write_json, write_parquet
+from stages.prompts import student_prompt
 from stages.records import SCORED, conform
 
 REFUSAL = r"(?i)\b(i'?m sorry|i cannot|i can'?t|as an ai|i am unable|i'm unable)\b"
@@ -40,8 +43,15 @@ def verify(instruction: str, response: str) -> bool | None:
     return None if skill.parse(instruction) is None else skill.is_correct(instruction, response)
 
 
-def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame:
+SIGNALS = {"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.String, "ifd": pl.Float64,
+           "reward": pl.Float64}
+
+
+def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Checks, quality and the keep/drop mark. ``signals`` (SIGNALS, by id) are the judge's rating, IFD and
+    reward computed by ``model_signals`` for the rows that passed the checks; absent, they are null."""
     length = pl.col("response").str.len_chars()
+    signals = signals if signals is not None else pl.DataFrame(schema=SIGNALS)
     checked = rows.with_columns(
         length_ok=length.is_between(params.min_response_chars, params.max_response_chars),
         truncated=pl.col("finish_reason") == "length",
@@ -55,7 +65,7 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
             if params.verify
             else pl.lit(None, dtype=pl.Boolean)
         ),
-    )
+    ).join(conform(signals, SIGNALS), on="id", how="left")
     # Ordered: the first failing check is the reason recorded.
     failures = [
         ("refusal", pl.col("refusal") & params.drop_refusals),
@@ -64,6 +74,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
         ("repetition", pl.col("repetition") > params.max_repetition),
         ("charset", ~pl.col("charset_ok") & params.drop_bad_charset),
         ("verifier_failed", pl.col("verified").fill_null(True).not_()),
+        ("judge_rating", pl.col("judge_rating").fill_null(1.0) < params.min_judge_rating),
+        ("ifd", pl.col("ifd").fill_null(0.0) > (params.max_ifd if params.max_ifd is not None else float("inf"))),
     ]
     reason = pl.when(failures[0][1]).then(pl.lit(failures[0][0]))
     for name, failed in failures[1:]:
@@ -75,12 +87,53 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams) -> pl.DataFrame
         1 - pl.col("repetition"),
         pl.col("charset_ok").cast(pl.Float64),
         pl.col("verified").cast(pl.Float64),  # null (uncheckable) is left out of the mean
+        pl.col("judge_rating"),  # null (not rated) too
     ]
     scored = checked.with_columns(
         quality=pl.mean_horizontal(passes),
         drop_reason=reason.otherwise(pl.lit(None, dtype=pl.String)),
     ).with_columns(keep=pl.col("drop_reason").is_null())
     return conform(scored, SCORED)
+
+
+def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path) -> pl.DataFrame:
+    """The primary teacher's rating of each row (generate.judge's prompt), through its own request store."""
+    from stages.methods.judge import grade
+    from stages.methods.session import Session
+
+    session = Session(params, store_path)
+    graded = grade(session, list(rows.select("instruction", "input", "response").iter_rows()), "score")
+    return pl.DataFrame({
+        "id": rows["id"],
+        "judge_rating": [g.judgement.score if g.judgement else None for g in graded],
+        "judge_critique": [g.judgement.critique if g.judgement else f"not rated: {g.reason}" for g in graded],
+    }, schema={"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.String})
+
+
+def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: Path = paths.SCORE_STORE
+                  ) -> pl.DataFrame | None:
+    """The switched-on signals that need a model or the teacher, for ``rows``; None when all are off."""
+    settings = params.score
+    if not (settings.judge or settings.ifd or settings.reward_model):
+        return None
+    signals = rows.select("id")
+    if settings.judge:
+        signals = signals.join(judge_ratings(rows, params, store_path), on="id", how="left")
+    student = params.generate.student
+    template = Path(student.prompt_template).read_text(encoding="utf-8")
+    prompts = [student_prompt(template, r["instruction"], r["input"]) for r in rows.iter_rows(named=True)]
+    if settings.ifd:
+        from stages.ifd import ifd_scores
+
+        signals = signals.with_columns(ifd=pl.Series(ifd_scores(student.model, prompts, rows["response"].to_list(),
+                                                                student.seed), dtype=pl.Float64))
+    if settings.reward_model:
+        from stages.reward import reward_scores
+
+        signals = signals.with_columns(reward=pl.Series(reward_scores(settings.reward_model, prompts,
+                                                                      rows["response"].to_list()), dtype=pl.Float64))
+    return signals.with_columns([pl.lit(None, dtype).alias(name) for name, dtype in SIGNALS.items()
+                                 if name not in signals.columns])
 
 
 def summarise(scored: pl.DataFrame) -> dict:
@@ -92,12 +145,26 @@ def summarise(scored: pl.DataFrame) -> dict:
         "dropped_by_reason": dict(dropped["drop_reason"].value_counts().sort("drop_reason").iter_rows()),
         "mean_quality": round(float(scored["quality"].mean() or 0.0), 4),
         "verified_fraction": round(float(scored["verified"].cast(pl.Float64).mean() or 0.0), 4),
+        **{f"mean_{name}": None if scored[name].null_count() == scored.height else round(float(scored[name].mean()), 4)
+           for name in ("judge_rating", "ifd", "reward")},
     }
 
 
+def run(params: params_module.Params, rows_path: Path = paths.GENERATE_ROWS, out_path: Path = paths.SCORE_ROWS,
+        store_path: Path = paths.SCORE_STORE) -> pl.DataFrame:
+    """Checks first; the costly signals (judge, IFD, reward) only for the rows that passed them."""
+    rows = pl.read_parquet(rows_path)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    store_path.touch()  # a DVC out even when no judge is asked: the ratings paid for survive every run
+    checked = score(rows, params.score)
+    signals = model_signals(checked.filter(pl.col("keep")).select(rows.columns), params, store_path)
+    scored = score(rows, params.score, signals) if signals is not None else checked
+    write_parquet(scored, out_path)
+    return scored
+
+
 def main() -> None:
-    scored = score(pl.read_parquet(paths.GENERATE_ROWS), params_module.load().score)
-    write_parquet(scored, paths.SCORE_ROWS)
+    scored = run(params_module.load())
     metrics = summarise(scored)
     write_json(metrics, paths.metrics("score"))
     print(f"score: kept {metrics['kept']} of {metrics['rows']} rows; dropped {metrics['dropped_by_reason']}")

@@ -65,6 +65,9 @@ def test_each_check_and_its_reason() -> None:
         "dropped_by_reason": {"length": 1, "refusal": 1, "truncated": 1, "verifier_failed": 1},
         "mean_quality": round((1.0 + 5 / 6 + 3 / 6 + 4 / 6 + 4 / 6 + 1.0 + 1.0) / 7, 4),
         "verified_fraction": round(2 / 6, 4),
+        "mean_judge_rating": None,
+        "mean_ifd": None,
+        "mean_reward": None,
     }
 
 
@@ -104,7 +107,8 @@ def test_empty_frame_scores_and_summarises() -> None:
     scored = score.score(generated(), SCORE)
     assert scored.height == 0
     assert score.summarise(scored) == {"rows": 0, "kept": 0, "dropped": 0, "dropped_by_reason": {},
-                                       "mean_quality": 0.0, "verified_fraction": 0.0}
+                                       "mean_quality": 0.0, "verified_fraction": 0.0, "mean_judge_rating": None,
+                                       "mean_ifd": None, "mean_reward": None}
 
 
 def deduped(*rows: tuple, params: ScoreParams = SCORE) -> pl.DataFrame:

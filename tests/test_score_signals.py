@@ -1,0 +1,81 @@
+"""Score signals that need the teacher or a model: the judge's rating (over HTTP), IFD and reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from stages import score
+from stages.io import write_parquet
+from stages.records import SCORED
+from tests.test_generate import load_params, with_standin
+from tests.test_ifd_reward import tiny_reward  # noqa: F401 -- a fixture
+from tests.test_score_dedupe import generated
+
+
+@pytest.fixture(autouse=True)
+def _no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_PREFECT", "0")
+
+
+def rows_file(tmp_path: Path) -> Path:
+    path = tmp_path / "generate/rows.parquet"
+    write_parquet(generated(("right", "reverse planet", "tenalp"), ("close", "upper cat", "CTA"),
+                            ("story", "Tell me a story", "Once upon a time."),
+                            ("cut", "reverse stone", "en", "length")), path)
+    return path
+
+
+def run(params, tmp_path: Path) -> pl.DataFrame:
+    return score.run(params, rows_file(tmp_path), tmp_path / "score/rows.parquet", tmp_path / "store/score.jsonl")
+
+
+def test_judge_rates_rows_that_passed_the_checks_and_can_drop_low_ones(tmp_path: Path) -> None:
+    params = with_standin(load_params(), error_rate=0.0, rate_limit_rate=0.0, wrong_rate=0.0, malformed_rate=0.0,
+                          refusal_rate=0.0)
+    params = params.model_copy(update={"score": params.score.model_copy(update={"judge": True, "verify": False})})
+    scored = run(params, tmp_path)
+    assert scored.schema == pl.Schema(SCORED)
+    ratings = dict(scored.select("id", "judge_rating").iter_rows())
+    assert ratings["right"] == 1.0 and ratings["close"] < 1.0
+    assert ratings["cut"] is None  # dropped by a check first: never sent to the judge
+    assert ratings["story"] is None  # off-skill: the stand-in refuses to grade, so it is not rated
+    assert scored.filter(pl.col("id") == "story")["judge_critique"][0].startswith("not rated: ")
+    assert scored["keep"].to_list() == [True, True, True, False]  # min_judge_rating 0: rate only
+    store = tmp_path / "store/score.jsonl"
+    sent = len(store.read_text().splitlines())
+    assert sent == 3
+
+    strict = params.model_copy(update={"score": params.score.model_copy(update={"min_judge_rating": 0.9})})
+    scored = run(strict, tmp_path)
+    assert dict(scored.select("id", "drop_reason").iter_rows())["close"] == "judge_rating"
+    assert len(store.read_text().splitlines()) == sent  # the same ratings, from the store
+    assert score.summarise(scored)["dropped_by_reason"]["judge_rating"] == 1
+
+
+def test_without_signals_the_store_is_created_empty_and_columns_are_null(tmp_path: Path) -> None:
+    scored = run(load_params(), tmp_path)
+    assert (tmp_path / "store/score.jsonl").read_text() == ""
+    assert scored.select("judge_rating", "ifd", "reward").null_count().row(0) == (4, 4, 4)
+
+
+def test_ifd_signal_and_its_threshold(tmp_path: Path) -> None:
+    params = load_params()
+    params = params.model_copy(update={"score": params.score.model_copy(update={"ifd": True, "verify": False})})
+    scored = run(params, tmp_path)
+    ifd = dict(scored.select("id", "ifd").iter_rows())
+    assert all(isinstance(ifd[i], float) and ifd[i] > 0 for i in ("right", "close", "story")) and ifd["cut"] is None
+    capped = params.model_copy(update={"score": params.score.model_copy(update={"max_ifd": 0.0})})
+    assert set(run(capped, tmp_path).filter(pl.col("id") != "cut")["drop_reason"]) == {"ifd"}
+
+
+def test_reward_model_scores_every_row_that_passed_the_checks(tmp_path: Path, tiny_reward: Path) -> None:  # noqa: F811
+    params = load_params()
+    params = params.model_copy(update={"score": params.score.model_copy(update={"reward_model": str(tiny_reward),
+                                                                                "verify": False})})
+    scored = run(params, tmp_path)
+    rewards = dict(scored.select("id", "reward").iter_rows())
+    assert all(isinstance(rewards[i], float) for i in ("right", "close", "story")) and rewards["cut"] is None
+    assert score.summarise(scored)["mean_reward"] is not None
