@@ -7,7 +7,10 @@ Used by eval (greedy answers) and by the feedback and self_knowledge elicitation
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+
+from tqdm import tqdm
 
 from stages.student import load_model, load_tokenizer
 
@@ -38,6 +41,8 @@ def sample_answers(
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     generator_seed = torch.Generator().manual_seed(seed)
     answers: list[list[Sample]] = []
+    progress = tqdm(total=len(prompts), unit="prompt", desc="student", file=sys.stderr, mininterval=1.0,
+                    disable=len(prompts) <= batch_size)  # one batch: nothing worth a bar
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
@@ -54,4 +59,6 @@ def sample_answers(
         means = (logprobs.masked_fill(~generated, 0).sum(1) / generated.sum(1).clamp(min=1)).tolist()
         flat = [Sample(text.strip(), round(float(mean), 6)) for text, mean in zip(texts, means, strict=True)]
         answers += [flat[i : i + samples] for i in range(0, len(flat), samples)]
+        progress.update(min(batch_size, len(prompts) - start))
+    progress.close()
     return answers
