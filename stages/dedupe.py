@@ -74,7 +74,7 @@ def linked_pairs(ranked: pl.DataFrame, params: params_module.DedupeParams) -> di
     hashes = ranked["norm_hash"].to_list()
     passes = {"exact": exact_pairs(hashes)}
     # Later passes see one row per exact group (its best): k exact twins would otherwise make k(k-1)/2 pairs.
-    heads = sorted({key: index for index, key in reversed(list(enumerate(hashes)))}.values())  # first of each
+    heads = ranked.with_row_index().unique("norm_hash", keep="first", maintain_order=True)["index"].to_list()
     texts = texts_of(ranked[heads]) if heads else []
 
     def original(found: Pairs) -> Pairs:

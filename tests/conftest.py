@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,21 @@ def forty_seeds(tmp_path: Path) -> Path:
     path = tmp_path / "ingest" / "train.parquet"
     write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Callable[..., str]]:
+    """``serve(**rates)`` -> base URL of a stand-in with those settings, started once per test module."""
+    from stages.params import StandinParams
+    from stages.teachers.standin import running_standin
+
+    with ExitStack() as stack:
+        urls: dict[tuple, str] = {}
+
+        def url_for(**rates: float) -> str:
+            key = tuple(sorted(rates.items()))
+            if key not in urls:
+                urls[key] = stack.enter_context(running_standin(StandinParams(**rates)))
+            return urls[key]
+
+        yield url_for

@@ -9,8 +9,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -33,21 +32,6 @@ def messages(instruction: str) -> list[dict]:
 
 def client(url: str, timeout: float = 5.0, api_key: str = "test") -> openai.OpenAI:
     return openai.OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def serve() -> Iterator[Callable[..., str]]:
-    """``serve(**rates)`` -> base URL of a stand-in with those settings, started once per module."""
-    with ExitStack() as stack:
-        urls: dict[tuple, str] = {}
-
-        def url_for(**rates: float) -> str:
-            key = tuple(sorted(rates.items()))
-            if key not in urls:
-                urls[key] = stack.enter_context(running_standin(StandinParams(**rates)))
-            return urls[key]
-
-        yield url_for
 
 
 def ask(url: str, instruction: str = "reverse planet", **kwargs: object) -> openai.types.chat.ChatCompletion:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
 import openai
 import pytest
 import yaml
 
 from stages import skill
-from stages.params import StandinParams
-from stages.teachers.standin import PROJECT_ROOT, REFUSAL, judge_prompt, kind_of, running_standin
+from stages.teachers.standin import PROJECT_ROOT, REFUSAL, judge_prompt, kind_of
 
 MODEL = "standin-skill-1"
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -48,21 +46,6 @@ PROMPTS = {
     "subtopics": subtopics_prompt(),
     "tasks": tasks_prompt(),
 }
-
-
-@pytest.fixture(scope="module")
-def serve() -> Iterator[Callable[..., str]]:
-    """``serve(**rates)`` -> base URL of a stand-in with those settings, started once per module."""
-    with ExitStack() as stack:
-        urls: dict[tuple, str] = {}
-
-        def url_for(**rates: float) -> str:
-            key = tuple(sorted(rates.items()))
-            if key not in urls:
-                urls[key] = stack.enter_context(running_standin(StandinParams(**rates)))
-            return urls[key]
-
-        yield url_for
 
 
 def ask_all(url: str, prompt: str, **kwargs: object) -> openai.types.chat.ChatCompletion:

@@ -42,8 +42,8 @@ def answers(params: Params, inputs: list[dict], label: str) -> list[Forecast]:
     prompt, sampling = prompt_of(gen), sampling_of(gen)
     routing = gen.routing if len(teachers) > 1 else "round_robin"
     if routing == "cheapest":  # failures would go on to the next teacher: not forecast
-        return [Forecast(by_price(teachers, gen)[0], label, plan_requests(inputs, prompt, sampling,
-                                                                           by_price(teachers, gen)[0]))]
+        cheapest = by_price(teachers, gen)[0]
+        return [Forecast(cheapest, label, plan_requests(inputs, prompt, sampling, cheapest))]
     if routing == "judge":
         forecasts = [Forecast(t, label, plan_requests(inputs, prompt, sampling, t)) for t in teachers]
         graded = [(i["instruction"], i["input"], "a typical answer") for i in inputs] * len(teachers)

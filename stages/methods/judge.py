@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.methods.answering import FAILURES, answer_with
+from stages.methods.answering import FAILURES, answer_with, reject
 from stages.methods.parsing import Judgement, parse_judgement
 from stages.methods.session import Session
 from stages.prompts import Template, parse_choice
@@ -80,10 +80,9 @@ def answer_judged(session: Session, inputs: list[dict], method: str) -> tuple[li
     for row in rows:
         if row["id"] not in kept_ids:
             winner = best[row["seed_id"]]
-            rejects.append({"method": method, "seed_id": row["seed_id"], "request_key": row["request_key"],
-                            "source_file": row["source_file"], "source_line": row["source_line"],
-                            "reason": "not_best", "detail": f"{row['teacher']} scored {row['judge_score']}, "
-                            f"{winner['teacher']} {winner['judge_score']}"})
+            rejects.append(reject(method, row | {"id": row["seed_id"]}, row["request_key"], "not_best",
+                                  f"{row['teacher']} scored {row['judge_score']}, "
+                                  f"{winner['teacher']} {winner['judge_score']}"))
     answered = set(best)
     rejects = [r for r in rejects if r["reason"] not in FAILURES or r["seed_id"] not in answered]
     return [{k: v for k, v in row.items() if k != "_rank"} for row in best.values()], rejects

@@ -25,6 +25,7 @@ class Session:
     send: Callable[..., Ledger] | None = None  # None: the Prefect teacher flow
     ledgers: dict[str, Ledger] = field(default_factory=dict)  # teacher name -> what it cost in this run
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    _store: RequestStore | None = field(default=None, repr=False)  # read-only, reloaded only after new answers
 
     @property
     def primary(self) -> TeacherParams:
@@ -51,8 +52,13 @@ class Session:
                      budget_usd=budget_usd, budget_tokens=budget_tokens,
                      expected_completion_tokens=gen.expected_completion_tokens)
         self.ledgers.setdefault(teacher.name, Ledger()).merge(ledger)
+        if ledger.requests_sent:
+            self._store = None  # new answers were appended: the next read loads them
         return ledger
 
     def store(self) -> RequestStore:
-        """The request store, read-only: for building rows from the answers."""
-        return RequestStore(self.store_path, read_only=True)
+        """The request store, read-only, for building rows from the answers: loaded once, and again only
+        after a call sent requests (loading parses the whole file)."""
+        if self._store is None:
+            self._store = RequestStore(self.store_path, read_only=True)
+        return self._store
