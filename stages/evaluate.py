@@ -26,19 +26,14 @@ from stages.entry import guarded
 from stages.io import atomic_path, content_hash, write_json, write_parquet, write_text
 from stages.prompts import Prompt, parse_choice, student_prompt
 from stages.records import PREDICTION, conform
-from stages.student_sampling import sample_answers
+from stages.student_sampling import greedy_answers
 from stages.teachers.ask import ask, plan_requests
 from stages.teachers.store import RequestStore
 
 
-def exact_match(prediction: str | None, reference: str) -> float:
-    return float(prediction is not None and prediction.strip() == reference.strip())
-
-
 def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
     """Greedy answers, batched with left padding."""
-    answers = sample_answers(model_path, prompts, seed, params.max_new_tokens, params.batch_size)
-    return [samples[0].text for samples in answers]
+    return greedy_answers(model_path, prompts, seed, params.max_new_tokens, params.batch_size)
 
 
 def teacher_answers(
@@ -61,7 +56,7 @@ def score_system(evals: pl.DataFrame, system: str, predictions: list[str | None]
     frame = evals.select("id", "instruction", "reference").with_columns(
         system=pl.lit(system), prediction=pl.Series(predictions, dtype=pl.String)
     )
-    scores = [exact_match(p, r) for p, r in zip(predictions, evals["reference"], strict=True)]
+    scores = [skill.exact_match(p, r) for p, r in zip(predictions, evals["reference"], strict=True)]
     return conform(frame.with_columns(score=pl.Series(scores, dtype=pl.Float64)), PREDICTION)
 
 

@@ -2,8 +2,8 @@
 
     distill lineage <id> [--json]
 
-The id may be a generated/scored/deduped row id or a seed id. The chain printed is
-dedupe (kept or why dropped, and the twin it duplicated) -> score (each check) ->
+The id may be a generated/scored/deduped/selected row id or a seed id. The chain printed is
+selection (kept or why dropped: the selection rank and cluster, the twin it duplicated) -> score (each check) ->
 generate (teacher requested and as answered, template and sampling hashes, response id,
 request key, tokens) -> the request store entry -> ingest (seed id, source file, line and
 the line's text), each with the md5 that ``dvc.lock`` recorded for the file it came from
@@ -88,27 +88,37 @@ def written_by(key: str) -> dict:
             "prompt_end": prompt[-200:]}
 
 
+def selection_of(row: dict, source: Path, locks: dict[str, dict]) -> dict:
+    """Kept or why dropped: the checks, the selection rank and cluster, the twin, the eval row it overlaps."""
+    selection = {
+        key: row.get(key)
+        for key in ("keep", "drop_reason", "select_rank", "select_cluster", "dup_of", "dup_kind", "dup_similarity",
+                    "contaminated_by", "contamination_similarity", "quality", "length_ok", "truncated", "refusal",
+                    "verified")
+        if key in row
+    } | {key: row[key] for key in ("judge_rating", "judge_critique", "ifd", "reward") if row.get(key) is not None
+         } | {"provenance": provenance(source, locks)}
+    if row.get("dup_of"):
+        twin = _find(paths.DEDUPE_ROWS, "id", row["dup_of"])
+        selection["duplicate_of"] = {"id": row["dup_of"], "instruction": twin and twin["instruction"]}
+    if row.get("contaminated_by"):
+        held_out = _find(paths.INGEST_EVAL, "id", row["contaminated_by"])
+        selection["overlaps_eval_row"] = {"id": row["contaminated_by"],
+                                          "instruction": held_out and held_out["instruction"]}
+    return selection
+
+
 def trace(row_id: str, lock_path: Path = LOCK) -> dict:
     """The lineage chain of ``row_id`` as a dict; raises KeyError if no stage output has it."""
     locks = lock_hashes(lock_path)
     chain: dict = {"id": row_id}
-    row = _find(paths.DEDUPE_ROWS, "id", row_id) or _find(paths.SCORE_ROWS, "id", row_id)
-    row = row or _find(paths.GENERATE_ROWS, "id", row_id)
+    row, source = None, None
+    for source in (paths.SELECT_ROWS, paths.DEDUPE_ROWS, paths.SCORE_ROWS, paths.GENERATE_ROWS):
+        row = _find(source, "id", row_id)
+        if row is not None:
+            break
     if row is not None:
-        source = paths.DEDUPE_ROWS if "dup_of" in row else paths.SCORE_ROWS if "keep" in row else paths.GENERATE_ROWS
-        chain["selection"] = {
-            key: row.get(key)
-            for key in ("keep", "drop_reason", "dup_of", "dup_kind", "dup_similarity", "contaminated_by",
-                        "contamination_similarity", "quality", "length_ok", "truncated", "refusal", "verified")
-            if key in row
-        } | {"provenance": provenance(source, locks)}
-        if row.get("dup_of"):
-            twin = _find(paths.DEDUPE_ROWS, "id", row["dup_of"])
-            chain["selection"]["duplicate_of"] = {"id": row["dup_of"], "instruction": twin and twin["instruction"]}
-        if row.get("contaminated_by"):
-            held_out = _find(paths.INGEST_EVAL, "id", row["contaminated_by"])
-            chain["selection"]["overlaps_eval_row"] = {"id": row["contaminated_by"],
-                                                       "instruction": held_out and held_out["instruction"]}
+        chain["selection"] = selection_of(row, source, locks)
         chain["generation"] = {
             key: row[key]
             for key in ("method", "teacher", "model_requested", "model_answered", "template_hash", "sampling_hash",

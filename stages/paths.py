@@ -15,10 +15,15 @@ GENERATE_STORE = Path("data/store/generate.jsonl")
 SCORE_ROWS = Path("data/score/rows.parquet")
 SCORE_STORE = Path("data/store/score.jsonl")
 DEDUPE_ROWS = Path("data/dedupe/rows.parquet")
+SELECT_ROWS = Path("data/select/rows.parquet")
 
 TRAIN_MODEL = Path("data/train/model")
 TRAIN_LOG = Path("data/train/log.parquet")
 TRAIN_LOSS_PLOT = Path("reports/plots/train_loss.csv")
+
+SWEEP_PLOTS = {"selected": Path("reports/plots/sweep_selected.csv"), "random": Path("reports/plots/sweep_random.csv")}
+SWEEP_CHART = Path("reports/sweep.png")
+SWEEP_REPORT = Path("reports/sweep.md")
 
 EVALUATE_PREDICTIONS = Path("data/evaluate/predictions.parquet")
 EVALUATE_STORE = Path("data/store/evaluate.jsonl")

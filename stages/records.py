@@ -116,6 +116,12 @@ DEDUPED = SCORED | {
     "contamination_similarity": pl.Float64,
 }
 
+# select: data/select/rows.parquet = DEDUPED + these (keep/drop_reason updated)
+SELECTED = DEDUPED | {
+    "select_rank": pl.Int64,  # place in the selection order (from 1) of a row that passed the thresholds, else null
+    "select_cluster": pl.Int64,  # its diversity cluster (0 when diversity is off), else null
+}
+
 # train: data/train/log.parquet
 TRAIN_LOG = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, "grad_norm": pl.Float64}
 

@@ -9,6 +9,8 @@ Checks (each its own column): answer length within bounds, truncation by max_tok
 (``finish_reason == "length"``), refusal / "as an AI" patterns, repetition (the share of word
 3-grams that repeat an earlier one: generation loops), the character set (control characters
 or U+FFFD: broken decoding), and the demo skill's verifier where the instruction is checkable.
+Signals that need a model (the teacher's judge rating, IFD, a reward model) are columns only:
+thresholds on them are the selection policy's (stages/select.py, ``select.min`` / ``select.max``).
 Nothing is deleted: dropped rows keep their reason so that ``distill lineage`` can explain them.
 """
 
@@ -74,8 +76,6 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.Dat
         ("repetition", pl.col("repetition") > params.max_repetition),
         ("charset", ~pl.col("charset_ok") & params.drop_bad_charset),
         ("verifier_failed", pl.col("verified").fill_null(True).not_()),
-        ("judge_rating", pl.col("judge_rating").fill_null(1.0) < params.min_judge_rating),
-        ("ifd", pl.col("ifd").fill_null(0.0) > (params.max_ifd if params.max_ifd is not None else float("inf"))),
     ]
     reason = pl.when(failures[0][1]).then(pl.lit(failures[0][0]))
     for name, failed in failures[1:]:

@@ -48,6 +48,11 @@ def is_correct(instruction: str, answer: str | None) -> bool:
     return expected is not None and answer is not None and answer.strip() == expected
 
 
+def exact_match(prediction: str | None, reference: str) -> float:
+    """The eval metric: 1.0 when the prediction equals the reference after trimming whitespace."""
+    return float(prediction is not None and prediction.strip() == reference.strip())
+
+
 def random_word(rng: random.Random, min_len: int = 3, max_len: int = 8) -> str:
     return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(min_len, max_len)))
 
@@ -60,7 +65,7 @@ def random_instruction(rng: random.Random) -> str:
 OFF_SKILL = ["What is the capital of France?", "Write a haiku about rain.", "Explain quantum computing."]
 
 
-def demo_seeds(n_train: int = 4000, n_eval: int = 200, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def demo_seeds(n_train: int = 8000, n_eval: int = 200, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """The shipped demo seed set: disjoint train/eval words, plus planted near-duplicate
     variants (case and spacing) and off-skill questions so dedupe and scoring have work."""
     rng = random.Random(seed)

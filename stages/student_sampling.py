@@ -62,3 +62,9 @@ def sample_answers(
         progress.update(min(batch_size, len(prompts) - start))
     progress.close()
     return answers
+
+
+def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_tokens: int, batch_size: int = 64
+                   ) -> list[str]:
+    """One greedy answer per prompt (eval and the data sweep score these)."""
+    return [samples[0].text for samples in sample_answers(model_path, prompts, seed, max_new_tokens, batch_size)]

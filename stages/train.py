@@ -1,6 +1,6 @@
 """Training: supervised fine-tuning of the student on the kept teacher answers (TRL SFTTrainer).
 
-Reads:   data/dedupe/rows.parquet (rows with keep = true), the student (``train.student``)
+Reads:   data/select/rows.parquet (rows with keep = true), the student (``train.student``)
 Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
 Params:  train
@@ -33,7 +33,7 @@ from stages.student import load_model, load_tokenizer
 def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
     kept = rows.filter(pl.col("keep"))
     if kept.is_empty():
-        raise StageError(f"{paths.DEDUPE_ROWS} has no rows with keep = true: nothing to train on")
+        raise StageError(f"{paths.SELECT_ROWS} has no rows with keep = true: nothing to train on")
     return [
         {"prompt": student_prompt(template, row["instruction"], row["input"]), "completion": row["response"]}
         for row in kept.select("instruction", "input", "response").iter_rows(named=True)
@@ -78,6 +78,14 @@ def lora_config(params: params_module.LoraParams):
     )
 
 
+TRAINED_ON = "distill_train_params.json"  # in the model folder: the params and the data it was trained on
+
+
+def trained_on(pairs: list[dict], params: params_module.TrainParams) -> dict:
+    """What makes a checkpoint: the train params and the training pairs (the sweep reuses a match)."""
+    return params.model_dump() | {"params_hash": content_hash(params.model_dump()), "data_hash": content_hash(pairs)}
+
+
 def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path) -> list[dict]:
     """Train and save the student to ``model_dir``; return the trainer's log history."""
     import torch
@@ -101,9 +109,7 @@ def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path)
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     trained.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    (staging / "distill_train_params.json").write_text(
-        json.dumps(params.model_dump() | {"params_hash": content_hash(params.model_dump())}, indent=2)
-    )
+    (staging / TRAINED_ON).write_text(json.dumps(trained_on(pairs, params), indent=2))
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
     return trainer.state.log_history
@@ -124,7 +130,7 @@ def loss_log(history: list[dict]) -> pl.DataFrame:
 
 def main() -> None:
     params = params_module.load().train
-    rows = pl.read_parquet(paths.DEDUPE_ROWS)
+    rows = pl.read_parquet(paths.SELECT_ROWS)
     pairs = training_pairs(rows, Path(params.prompt_template).read_text(encoding="utf-8"))
     print(f"train: {len(pairs)} examples, {params.max_steps} steps of {params.batch_size}, student {params.student}")
     started = time.monotonic()

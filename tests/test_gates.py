@@ -21,8 +21,19 @@ from typing import Any
 import polars as pl
 import pytest
 
-from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, TrainGate
-from stages.records import DEDUPED, FEATURES, GENERATED, PREDICTION, PREFERENCE, SCORED, SEED, SYSTEMS, TRAIN_LOG
+from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, SelectGate, TrainGate
+from stages.records import (
+    DEDUPED,
+    FEATURES,
+    GENERATED,
+    PREDICTION,
+    PREFERENCE,
+    SCORED,
+    SEED,
+    SELECTED,
+    SYSTEMS,
+    TRAIN_LOG,
+)
 from stages.validate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +43,7 @@ INGEST = IngestGate(min_rows=3, min_eval_rows=2, max_instruction_chars=100)
 GENERATE = GenerateGate(min_rows=3, max_response_chars=50)
 SCORE = ScoreGate(min_rows=3, min_kept_fraction=0.5)
 DEDUPE = DedupeGate(min_rows=3)
+SELECT = SelectGate(min_rows=2)
 TRAIN = TrainGate(min_steps=10, max_final_loss=1.0)
 EVALUATE = EvaluateGate(min_rows=3)
 
@@ -91,6 +103,14 @@ def deduped_rows(n: int) -> list[dict[str, Any]]:
     # the last row repeats the first one's instruction and is dropped as its duplicate
     rows[-1] |= {"norm_hash": "n0", "keep": False, "drop_reason": "duplicate", "dup_of": "g0",
                  "refusal": False}
+    return rows
+
+
+def selected_rows(n: int) -> list[dict[str, Any]]:
+    """Deduplicated rows; the selection keeps the first n - 2 and cuts the one before the duplicate."""
+    rows = [row | {"select_rank": i + 1 if row["keep"] else None, "select_cluster": i % 2 if row["keep"] else None}
+            for i, row in enumerate(deduped_rows(n))]
+    rows[-2] |= {"keep": False, "drop_reason": "over_budget"}
     return rows
 
 
@@ -302,6 +322,33 @@ def test_dedupe_min_rows_counts_kept_rows() -> None:
     fails = failed(validate("dedupe", DedupeGate(min_rows=5), {"rows": frame(deduped_rows(5), DEDUPED)}))
     assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
     assert fails["rows: expect_column_sum_to_be_between(keep)"].observed == 4  # 5 rows, 4 kept
+
+
+# --- select ------------------------------------------------------------------------------------
+
+def test_select_good_passes() -> None:
+    assert_passes(validate("select", SELECT, {"rows": frame(selected_rows(5), SELECTED)}))
+
+
+def test_select_bad_rows_fail_with_ids() -> None:
+    rows = selected_rows(5)
+    rows[0]["select_rank"] = None  # a kept row with no place in the order
+    rows[2]["select_rank"] = 2  # two rows with one rank
+    rows[1]["contaminated_by"] = "eval-3"  # a selected row copying an eval row
+    rows[3]["drop_reason"] = None  # cut by the budget without saying so
+    fails = failed(validate("select", SELECT, {"rows": frame(rows, SELECTED)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "rows: expect_column_values_to_not_be_null(select_rank) where keep == True": ["g0"],
+        "rows: expect_column_values_to_be_unique(select_rank)": ["g1", "g2"],
+        "rows: expect_column_values_to_be_null(contaminated_by) where keep == True": ["g1"],
+        "rows: expect_column_values_to_not_be_null(drop_reason) where keep == False": ["g3"],
+    }
+
+
+def test_select_min_rows_counts_selected_rows() -> None:
+    fails = failed(validate("select", SelectGate(min_rows=4), {"rows": frame(selected_rows(5), SELECTED)}))
+    assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
+    assert fails["rows: expect_column_sum_to_be_between(keep)"].observed == 3
 
 
 # --- train -------------------------------------------------------------------------------------

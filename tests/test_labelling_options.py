@@ -21,7 +21,8 @@ from tests.test_generate import REPO, TEMPLATES, completion, load_params, run_st
 
 DEMOS = str(TEMPLATES / "demonstrations.jsonl")
 COT = str(TEMPLATES / "cot.txt")
-CLEAN = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "malformed_rate": 0.0, "refusal_rate": 0.0}
+CLEAN = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "hard_wrong_rate": 0.0,
+         "malformed_rate": 0.0, "refusal_rate": 0.0}
 
 
 def options(**updates: object) -> params_module.Params:

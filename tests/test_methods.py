@@ -17,7 +17,8 @@ from stages.records import GENERATED, PREFERENCE, REJECT
 from stages.teachers.store import RequestStore
 from tests.test_generate import load_params, with_standin
 
-QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "malformed_rate": 0.0, "refusal_rate": 0.0}
+QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "hard_wrong_rate": 0.0,
+         "malformed_rate": 0.0, "refusal_rate": 0.0}
 
 
 @pytest.fixture(autouse=True)

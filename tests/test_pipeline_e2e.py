@@ -1,8 +1,9 @@
 """End to end, as a user runs it: `dvc repro` of a tiny profile in a temporary git+DVC copy.
 
 One copy for the module; the tests run in order and each sets the params it needs:
-full run -> no-op re-run -> a training-only change -> a gate that no data can meet ->
-lineage of a training row -> the Prefect pipeline flow -> no API key anywhere on disk.
+full run (with the selection and the data sweep) -> no-op re-run -> a training-only change ->
+a gate that no data can meet -> lineage of a training row and of a row cut by the budget ->
+the Prefect pipeline flow -> no API key anywhere on disk.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ TINY = {
     "gates.generate.min_rows": 50,
     "gates.score.min_rows": 50,
     "gates.dedupe.min_rows": 50,
+    "gates.select.min_rows": 30,
     "gates.train.max_final_loss": 5.0,
     "gates.evaluate.min_rows": 20,
 }
@@ -104,11 +106,25 @@ def test_full_run_produces_every_output(repo: Path) -> None:
     assert generated["requests_sent"] == generated["requests_planned"] == 150
     assert generated["cache_hits"] == 0
     assert (repo / "data/train/model/model.safetensors").exists()
-    for stage in ("ingest", "generate", "score", "dedupe", "train", "evaluate"):
+    for stage in ("ingest", "generate", "score", "dedupe", "select", "train", "evaluate"):
         assert json.loads((repo / f"reports/gates/{stage}.json").read_text())["success"] is True
     assert "| student_after |" in (repo / "reports/eval.md").read_text()
-    rows = pl.read_parquet(repo / "data/dedupe/rows.parquet")
+    rows = pl.read_parquet(repo / "data/select/rows.parquet")
     assert rows["drop_reason"].is_null().eq(rows["keep"]).all()  # every dropped row says why
+    assert rows["keep"].sum() == 75 == metrics(repo, "select")["selected"]  # half the 150 generated rows
+    assert metrics(repo, "train")["examples"] == 75
+
+
+def test_sweep_compares_the_selection_with_all_rows_and_a_random_subset(repo: Path) -> None:
+    head = metrics(repo, "sweep")["comparison"]
+    assert (head["selected"]["rows"], head["all"]["rows"], head["random"]["rows"]) == (75, 150, 75)
+    assert all(0.0 <= head[name]["score"] <= 1.0 for name in ("selected", "all", "random"))
+    assert head["selected"]["score"] == metrics(repo, "eval")["student_after"]  # the train stage's model, reused
+    for name in ("reports/sweep.png", "reports/sweep.md", "reports/plots/sweep_selected.csv",
+                 "reports/plots/sweep_random.csv"):
+        assert (repo / name).stat().st_size > 0, name
+    shown = run(repo, "dvc", "metrics", "show", "metrics/sweep.json").stdout
+    assert "comparison.selected.score" in shown
 
 
 def test_second_repro_runs_nothing(repo: Path) -> None:
@@ -121,7 +137,8 @@ def test_training_param_reruns_only_training_and_eval_with_no_teacher_calls(repo
     before = metrics(repo, "generate")
     set_params(repo, **{"train.max_steps": 31})
     result = run(repo, "dvc", "repro")
-    assert stages_run(result.stdout) == ["train", "validate@train", "evaluate", "validate@evaluate"]
+    ran = stages_run(result.stdout)
+    assert ran[0] == "train" and sorted(ran) == ["evaluate", "sweep", "train", "validate@evaluate", "validate@train"]
     assert metrics(repo, "generate") == before
     evaluation = metrics(repo, "eval")
     assert evaluation["teacher_requests_sent"] == 0
@@ -144,7 +161,7 @@ def test_impossible_gate_stops_the_pipeline(repo: Path) -> None:
 
 
 def test_lineage_traces_a_training_row_to_its_seed_line(repo: Path) -> None:
-    rows = pl.read_parquet(repo / "data/dedupe/rows.parquet")
+    rows = pl.read_parquet(repo / "data/select/rows.parquet")
     kept = rows.filter(pl.col("keep")).row(0, named=True)
     result = run(repo, sys.executable, "-m", "stages.cli", "lineage", kept["id"])
     assert f"source_file: {TINY['ingest.train']}" in result.stdout
@@ -155,6 +172,10 @@ def test_lineage_traces_a_training_row_to_its_seed_line(repo: Path) -> None:
     if duplicate.height:
         result = run(repo, sys.executable, "-m", "stages.cli", "lineage", duplicate["id"][0])
         assert f"dup_of: {duplicate['dup_of'][0]}" in result.stdout
+    cut = rows.filter(pl.col("drop_reason") == "over_budget").row(0, named=True)
+    result = run(repo, sys.executable, "-m", "stages.cli", "lineage", cut["id"])
+    assert "  drop_reason: over_budget\n" in result.stdout
+    assert f"  select_rank: {cut['select_rank']}\n" in result.stdout
 
 
 def test_pipeline_flow_runs_dvc_repro(repo: Path) -> None:

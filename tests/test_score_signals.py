@@ -7,8 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages import score
+from stages import dedupe, score, select
 from stages.io import write_parquet
+from stages.params import DedupeParams, SelectParams
 from stages.records import SCORED
 from tests.test_generate import load_params, with_standin
 from tests.test_ifd_reward import tiny_reward  # noqa: F401 -- a fixture
@@ -43,16 +44,19 @@ def test_judge_rates_rows_that_passed_the_checks_and_can_drop_low_ones(tmp_path:
     assert ratings["cut"] is None  # dropped by a check first: never sent to the judge
     assert ratings["story"] is None  # off-skill: the stand-in refuses to grade, so it is not rated
     assert scored.filter(pl.col("id") == "story")["judge_critique"][0].startswith("not rated: ")
-    assert scored["keep"].to_list() == [True, True, True, False]  # min_judge_rating 0: rate only
+    assert scored["keep"].to_list() == [True, True, True, False]  # the score stage rates; select drops
     store = tmp_path / "store/score.jsonl"
     sent = len(store.read_text().splitlines())
     assert sent == 3
-
-    strict = params.model_copy(update={"score": params.score.model_copy(update={"min_judge_rating": 0.9})})
-    scored = run(strict, tmp_path)
-    assert dict(scored.select("id", "drop_reason").iter_rows())["close"] == "judge_rating"
+    assert run(params, tmp_path).equals(scored)
     assert len(store.read_text().splitlines()) == sent  # the same ratings, from the store
-    assert score.summarise(scored)["dropped_by_reason"]["judge_rating"] == 1
+
+    strict = SelectParams(min={"judge_rating": 0.9}, max_fraction=None, diversity={"clusters": 1})
+    selected = select.select(dedupe.dedupe(scored, DedupeParams()), strict)
+    reasons = dict(selected.select("id", "drop_reason").iter_rows())
+    assert reasons["close"] == "below_min_judge_rating"
+    assert reasons["story"] == "below_min_judge_rating"  # not rated: a missing signal fails its threshold
+    assert reasons["right"] is None
 
 
 def test_without_signals_the_store_is_created_empty_and_columns_are_null(tmp_path: Path) -> None:
@@ -67,8 +71,9 @@ def test_ifd_signal_and_its_threshold(tmp_path: Path) -> None:
     scored = run(params, tmp_path)
     ifd = dict(scored.select("id", "ifd").iter_rows())
     assert all(isinstance(ifd[i], float) and ifd[i] > 0 for i in ("right", "close", "story")) and ifd["cut"] is None
-    capped = params.model_copy(update={"score": params.score.model_copy(update={"max_ifd": 0.0})})
-    assert set(run(capped, tmp_path).filter(pl.col("id") != "cut")["drop_reason"]) == {"ifd"}
+    capped = SelectParams(max={"ifd": 0.0}, max_fraction=None, diversity={"clusters": 1})
+    selected = select.select(dedupe.dedupe(scored, DedupeParams()), capped)
+    assert set(selected.filter(pl.col("id") != "cut")["drop_reason"]) == {"above_max_ifd"}
 
 
 def test_reward_model_scores_every_row_that_passed_the_checks(tmp_path: Path, tiny_reward: Path) -> None:  # noqa: F811

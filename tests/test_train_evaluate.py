@@ -123,7 +123,7 @@ def test_training_pairs_keeps_only_kept_rows() -> None:
 
 def test_training_pairs_without_kept_rows_fails() -> None:
     rows = pl.DataFrame({"instruction": ["upper dog"], "input": [""], "response": ["DOG"], "keep": [False]})
-    with pytest.raises(StageError, match=re.escape(str(paths.DEDUPE_ROWS))):
+    with pytest.raises(StageError, match=re.escape(str(paths.SELECT_ROWS))):
         train.training_pairs(rows, STUDENT_TEMPLATE)
 
 
@@ -175,12 +175,12 @@ def test_train_saves_a_trained_checkpoint(tiny_student: Path, skill_pairs: list[
 
 
 def test_exact_match() -> None:
-    assert evaluate.exact_match(" tac \n", "tac") == 1.0
-    assert evaluate.exact_match("tac", " tac") == 1.0
-    assert evaluate.exact_match("Tac", "tac") == 0.0
-    assert evaluate.exact_match("ta c", "tac") == 0.0
-    assert evaluate.exact_match(None, "tac") == 0.0
-    assert evaluate.exact_match("", "") == 1.0
+    assert skill.exact_match(" tac \n", "tac") == 1.0
+    assert skill.exact_match("tac", " tac") == 1.0
+    assert skill.exact_match("Tac", "tac") == 0.0
+    assert skill.exact_match("ta c", "tac") == 0.0
+    assert skill.exact_match(None, "tac") == 0.0
+    assert skill.exact_match("", "") == 1.0
 
 
 def test_gap_closed() -> None:

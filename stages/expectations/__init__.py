@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Before any great_expectations import in this process: no usage statistics leave the machine.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-STAGE_NAMES = ("ingest", "generate", "score", "dedupe", "train", "evaluate")
+STAGE_NAMES = ("ingest", "generate", "score", "dedupe", "select", "train", "evaluate")
 
 
 @dataclass

@@ -12,8 +12,12 @@ message contents, ``completion_tokens`` the characters returned across all choic
 
 Determinism: content faults (wrong, malformed, refusal) are drawn from
 sha256(request body without ``n``, choice, seed), so the same request always gets the
-same answers; with temperature 0 every choice shares one draw. Transient faults (429,
-500, hang, truncated body) are drawn per attempt of the same body, so a retry can succeed.
+same answers; with temperature 0 every choice shares one draw. ``hard_wrong_rate`` is a
+systematic slip rather than noise: on long words (``hard_min_letters`` or more) the answer loses
+its last letter, the same way every time, as real teachers slip on character-level tasks. A
+student trained on unchecked answers learns such a slip, where it averages random noise away.
+Transient faults (429, 500, hang, truncated body) are drawn per attempt of the same body, so a
+retry can succeed.
 
 Chain of thought: the question is the last line of the last user message that is a skill
 instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
@@ -184,6 +188,12 @@ def wrong(answer: str, u: float) -> str:
     return answer[:-1] if len(answer) > 1 else answer + "s"
 
 
+def is_hard(question: str, config: StandinParams) -> bool:
+    """A long word: where real teachers slip on character-level tasks (hard_wrong_rate)."""
+    parsed = skill.parse(question)
+    return parsed is not None and len(parsed[1]) >= config.hard_min_letters
+
+
 def compose(question: str, config: StandinParams, key: str, reasoning: bool = False) -> str:
     """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter.
     With ``reasoning`` (a chain-of-thought request) it is a reasoning line, then ``Answer: <result>``;
@@ -191,7 +201,9 @@ def compose(question: str, config: StandinParams, key: str, reasoning: bool = Fa
     answer = skill.solve(question)
     if answer is None or draw(key, "refusal") < config.refusal_rate:
         return REFUSAL
-    if draw(key, "wrong") < config.wrong_rate:
+    if is_hard(question, config) and draw(key, "hard") < config.hard_wrong_rate:
+        answer = answer[:-1]  # a systematic slip, the same on every hard input: a student can learn it
+    elif draw(key, "wrong") < config.wrong_rate:
         answer = wrong(answer, draw(key, "where"))
     malformed = draw(key, "malformed") < config.malformed_rate
     if not reasoning:
