@@ -26,7 +26,8 @@ setup: $(VENV)/.installed
 run: setup
 	dvc repro
 	@sed -n '/^| system/,/^$$/p' reports/eval.md
-	@echo "full report: reports/eval.md; all metrics: dvc metrics show; plots: dvc plots show"
+	@sed -n '/^| subset/,/^$$/p' reports/sweep.md
+	@echo "reports: reports/eval.md, reports/sweep.md; all metrics: dvc metrics show; plots: dvc plots show"
 
 test: setup
 	pytest
