@@ -282,9 +282,22 @@ class LoraParams(Strict):
     target_modules: str | list[str] = "all-linear"
 
 
+class KDParams(Strict):
+    """Offline-logit KD on the stored teacher top-k (train.method: kd; stages/kd.py, stages/divergences.py)."""
+
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    ce_weight: Fraction = 0.5  # share of cross-entropy on the answer token; the rest is the divergence
+    tail: Literal["bucket", "renormalize"] = "bucket"  # the probability outside the stored top-k
+    beta: Fraction = 0.5  # jsd: TRL's generalized JSD (0 = forward KL, 1 = reverse KL)
+    alpha: Fraction = 0.1  # skew KLs: the student's (or teacher's) share mixed in (DistiLLM)
+    scale_t2: bool = False  # multiply the divergence by temperature**2 (Hinton et al.)
+
+
 class TrainParams(Strict):
     student: str
     prompt_template: str
+    method: Literal["sft", "kd"] = "sft"  # sft: the teacher's answers; kd: also its stored top-k log-probs
     seed: int = 0
     max_steps: Positive
     batch_size: Positive
@@ -294,6 +307,7 @@ class TrainParams(Strict):
     max_length: Positive = 64
     activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
     lora: LoraParams = LoraParams()
+    kd: KDParams = KDParams()
 
 
 class EvaluateParams(Strict):

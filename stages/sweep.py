@@ -86,6 +86,8 @@ def matches(model_dir: Path, pairs: list[dict], params: params_module.TrainParam
 
 def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Params,
                trained_model: Path = paths.TRAIN_MODEL) -> list[dict]:
+    # The sweep measures data, so every point is plain SFT: a KD train stage's model is not reused.
+    params = params.model_copy(update={"train": params.train.model_copy(update={"method": "sft"})})
     template = Path(params.train.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, r["instruction"], r["input"]) for r in evals.iter_rows(named=True)]
     references = evals["reference"].to_list()

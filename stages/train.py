@@ -21,8 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
+from stages import kd, paths
 from stages import params as params_module
-from stages import paths
 from stages.entry import StageError, guarded
 from stages.io import atomic_path, content_hash, write_json, write_parquet
 from stages.prompts import student_prompt
@@ -43,7 +43,10 @@ def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
 def sft_config(params: params_module.TrainParams, output_dir: str):
     from trl import SFTConfig
 
+    kd = params.method == "kd"  # the KD data is tokenised here (stages/kd.py); TRL must keep its columns
     return SFTConfig(
+        dataset_kwargs={"skip_prepare_dataset": True} if kd else None,
+        remove_unused_columns=not kd,
         output_dir=output_dir,
         max_steps=params.max_steps,
         per_device_train_batch_size=params.batch_size,
@@ -86,8 +89,10 @@ def trained_on(pairs: list[dict], params: params_module.TrainParams) -> dict:
     return params.model_dump() | {"params_hash": content_hash(params.model_dump()), "data_hash": content_hash(pairs)}
 
 
-def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path) -> list[dict]:
-    """Train and save the student to ``model_dir``; return the trainer's log history."""
+def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path,
+          kd_data: kd.KDExamples | None = None) -> list[dict]:
+    """Train and save the student to ``model_dir``; return the trainer's log history. ``pairs`` are the
+    prompt/completion rows (SFT); with train.method kd, ``kd_data`` are the same rows with the teacher's top-k."""
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
@@ -97,13 +102,15 @@ def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path)
     model = load_model(params.student, params.seed)
     staging = model_dir.with_name(model_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(params, str(staging / "trainer")),
-        train_dataset=Dataset.from_list(pairs),
-        processing_class=tokenizer,
-        peft_config=lora_config(params.lora) if params.lora.enabled else None,
-    )
+    common = {"model": model, "args": sft_config(params, str(staging / "trainer")), "processing_class": tokenizer,
+              "peft_config": lora_config(params.lora) if params.lora.enabled else None}
+    if params.method == "kd":
+        if kd_data is None:
+            raise StageError("train.method=kd needs the teacher's log-probs (stages.kd.examples)")
+        trainer = kd.trainer_class()(train_dataset=Dataset.from_list(kd_data.examples),
+                                     data_collator=kd.Collator(tokenizer.pad_token_id), kd=params.kd, **common)
+    else:
+        trainer = SFTTrainer(train_dataset=Dataset.from_list(pairs), **common)
     trainer.train()
     trained = trainer.model.merge_and_unload() if params.lora.enabled else trainer.model
     shutil.rmtree(staging / "trainer", ignore_errors=True)
@@ -113,6 +120,21 @@ def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
     return trainer.state.log_history
+
+
+def kd_examples(rows: pl.DataFrame, template: str, params: params_module.TrainParams) -> kd.KDExamples:
+    """The selected rows with the teacher's stored top-k, after checking that KD can run at all."""
+    features = pl.read_parquet(paths.GENERATE_FEATURES) if paths.GENERATE_FEATURES.exists() else pl.DataFrame()
+    if features.is_empty():
+        raise StageError(f"train.method=kd needs the teacher's log-probs, but {paths.GENERATE_FEATURES} is empty: "
+                         "add feature to generate.methods and set generate.top_logprobs (e.g. 20)")
+    kd.check_tokenizer(features, params.student)
+    found = kd.examples(rows, features, template, load_tokenizer(params.student), params.max_length)
+    if not found.with_teacher:
+        raise StageError(f"train.method=kd: no selected row's answer has its tokens in {paths.GENERATE_FEATURES}")
+    print(f"train: kd on {found.with_teacher} rows with teacher log-probs, {found.without_teacher} on "
+          "cross-entropy only")
+    return found
 
 
 def loss_log(history: list[dict]) -> pl.DataFrame:
@@ -131,10 +153,13 @@ def loss_log(history: list[dict]) -> pl.DataFrame:
 def main() -> None:
     params = params_module.load().train
     rows = pl.read_parquet(paths.SELECT_ROWS)
-    pairs = training_pairs(rows, Path(params.prompt_template).read_text(encoding="utf-8"))
-    print(f"train: {len(pairs)} examples, {params.max_steps} steps of {params.batch_size}, student {params.student}")
+    template = Path(params.prompt_template).read_text(encoding="utf-8")
+    pairs = training_pairs(rows, template)
+    kd_data = kd_examples(rows, template, params) if params.method == "kd" else None
+    print(f"train: {params.method}, {len(pairs)} examples, {params.max_steps} steps of {params.batch_size}, "
+          f"student {params.student}")
     started = time.monotonic()
-    history = train(pairs, params, paths.TRAIN_MODEL)
+    history = train(pairs, params, paths.TRAIN_MODEL, kd_data)
     wall = time.monotonic() - started
     log = loss_log(history)
     write_parquet(log, paths.TRAIN_LOG)
@@ -148,6 +173,9 @@ def main() -> None:
         "final_loss": log["loss"][-1] if log.height else None,
         "train_runtime_s": round(float(summary.get("train_runtime", wall)), 2),
         "samples_per_s": round(float(summary.get("train_samples_per_second", 0.0)), 2),
+        "method": params.method,
+        "kd_rows_with_teacher": kd_data.with_teacher if kd_data else None,
+        "kd_rows_without_teacher": kd_data.without_teacher if kd_data else None,
         "lora": params.lora.enabled,
         "params_hash": content_hash(params.model_dump()),
     }

@@ -1,0 +1,94 @@
+"""Offline-logit KD: the loss against a direct computation, the tokenizer refusal, the answer alignment,
+and a real (tiny) KD training on top-k log-probs the stand-in served over HTTP."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from stages import kd, train
+from stages.entry import StageError
+from stages.io import write_parquet
+from stages.params import KDParams
+from stages.student import load_tokenizer
+from tests.test_features import TINY, feature_params
+from tests.test_generate import WORDS, run_stage, seeds
+from tests.test_train_evaluate import STUDENT_TEMPLATE, tiny_student, train_params  # noqa: F401 -- a fixture
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows and features (k = 5) of 40 seeds, from the stand-in over HTTP, every row kept."""
+    folder = tmp_path_factory.mktemp("kd")
+    seeds_path = folder / "ingest/train.parquet"
+    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), seeds_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTILL_PREFECT", "0")
+        run_stage(feature_params(5, wrong_rate=0.0, hard_wrong_rate=0.0, malformed_rate=0.0, refusal_rate=0.0),
+                  folder, seeds_path)
+    rows = pl.read_parquet(folder / "gen/rows.parquet").with_columns(keep=pl.lit(True))
+    return rows, pl.read_parquet(folder / "gen/features.parquet")
+
+
+def test_loss_is_the_weighted_cross_entropy_and_forward_kl_of_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 6, dtype=torch.float64)
+    labels = torch.tensor([[kd.IGNORE, kd.IGNORE, 2, 5]])  # position 0 is never predicted; 1 is the prompt
+    ids = torch.tensor([[[-1, -1]] * 2 + [[2, 0], [5, 1]]])  # the teacher at the positions of tokens 2 and 3
+    logprobs = torch.tensor([[[-math.inf, -math.inf]] * 2 + [[math.log(0.7), math.log(0.2)],
+                                                             [math.log(0.9), math.log(0.05)]]], dtype=torch.float64)
+    loss, ce, divergence = kd.kd_loss(logits, labels, ids, logprobs, KDParams(ce_weight=0.25))
+    q = logits[0].softmax(-1)
+    direct_ce = -(q[1, 2].log() + q[2, 5].log()) / 2
+    direct_kl = 0.0
+    for position, (top, probs) in ((1, ([2, 0], [0.7, 0.2])), (2, ([5, 1], [0.9, 0.05]))):
+        student = [q[position, i].item() for i in top] + [1 - sum(q[position, i].item() for i in top)]
+        teacher = probs + [1 - sum(probs)]  # the tail bucket
+        direct_kl += sum(p * math.log(p / s) for p, s in zip(teacher, student, strict=True)) / 2
+    assert ce.item() == pytest.approx(direct_ce.item())
+    assert divergence.item() == pytest.approx(direct_kl)
+    assert loss.item() == pytest.approx(0.25 * direct_ce.item() + 0.75 * direct_kl)
+
+
+def test_features_of_another_tokenizer_are_refused_before_training() -> None:
+    features = pl.DataFrame({"tokenizer": ["gpt2@0123456789abcdef"]})
+    with pytest.raises(StageError, match=r"train.method=kd: .* token ids of gpt2@0123456789abcdef, but the "
+                                         r"student .* uses another tokenizer"):
+        kd.check_tokenizer(features, str(TINY))
+    kd.check_tokenizer(pl.DataFrame({"tokenizer": [f"anywhere@{kd.tokenizer_identity(str(TINY))}"]}), str(TINY))
+
+
+def test_examples_align_the_teacher_with_the_answer_tokens(served: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    rows, features = served
+    edited = rows.with_columns(response=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("zzz"))
+                               .otherwise(pl.col("response")))
+    tokenizer = load_tokenizer(str(TINY))
+    found = kd.examples(edited, features, STUDENT_TEMPLATE, tokenizer, 64)
+    assert (found.with_teacher, found.without_teacher) == (rows.height - 1, 1)  # "zzz" is not what was served
+    example = found.examples[1]
+    answer = [i for i, label in enumerate(example["labels"]) if label != kd.IGNORE]
+    first = answer[0]
+    assert example["teacher_ids"][first - 1] == [-1] * 5  # the prompt has no teacher
+    assert example["teacher_ids"][first][0] == example["input_ids"][first]  # the served token leads its top-k
+    assert example["teacher_ids"][answer[-1]] == [-1] * 5  # nor does the end of the answer
+    assert all(ids == [-1] * 5 for ids in found.examples[0]["teacher_ids"])
+
+
+def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFrame, pl.DataFrame],
+                                                       tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+    rows, features = served
+    params = train_params(tiny_student, method="kd", max_steps=6, batch_size=8)
+    params = params.model_copy(update={"kd": KDParams(divergence="skew_forward_kl", temperature=2.0)})
+    template = Path(params.prompt_template).read_text()
+    found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
+    assert found.with_teacher == rows.height
+    history = train.train(train.training_pairs(rows, template), params, tmp_path / "model", found)
+    logged = [entry for entry in history if "loss" in entry]
+    assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
+    assert (tmp_path / "model/model.safetensors").exists()
+    with pytest.raises(StageError, match="train.method=kd needs the teacher's log-probs"):
+        train.train([], params, tmp_path / "other")
