@@ -23,10 +23,13 @@ import polars as pl
 from stages import params as params_module
 from stages import paths, skill
 from stages.entry import guarded
+from stages.features import FeatureTokenizer, extract
 from stages.io import atomic_path, content_hash, write_json, write_parquet, write_text
 from stages.prompts import Prompt, parse_choice, student_prompt
-from stages.records import PREDICTION, conform
+from stages.records import FEATURES, OPTIONAL_SYSTEMS, PREDICTION, SYSTEMS, conform
+from stages.student import has_weights
 from stages.student_sampling import greedy_answers
+from stages.teachers import capabilities
 from stages.teachers.ask import ask, plan_requests
 from stages.teachers.store import RequestStore
 
@@ -38,18 +41,62 @@ def student_answers(model_path: str, prompts: list[str], seed: int, params: para
 
 def teacher_answers(
     evals: pl.DataFrame, params: params_module.Params, store_path: Path
-) -> tuple[list[str | None], dict]:
-    """The teacher's answers to the eval inputs, through its own request store."""
+) -> tuple[list[str | None], dict, pl.DataFrame]:
+    """The teacher's answers to the eval inputs, through its own request store, and (when generate.top_logprobs
+    is set) its top-k log-probs on them by token id (FEATURES, by eval id): what the held-out KL compares with."""
     prompt = Prompt(params.generate.system, params.generate.template)
     sampling = {"temperature": 0.0, "max_tokens": params.generate.max_tokens, "n": 1, "seed": params.generate.seed}
+    k = params.generate.top_logprobs
+    if k:
+        sampling |= {"logprobs": True, "top_logprobs": k}
+        capabilities.check(sampling, params.teacher.capabilities, params.teacher.name)
     requests = plan_requests(evals.iter_rows(named=True), prompt, sampling, params.teacher)
     ledger = ask(requests, params.teacher, store_path, label="evaluate")
+    answers, features = [], []
+    tokenizer = FeatureTokenizer(params.generate.feature_tokenizer) if k else None
     with RequestStore(store_path) as store:
-        answers = []
-        for request in requests:
+        for row_id, request in zip(evals["id"], requests, strict=True):
             response = store.get(request.key)
-            answers.append(parse_choice(response["choices"][0]) if response and response.get("choices") else None)
-    return answers, {"requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits}
+            choice = response["choices"][0] if response and response.get("choices") else None
+            answers.append(parse_choice(choice) if choice else None)
+            content = ((choice or {}).get("logprobs") or {}).get("content")
+            found = extract(content, k, tokenizer) if tokenizer and content else None
+            if isinstance(found, dict):
+                features.append({"id": row_id, "tokenizer": tokenizer.identity, "k": k} | found)
+    cost = {"requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits}
+    return answers, cost, conform(pl.DataFrame(features, schema=FEATURES), FEATURES)
+
+
+def heldout_kl(model_path: str, evals: pl.DataFrame, answers: list[str | None], teacher: pl.DataFrame,
+               template: str, max_length: int) -> float | None:
+    """Mean forward KL(teacher || student) per token of the teacher's held-out answers (teacher forcing,
+    top-k with the tail as one outcome); None without the teacher's log-probs."""
+    import torch
+
+    from stages.kd import Collator, examples, kd_loss
+    from stages.student import load_model, load_tokenizer
+
+    if teacher.is_empty():
+        return None
+    rows = evals.select("id", "instruction", "input").with_columns(
+        response=pl.Series(answers, dtype=pl.String).fill_null(""), keep=pl.lit(True))
+    tokenizer = load_tokenizer(model_path)
+    found = [e for e in examples(rows, teacher, template, tokenizer, max_length).examples
+             if any(ids[0] >= 0 for ids in e["teacher_ids"])]
+    if not found:
+        return None
+    model, collate = load_model(model_path, 0).eval(), Collator(tokenizer.pad_token_id)
+    measure = params_module.KDParams(divergence="forward_kl", ce_weight=0.0, tail="bucket")
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(found), 64):
+            batch = collate(found[start:start + 64])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            count = int(((batch["teacher_ids"][:, 1:, 0] >= 0) & (batch["labels"][:, 1:] != -100)).sum())
+            _, _, divergence = kd_loss(logits, batch["labels"], batch["teacher_ids"], batch["teacher_logprobs"],
+                                       measure)
+            total, tokens = total + float(divergence) * count, tokens + count
+    return round(total / tokens, 5) if tokens else None
 
 
 def score_system(evals: pl.DataFrame, system: str, predictions: list[str | None]) -> pl.DataFrame:
@@ -95,8 +142,11 @@ def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
         "",
         "| system | score |",
         "|---|---|",
-        *(f"| {name} | {metrics[name]:.3f} |" for name in ("student_before", "student_after", "teacher")),
+        *(f"| {name} | {metrics[name]:.3f} |" for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in metrics),
         "",
+        *(["Held-out KL to the teacher, per answer token: "
+           + ", ".join(f"{name} {value}" for name, value in metrics["heldout_kl_to_teacher"].items()) + ".", ""]
+          if any(v is not None for v in metrics["heldout_kl_to_teacher"].values()) else []),
         f"Teacher gap closed: {metrics['gap_closed']}; student/teacher ratio: {metrics['student_vs_teacher']}.",
         "",
         "## By operation",
@@ -127,19 +177,22 @@ def main() -> None:
     prompts = [student_prompt(template, row["instruction"], row["input"]) for row in evals.iter_rows(named=True)]
     before = student_answers(params.train.student, prompts, params.train.seed, params.evaluate)
     after = student_answers(str(paths.TRAIN_MODEL), prompts, params.train.seed, params.evaluate)
-    teacher, teacher_cost = teacher_answers(evals, params, paths.EVALUATE_STORE)
-    predictions = pl.concat([
-        score_system(evals, "student_before", before),
-        score_system(evals, "student_after", after),
-        score_system(evals, "teacher", teacher),
-    ])
+    teacher, teacher_cost, teacher_topk = teacher_answers(evals, params, paths.EVALUATE_STORE)
+    systems = [score_system(evals, "student_before", before), score_system(evals, "student_after", after),
+               score_system(evals, "teacher", teacher)]
+    models = {"student_after": paths.TRAIN_MODEL}
+    if has_weights(paths.TRAIN_BASELINE):  # train.method is not sft: the plain-SFT baseline, same data and steps
+        baseline = student_answers(str(paths.TRAIN_BASELINE), prompts, params.train.seed, params.evaluate)
+        systems.append(score_system(evals, "baseline_sft", baseline))
+        models["baseline_sft"] = paths.TRAIN_BASELINE
+    predictions = pl.concat(systems)
     write_parquet(predictions, paths.EVALUATE_PREDICTIONS)
 
     means = dict(predictions.group_by("system").agg(pl.col("score").mean()).iter_rows())
     by_op = (
         predictions.with_columns(op=pl.col("instruction").map_elements(skill.op_of, return_dtype=pl.String))
         .pivot(on="system", index="op", values="score", aggregate_function="mean")
-        .select("op", "student_before", "student_after", "teacher")
+        .select("op", *SYSTEMS, *[name for name in OPTIONAL_SYSTEMS if name in models])
         .sort("op")
     )
     with atomic_path(paths.EVALUATE_BY_OP_PLOT) as tmp:
@@ -148,7 +201,11 @@ def main() -> None:
         chart(by_op, tmp)
     metrics = {
         "rows": evals.height,
-        **{name: round(float(means[name]), 4) for name in ("student_before", "student_after", "teacher")},
+        **{name: round(float(means[name]), 4) for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in means},
+        "method": params.train.method,
+        # forward KL per token to the teacher's top-k on its held-out answers (needs generate.top_logprobs)
+        "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, teacher, teacher_topk, template,
+                                                   params.train.max_length) for name, path in models.items()},
         "teacher_requests_sent": teacher_cost["requests_sent"],
         "teacher_cache_hits": teacher_cost["cache_hits"],
         "eval_hash": content_hash(evals["id"].to_list()),

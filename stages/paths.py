@@ -18,6 +18,7 @@ DEDUPE_ROWS = Path("data/dedupe/rows.parquet")
 SELECT_ROWS = Path("data/select/rows.parquet")
 
 TRAIN_MODEL = Path("data/train/model")
+TRAIN_BASELINE = Path("data/train/baseline")  # the plain-SFT baseline beside a KD run (a marker file with sft)
 TRAIN_LOG = Path("data/train/log.parquet")
 TRAIN_LOSS_PLOT = Path("reports/plots/train_loss.csv")
 

@@ -127,6 +127,7 @@ TRAIN_LOG = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, 
 
 # evaluate: data/evaluate/predictions.parquet
 SYSTEMS = ("student_before", "student_after", "teacher")
+OPTIONAL_SYSTEMS = ("baseline_sft",)  # the plain-SFT baseline, trained beside a train.method other than sft
 PREDICTION = {
     "id": pl.String,  # eval seed id
     "system": pl.String,  # one of SYSTEMS

@@ -1,7 +1,8 @@
 """Training: supervised fine-tuning of the student on the kept teacher answers (TRL SFTTrainer).
 
 Reads:   data/select/rows.parquet (rows with keep = true), the student (``train.student``)
-Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/log.parquet,
+Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/baseline/ (the plain-SFT
+         baseline when train.method is not sft), data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
 Params:  train
 Run:     python -m stages.train
@@ -137,6 +138,21 @@ def kd_examples(rows: pl.DataFrame, template: str, params: params_module.TrainPa
     return found
 
 
+def train_baseline(pairs: list[dict], params: params_module.TrainParams) -> float | None:
+    """Beside any method but sft, the plain-SFT baseline on the same rows and steps (data/train/baseline), so
+    that evaluate shows whether distillation helped; with sft the folder holds only a note. Its final loss."""
+    if params.method == "sft":
+        shutil.rmtree(paths.TRAIN_BASELINE, ignore_errors=True)
+        paths.TRAIN_BASELINE.mkdir(parents=True)
+        (paths.TRAIN_BASELINE / "NO_BASELINE.txt").write_text("train.method is sft: data/train/model is the plain-SFT "
+                                                              "model, so there is no separate baseline.\n")
+        return None
+    print(f"train: the plain-SFT baseline, same {len(pairs)} rows and {params.max_steps} steps")
+    history = train(pairs, params.model_copy(update={"method": "sft"}), paths.TRAIN_BASELINE)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    return float(losses[-1]) if losses else None
+
+
 def loss_log(history: list[dict]) -> pl.DataFrame:
     entries = [entry for entry in history if "loss" in entry]
     frame = pl.DataFrame(
@@ -161,6 +177,7 @@ def main() -> None:
     started = time.monotonic()
     history = train(pairs, params, paths.TRAIN_MODEL, kd_data)
     wall = time.monotonic() - started
+    baseline = train_baseline(pairs, params)
     log = loss_log(history)
     write_parquet(log, paths.TRAIN_LOG)
     with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
@@ -176,6 +193,7 @@ def main() -> None:
         "method": params.method,
         "kd_rows_with_teacher": kd_data.with_teacher if kd_data else None,
         "kd_rows_without_teacher": kd_data.without_teacher if kd_data else None,
+        "baseline_sft_final_loss": baseline,
         "lora": params.lora.enabled,
         "params_hash": content_hash(params.model_dump()),
     }

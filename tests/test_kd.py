@@ -92,3 +92,20 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
     assert (tmp_path / "model/model.safetensors").exists()
     with pytest.raises(StageError, match="train.method=kd needs the teacher's log-probs"):
         train.train([], params, tmp_path / "other")
+
+
+def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame], tiny_student: Path,  # noqa: F811
+                                       tmp_path: Path) -> None:
+    from stages.evaluate import heldout_kl
+
+    rows, features = served
+    evals = rows.select("id", "instruction", "input")
+    answers = rows["response"].to_list()
+    params = train_params(tiny_student, method="kd", max_steps=40, batch_size=8, learning_rate=0.01)
+    template = Path(params.prompt_template).read_text()
+    before = heldout_kl(str(tiny_student), evals, answers, features, template, params.max_length)
+    found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
+    train.train(train.training_pairs(rows, template), params, tmp_path / "model", found)
+    after = heldout_kl(str(tmp_path / "model"), evals, answers, features, template, params.max_length)
+    assert 0 < after < before
+    assert heldout_kl(str(tiny_student), evals, answers, features.clear(), template, params.max_length) is None

@@ -13,7 +13,7 @@ import polars as pl
 
 from stages.expectations import Check
 from stages.params import EvaluateGate
-from stages.records import PREDICTION, SYSTEMS
+from stages.records import OPTIONAL_SYSTEMS, PREDICTION, SYSTEMS
 
 TABLES = {"predictions": "data/evaluate/predictions.parquet"}
 SCHEMAS = {"predictions": PREDICTION}
@@ -35,7 +35,7 @@ def checks(gate: EvaluateGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
         Check("predictions", predictions, [
             gxe.ExpectColumnValuesToNotBeNull(column="id"),
             gxe.ExpectColumnValuesToNotBeNull(column="system"),
-            gxe.ExpectColumnValuesToBeInSet(column="system", value_set=list(SYSTEMS)),
+            gxe.ExpectColumnValuesToBeInSet(column="system", value_set=list(SYSTEMS + OPTIONAL_SYSTEMS)),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["id", "system"]),
             gxe.ExpectColumnValuesToNotBeNull(column="prediction"),
             gxe.ExpectColumnValuesToNotBeNull(column="score"),
