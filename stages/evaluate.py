@@ -146,7 +146,7 @@ def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
         "",
         *(["Held-out KL to the teacher, per answer token: "
            + ", ".join(f"{name} {value}" for name, value in metrics["heldout_kl_to_teacher"].items()) + ".", ""]
-          if any(v is not None for v in metrics["heldout_kl_to_teacher"].values()) else []),
+          if any(v is not None for v in metrics.get("heldout_kl_to_teacher", {}).values()) else []),
         f"Teacher gap closed: {metrics['gap_closed']}; student/teacher ratio: {metrics['student_vs_teacher']}.",
         "",
         "## By operation",

@@ -226,3 +226,8 @@ def test_report_renders_scores() -> None:
     assert "| reverse | 0.000 | 0.500 | 1.000 |" in text
     assert "| reverse cat | tac | cat |" in text
     assert "Teacher gap closed: 0.5" in text
+    assert "Held-out KL" not in text
+    with_kd = metrics | {"baseline_sft": 0.25, "heldout_kl_to_teacher": {"student_after": 0.1, "baseline_sft": 0.4}}
+    text = evaluate.report(with_kd, by_op, examples)
+    assert "| baseline_sft | 0.250 |" in text
+    assert "Held-out KL to the teacher, per answer token: student_after 0.1, baseline_sft 0.4." in text
