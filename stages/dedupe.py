@@ -33,7 +33,7 @@ from stages import near_duplicates, paths
 from stages import params as params_module
 from stages.entry import guarded
 from stages.io import content_hash, write_json, write_parquet
-from stages.records import DEDUPED, conform
+from stages.records import DEDUPED, conform, task_texts
 
 Pairs = list[tuple[int, int, float]]
 
@@ -45,12 +45,6 @@ def normalised(column: str, params: params_module.DedupeParams) -> pl.Expr:
     if params.collapse_whitespace:
         text = text.str.replace_all(r"\s+", " ")
     return text
-
-
-def texts_of(frame: pl.DataFrame) -> list[str]:
-    """What duplicates are judged on: the task, i.e. instruction and input (not the answer)."""
-    return [f"{instruction}\n{input_text}".strip() for instruction, input_text in
-            zip(frame["instruction"], frame["input"], strict=True)]
 
 
 def near_params(params: params_module.DedupeParams, threshold: float) -> near_duplicates.NearDuplicateParams:
@@ -75,7 +69,7 @@ def linked_pairs(ranked: pl.DataFrame, params: params_module.DedupeParams) -> di
     passes = {"exact": exact_pairs(hashes)}
     # Later passes see one row per exact group (its best): k exact twins would otherwise make k(k-1)/2 pairs.
     heads = ranked.with_row_index().unique("norm_hash", keep="first", maintain_order=True)["index"].to_list()
-    texts = texts_of(ranked[heads]) if heads else []
+    texts = task_texts(ranked[heads]) if heads else []
 
     def original(found: Pairs) -> Pairs:
         return [(heads[i], heads[j], similarity) for i, j, similarity in found]
@@ -111,7 +105,7 @@ def mark_duplicates(ranked: pl.DataFrame, passes: dict[str, Pairs]) -> pl.DataFr
 
 
 def mark_contamination(kept: pl.DataFrame, evals: pl.DataFrame, params: params_module.DedupeParams) -> pl.DataFrame:
-    found = near_duplicates.cross_pairs(texts_of(kept), texts_of(evals),
+    found = near_duplicates.cross_pairs(task_texts(kept), task_texts(evals),
                                         near_params(params, params.contamination.threshold)) if evals.height else []
     best: dict[int, tuple[int, float]] = {}
     for i, j, similarity in found:

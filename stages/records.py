@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from stages.io import content_hash
+
 # ingest: data/ingest/{train,eval}.parquet
 SEED = {
     "id": pl.String,  # content hash of (instruction, input)
@@ -136,6 +138,18 @@ PREDICTION = {
     "prediction": pl.String,
     "score": pl.Float64,  # the skill's metric for this row, in [0, 1]
 }
+
+
+def tie_break(seed: int) -> pl.Expr:
+    """A seeded, reproducible order of rows by id (ties in a ranking, random subsets). sha256 rather than
+    polars' hash(): that one is not stable across polars versions."""
+    return pl.col("id").map_elements(lambda row_id: content_hash([seed, row_id]), return_dtype=pl.String)
+
+
+def task_texts(frame: pl.DataFrame) -> list[str]:
+    """A row's task, instruction and input (not the answer): what duplicates and diversity are judged on."""
+    return [f"{instruction}\n{input_text}".strip()
+            for instruction, input_text in zip(frame["instruction"], frame["input"], strict=True)]
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -37,15 +37,10 @@ import polars as pl
 from stages import params as params_module
 from stages import paths
 from stages.entry import StageError, guarded
-from stages.io import content_hash, write_json, write_parquet
-from stages.records import SELECTED, conform
+from stages.io import write_json, write_parquet
+from stages.records import SELECTED, conform, task_texts, tie_break
 
 KMEANS_ITERATIONS = 20
-
-
-def tie_break(seed: int) -> pl.Expr:
-    # sha256 rather than polars' hash(): that one is not stable across polars versions
-    return pl.col("id").map_elements(lambda row_id: content_hash([seed, row_id]), return_dtype=pl.String)
 
 
 def threshold_failures(params: params_module.SelectParams) -> list[tuple[str, pl.Expr]]:
@@ -71,11 +66,6 @@ def rank(eligible: pl.DataFrame, params: params_module.SelectParams) -> pl.DataF
     keyed = eligible.with_columns(_tie=tie_break(params.seed))
     columns = [*params.order_by, "_tie"]
     return keyed.sort(columns, descending=[True] * len(params.order_by) + [False], nulls_last=True).drop("_tie")
-
-
-def texts_of(frame: pl.DataFrame) -> list[str]:
-    return [f"{instruction}\n{input_text}".strip()
-            for instruction, input_text in zip(frame["instruction"], frame["input"], strict=True)]
 
 
 def cluster_labels(vectors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
@@ -121,7 +111,7 @@ def select(rows: pl.DataFrame, params: params_module.SelectParams) -> pl.DataFra
     if params.diversity.clusters > 1 and eligible.height > 1:
         from stages import semantic  # loads torch and the embedding model only when asked for
 
-        vectors = semantic.embed(texts_of(eligible), params.diversity.model, params.diversity.batch_size)
+        vectors = semantic.embed(task_texts(eligible), params.diversity.model, params.diversity.batch_size)
         eligible = round_robin(eligible, cluster_labels(vectors, params.diversity.clusters, params.seed))
     else:
         eligible = eligible.with_columns(select_cluster=pl.lit(0, dtype=pl.Int64))

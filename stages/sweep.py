@@ -31,8 +31,9 @@ import polars as pl
 from stages import params as params_module
 from stages import paths
 from stages.entry import guarded
-from stages.io import atomic_path, content_hash, write_json, write_text
+from stages.io import atomic_path, write_json, write_text
 from stages.prompts import student_prompt
+from stages.records import tie_break
 from stages.skill import exact_match
 from stages.student_sampling import greedy_answers
 from stages.train import TRAINED_ON, train, trained_on, training_pairs
@@ -42,8 +43,7 @@ TOKENS = pl.col("prompt_tokens") + pl.col("completion_tokens")
 
 def orders(rows: pl.DataFrame, seed: int) -> dict[str, pl.Series]:
     """Row indices of ``rows`` (SELECTED), best first and in a seeded random order."""
-    indexed = rows.with_row_index("_index").with_columns(
-        _tie=pl.col("id").map_elements(lambda row_id: content_hash([seed, row_id]), return_dtype=pl.String))
+    indexed = rows.with_row_index("_index").with_columns(_tie=tie_break(seed))
     best_first = indexed.sort(["select_rank", "quality", "_tie"], descending=[False, True, False], nulls_last=True)
     return {"selected": best_first["_index"], "random": indexed.sort("_tie")["_index"]}
 

@@ -51,6 +51,24 @@ def module(stage: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{stage}")
 
 
+def marked_rows() -> tuple[list[Expectation], object]:
+    """For tables that mark rows instead of deleting them (score, dedupe, select): every row has a unique id
+    and a keep mark, a dropped row says why and a kept one does not. Also the ``keep == True`` condition."""
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    gxe = gx.expectations
+    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
+    dropped = Column("keep") == False  # noqa: E712
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="id"),
+        gxe.ExpectColumnValuesToBeUnique(column="id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
+        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
+    ], kept
+
+
 def dtype_view(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """One row per contract column present in ``frame``: its actual and its contract dtype."""
     present = [name for name in schema if name in frame.columns]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from stages.expectations import Check
+from stages.expectations import Check, marked_rows
 from stages.params import DedupeGate
 from stages.records import DEDUPED
 
@@ -24,18 +24,13 @@ def checks(gate: DedupeGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
     from great_expectations.expectations.row_conditions import Column
 
     gxe = gx.expectations
-    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
-    dropped = Column("keep") == False  # noqa: E712
+    marks, kept = marked_rows()
     duplicate = Column("drop_reason") == "duplicate"
     return [Check("rows", frames["rows"], [
-        gxe.ExpectColumnValuesToNotBeNull(column="id"),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+        *marks,
         gxe.ExpectColumnValuesToNotBeNull(column="norm_hash"),
         gxe.ExpectColumnValuesToBeUnique(column="norm_hash", row_condition=kept),
         gxe.ExpectColumnValuesToNotBeNull(column="dup_of", row_condition=duplicate),
-        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
-        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
         gxe.ExpectColumnValuesToBeNull(column="contaminated_by", row_condition=kept,
                                        description="no kept row near-duplicates an eval row (contamination)"),
         # The sum of a boolean column is the number of kept rows.

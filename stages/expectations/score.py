@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from stages.expectations import Check
+from stages.expectations import Check, marked_rows
 from stages.params import ScoreGate
 from stages.records import SCORED
 
@@ -20,21 +20,15 @@ SCHEMAS = {"rows": SCORED}
 
 def checks(gate: ScoreGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
     import great_expectations as gx
-    from great_expectations.expectations.row_conditions import Column
 
     gxe = gx.expectations
-    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
-    dropped = Column("keep") == False  # noqa: E712
+    marks, _ = marked_rows()
     return [Check("rows", frames["rows"], [
+        *marks,
         gxe.ExpectTableRowCountToBeBetween(min_value=gate.min_rows),
-        gxe.ExpectColumnValuesToNotBeNull(column="id"),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValuesToNotBeNull(column="quality"),
         gxe.ExpectColumnValuesToBeBetween(column="quality", min_value=0.0, max_value=1.0),
         gxe.ExpectColumnValuesToBeBetween(column="repetition", min_value=0.0, max_value=1.0),
-        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
-        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
-        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
         # The mean of a boolean column is the kept fraction.
         gxe.ExpectColumnMeanToBeBetween(
             column="keep", min_value=gate.min_kept_fraction, description="fraction of rows kept"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from stages.expectations import Check
+from stages.expectations import Check, marked_rows
 from stages.params import SelectGate
 from stages.records import SELECTED
 
@@ -21,21 +21,15 @@ SCHEMAS = {"rows": SELECTED}
 
 def checks(gate: SelectGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
     import great_expectations as gx
-    from great_expectations.expectations.row_conditions import Column
 
     gxe = gx.expectations
-    kept = Column("keep") == True  # noqa: E712 -- builds a GX condition, not a Python comparison
-    dropped = Column("keep") == False  # noqa: E712
+    marks, kept = marked_rows()
     return [Check("rows", frames["rows"], [
-        gxe.ExpectColumnValuesToNotBeNull(column="id"),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+        *marks,
         gxe.ExpectColumnValuesToNotBeNull(column="select_rank", row_condition=kept,
                                           description="every selected row has its place in the order"),
         gxe.ExpectColumnValuesToNotBeNull(column="select_cluster", row_condition=kept),
         gxe.ExpectColumnValuesToBeUnique(column="select_rank"),
-        gxe.ExpectColumnValuesToBeNull(column="drop_reason", row_condition=kept),
-        gxe.ExpectColumnValuesToNotBeNull(column="drop_reason", row_condition=dropped),
         gxe.ExpectColumnValuesToBeUnique(column="norm_hash", row_condition=kept),
         gxe.ExpectColumnValuesToBeNull(column="contaminated_by", row_condition=kept,
                                        description="no selected row near-duplicates an eval row (contamination)"),
