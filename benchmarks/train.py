@@ -46,6 +46,7 @@ from stages.records import FEATURES, conform  # noqa: E402
 from stages.student import load_model, load_tokenizer  # noqa: E402
 from stages.teachers.standin import token_logprobs  # noqa: E402
 from stages.train import train, training_pairs  # noqa: E402
+from stages.train_data import TrainData  # noqa: E402
 
 RESULT = ROOT / "benchmarks/results/train.json"
 STUDENT = str(ROOT / "data/students/tiny-char")
@@ -137,7 +138,8 @@ def main() -> None:
     rows = demo_rows(args.rows)
     features = standin_features(rows)
     base = params_module.load(ROOT / "params.yaml").train.model_copy(
-        update={"student": STUDENT, "max_steps": args.steps, "warmup_steps": 0, "lr_scheduler": "constant"})
+        update={"student": STUDENT, "max_steps": args.steps, "warmup_steps": 0, "lr_scheduler": "constant",
+                "checkpoint_every": args.steps + 1})  # no checkpoint inside the timed steps
     tokenizer = load_tokenizer(STUDENT)
     kd_data = kd.examples(rows, features, TEMPLATE, tokenizer, base.max_length)
     tokens_per_example = sum(len(e["input_ids"]) for e in kd_data.examples) / len(kd_data.examples)
@@ -150,7 +152,7 @@ def main() -> None:
         seconds["sft"] = trainer_seconds(train(training_pairs(rows, TEMPLATE), base, Path(scratch) / "sft"))
         print(f"our sft      {tokens / seconds['sft']:>9,.0f} tokens/s", flush=True)
         kd_params = base.model_copy(update={"method": "kd"})
-        seconds["kd"] = trainer_seconds(train([], kd_params, Path(scratch) / "kd", kd_data))
+        seconds["kd"] = trainer_seconds(train(TrainData([], kd=kd_data), kd_params, Path(scratch) / "kd"))
         print(f"our kd       {tokens / seconds['kd']:>9,.0f} tokens/s", flush=True)
 
     storage = {"standin_k20": bytes_per_token(features), "realistic_k20": bytes_per_token(realistic_features(50_000))}

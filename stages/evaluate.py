@@ -20,8 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from stages import forgetting, paths, skill
 from stages import params as params_module
-from stages import paths, skill
 from stages.entry import guarded
 from stages.features import FeatureTokenizer, extract
 from stages.io import atomic_path, content_hash, write_json, write_parquet, write_text
@@ -149,6 +149,11 @@ def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
           if any(v is not None for v in metrics.get("heldout_kl_to_teacher", {}).values()) else []),
         f"Teacher gap closed: {metrics['gap_closed']}; student/teacher ratio: {metrics['student_vs_teacher']}.",
         "",
+        f"Forgetting probe ({metrics['forgetting_probe']['rows']} general held-out rows, "
+        f"{metrics['forgetting_probe']['general_eval']}), loss per answer token: "
+        + ", ".join(f"{name} {value}" for name, value in metrics["forgetting_probe"]["loss"].items())
+        + f"; after - before = {metrics['forgetting_probe']['forgetting']} (> 0: the student forgot).",
+        "",
         "## By operation",
         "",
         "| op | " + " | ".join(c for c in by_op.columns if c != "op") + " |",
@@ -206,6 +211,10 @@ def main() -> None:
         # forward KL per token to the teacher's top-k on its held-out answers (needs generate.top_logprobs)
         "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, teacher, teacher_topk, template,
                                                    params.train.max_length) for name, path in models.items()},
+        # loss on general held-out rows before vs after training: a rise is forgetting (stages/forgetting.py)
+        "forgetting_probe": forgetting.probe({"student_before": params.train.student} | {
+            name: str(path) for name, path in models.items()}, Path(params.evaluate.general_eval), template,
+            params.train.max_length, params.train.seed),
         "teacher_requests_sent": teacher_cost["requests_sent"],
         "teacher_cache_hits": teacher_cost["cache_hits"],
         "eval_hash": content_hash(evals["id"].to_list()),

@@ -138,18 +138,37 @@ def trainer_class():
     """TRL's SFTTrainer with the KD loss (imported lazily: TRL costs seconds to import)."""
     from trl import SFTTrainer
 
-    class KDTrainer(SFTTrainer):
-        def __init__(self, *args, kd: params_module.KDParams, **kwargs) -> None:
+    from stages.guards import ReferenceKL
+
+    class KDTrainer(ReferenceKL, SFTTrainer):
+        def __init__(self, *args, kd: params_module.KDParams, reference_kl: float = 0.0, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.kd = kd
+            self.setup_reference(reference_kl)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             teacher_ids, teacher_logprobs = inputs.pop("teacher_ids"), inputs.pop("teacher_logprobs")
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
             loss, ce, divergence = kd_loss(outputs.logits, inputs["labels"], teacher_ids, teacher_logprobs, self.kd)
+            loss = loss + self.reference_penalty(model, inputs, outputs.logits)
             mode = "train" if model.training else "eval"
             self._metrics[mode].setdefault("ce", []).append(float(ce.detach()))
             self._metrics[mode].setdefault("kd", []).append(float(divergence.detach()))
             return (loss, outputs) if return_outputs else loss
 
     return KDTrainer
+
+
+def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict, data):
+    """The KD trainer on ``data.kd`` (stages.train.kd_examples): the method contract of stages/train_data.py."""
+    from datasets import Dataset
+
+    from stages.train_args import lora_config, sft_config
+
+    if data.kd is None:
+        raise StageError("train.method=kd needs the teacher's log-probs (stages.kd.examples)")
+    return trainer_class()(model=model, args=sft_config(params, args), processing_class=tokenizer,
+                           train_dataset=Dataset.from_list(data.kd.examples),
+                           data_collator=Collator(tokenizer.pad_token_id), kd=params.kd,
+                           reference_kl=params.reference_kl,
+                           peft_config=lora_config(params.lora) if params.lora.enabled else None)

@@ -294,10 +294,58 @@ class KDParams(Strict):
     scale_t2: bool = False  # multiply the divergence by temperature**2 (Hinton et al.)
 
 
+class OnPolicyParams(Strict):
+    """A live local teacher scores the student's own answers (train.method: on_policy; TRL DistillationTrainer,
+    or TRL's GOLD trainer when the teacher's tokenizer differs from the student's)."""
+
+    beta: Fraction = 0.5  # generalized JSD: 0 = forward KL, 1 = reverse KL
+    lmbda: Fraction = 1.0  # share of batches on the student's own sampled answers; below 1 the rest are the
+    # teacher's stored answers, which TRL's GOLD trainer handles (DistillationTrainer is on-policy only)
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    max_new_tokens: Positive = 16  # per sampled answer
+
+
+class SimilarityParams(Strict):
+    """Hidden-state matching with a local teacher (train.method: similarity; stages/similarity.py)."""
+
+    loss: Literal["l2", "l1", "cosine", "mmd"] = "l2"
+    weight: NonNegative = 1.0  # of the similarity loss beside the answer cross-entropy
+    layers: Literal["last", "all"] = "last"  # last: final hidden states; all: each student layer to the teacher
+    # layer at the same depth
+
+
+class DPOParams(Strict):
+    """Ranking optimisation on the feedback preference pairs (train.method: dpo; TRL DPOTrainer)."""
+
+    beta: Annotated[float, Field(gt=0)] = 0.1  # strength of the implicit KL to the reference
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    max_steps: Positive = 100  # after the SFT start (start_from_sft), so the student can rank at all
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-4
+
+
+class RLParams(Strict):
+    """A reward model from the preference pairs, then policy optimisation against it (train.method: rl)."""
+
+    algorithm: Literal["grpo", "rloo"] = "grpo"
+    reward_steps: Positive = 100  # TRL RewardTrainer on the preference pairs
+    max_steps: Positive = 50  # policy optimisation steps, after the SFT start
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-4
+    beta: NonNegative = 0.05  # KL penalty to the reference (the SFT start)
+    num_generations: Annotated[int, Field(ge=2)] = 4  # answers per prompt, compared within the group
+    max_new_tokens: Positive = 16
+
+
+class ReplayParams(Strict):
+    """Forgetting guard: general instruction data mixed into training (train.method sft and kd)."""
+
+    data: str = "data/general/train.jsonl"  # prompt/completion pairs, never the task's own
+    ratio: NonNegative = 0.0  # general rows per task row (0.1 = one in eleven rows is general)
+
+
 class TrainParams(Strict):
     student: str
     prompt_template: str
-    method: Literal["sft", "kd"] = "sft"  # sft: the teacher's answers; kd: also its stored top-k log-probs
+    method: Literal["sft", "kd", "on_policy", "similarity", "dpo", "rl"] = "sft"
     seed: int = 0
     max_steps: Positive
     batch_size: Positive
@@ -306,13 +354,25 @@ class TrainParams(Strict):
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     max_length: Positive = 64
     activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
+    packing: bool = False  # sft: pack short examples into full rows (TRL best-fit packing)
     lora: LoraParams = LoraParams()
     kd: KDParams = KDParams()
+    local_teacher: str | None = None  # on_policy, similarity: a Hugging Face id or path; None = teacher.model
+    # when teacher.provider is hf
+    start_from_sft: bool = True  # dpo, rl: start from the plain-SFT baseline instead of the raw student
+    on_policy: OnPolicyParams = OnPolicyParams()
+    similarity: SimilarityParams = SimilarityParams()
+    dpo: DPOParams = DPOParams()
+    rl: RLParams = RLParams()
+    replay: ReplayParams = ReplayParams()
+    reference_kl: NonNegative = 0.0  # sft, kd: weight of KL(student || the starting student) on each batch
+    checkpoint_every: Positive = 100  # steps between resumable checkpoints (a killed run resumes from the last)
 
 
 class EvaluateParams(Strict):
     max_new_tokens: Positive
     batch_size: Positive = 64
+    general_eval: str = "data/general/eval.jsonl"  # the forgetting probe: general rows the task never trains on
 
 
 class IngestGate(Strict):

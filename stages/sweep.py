@@ -85,8 +85,9 @@ def matches(model_dir: Path, pairs: list[dict], params: params_module.TrainParam
 
 
 def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Params,
-               trained_model: Path = paths.TRAIN_MODEL) -> list[dict]:
-    # The sweep measures data, so every point is plain SFT: a KD train stage's model is not reused.
+               trained_models: tuple[Path, ...] = (paths.TRAIN_MODEL, paths.TRAIN_BASELINE)) -> list[dict]:
+    # The sweep measures data, so every point is plain SFT: the train stage's model is reused when it is plain
+    # SFT on the same rows, and so is its plain-SFT baseline (train.method other than sft).
     params = params.model_copy(update={"train": params.train.model_copy(update={"method": "sft"})})
     template = Path(params.train.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, r["instruction"], r["input"]) for r in evals.iter_rows(named=True)]
@@ -98,8 +99,9 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
         pairs = training_pairs(subset, template)
         label = f"sweep [{number}/{len(points)}] {point['policy']} {point['rows']:,} rows"
         started = time.monotonic()
-        if matches(trained_model, pairs, params.train):
-            print(f"{label}: the train stage's model was trained on exactly these rows; scoring it", flush=True)
+        trained_model = next((model for model in trained_models if matches(model, pairs, params.train)), None)
+        if trained_model is not None:
+            print(f"{label}: {trained_model} was trained on exactly these rows; scoring it", flush=True)
             score, history = score_model(trained_model, prompts, references, params.train.seed, params.evaluate), []
         else:
             left = len(points) - number + 1

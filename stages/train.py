@@ -22,13 +22,15 @@ from pathlib import Path
 
 import polars as pl
 
-from stages import kd, paths
+from stages import kd, paths, replay
 from stages import params as params_module
 from stages.entry import StageError, guarded
 from stages.io import atomic_path, content_hash, write_json, write_parquet
 from stages.prompts import student_prompt
 from stages.records import TRAIN_LOG, conform
 from stages.student import load_model, load_tokenizer
+from stages.train_args import checkpoint_dir, common_args, lora_config, no_final_checkpoint, sft_config
+from stages.train_data import TrainData
 
 
 def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
@@ -41,85 +43,58 @@ def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
     ]
 
 
-def sft_config(params: params_module.TrainParams, output_dir: str):
-    from trl import SFTConfig
-
-    kd = params.method == "kd"  # the KD data is tokenised here (stages/kd.py); TRL must keep its columns
-    return SFTConfig(
-        dataset_kwargs={"skip_prepare_dataset": True} if kd else None,
-        remove_unused_columns=not kd,
-        output_dir=output_dir,
-        max_steps=params.max_steps,
-        per_device_train_batch_size=params.batch_size,
-        learning_rate=params.learning_rate,
-        lr_scheduler_type=params.lr_scheduler,
-        warmup_steps=params.warmup_steps,
-        max_length=params.max_length,
-        activation_checkpointing=params.activation_checkpointing,
-        completion_only_loss=True,
-        logging_steps=max(1, params.max_steps // 50),
-        save_strategy="no",
-        report_to="none",
-        seed=params.seed,
-        data_seed=params.seed,
-        use_cpu=not _has_accelerator(),
-        dataloader_num_workers=0,
-    )
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def lora_config(params: params_module.LoraParams):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-        target_modules=params.target_modules, task_type="CAUSAL_LM",
-    )
-
-
 TRAINED_ON = "distill_train_params.json"  # in the model folder: the params and the data it was trained on
-
 
 def trained_on(pairs: list[dict], params: params_module.TrainParams) -> dict:
     """What makes a checkpoint: the train params and the training pairs (the sweep reuses a match)."""
     return params.model_dump() | {"params_hash": content_hash(params.model_dump()), "data_hash": content_hash(pairs)}
 
 
-def train(pairs: list[dict], params: params_module.TrainParams, model_dir: Path,
-          kd_data: kd.KDExamples | None = None) -> list[dict]:
-    """Train and save the student to ``model_dir``; return the trainer's log history. ``pairs`` are the
-    prompt/completion rows (SFT); with train.method kd, ``kd_data`` are the same rows with the teacher's top-k."""
-    import torch
-    from datasets import Dataset
-    from trl import SFTTrainer
+def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict, data: TrainData):
+    if params.method == "sft":
+        from datasets import Dataset
 
+        from stages.guards import sft_trainer_class
+
+        return sft_trainer_class()(model=model, args=sft_config(params, args), processing_class=tokenizer,
+                                   train_dataset=Dataset.from_list(data.pairs), reference_kl=params.reference_kl,
+                                   peft_config=lora_config(params.lora) if params.lora.enabled else None)
+    from stages import dpo, on_policy, rl, similarity  # imported here: each loads its TRL trainer
+
+    # train.method -> the module whose make_trainer(model, tokenizer, params, args, data) builds its trainer
+    methods = {"kd": kd, "on_policy": on_policy, "similarity": similarity, "dpo": dpo, "rl": rl}
+    return methods[params.method].make_trainer(model, tokenizer, params, args, data)
+
+
+def train(data: TrainData | list[dict], params: params_module.TrainParams, model_dir: Path,
+          start: str | None = None) -> list[dict]:
+    """Train with ``params.method`` and save the student to ``model_dir``; return the trainer's log history.
+    ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
+    last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if isinstance(data, list):
+        data = TrainData(pairs=data)
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = load_tokenizer(params.student)
-    model = load_model(params.student, params.seed)
+    model = load_model(start or params.student, params.seed)
+    checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start]))
+    trainer = make_trainer(model, tokenizer, params, common_args(params, checkpoints), data)
+    trainer.add_callback(no_final_checkpoint())
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last:
+        print(f"train: resuming {model_dir} from its last checkpoint, {last}")
+    trainer.train(resume_from_checkpoint=last)
+    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     staging = model_dir.with_name(model_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    common = {"model": model, "args": sft_config(params, str(staging / "trainer")), "processing_class": tokenizer,
-              "peft_config": lora_config(params.lora) if params.lora.enabled else None}
-    if params.method == "kd":
-        if kd_data is None:
-            raise StageError("train.method=kd needs the teacher's log-probs (stages.kd.examples)")
-        trainer = kd.trainer_class()(train_dataset=Dataset.from_list(kd_data.examples),
-                                     data_collator=kd.Collator(tokenizer.pad_token_id), kd=params.kd, **common)
-    else:
-        trainer = SFTTrainer(train_dataset=Dataset.from_list(pairs), **common)
-    trainer.train()
-    trained = trainer.model.merge_and_unload() if params.lora.enabled else trainer.model
-    shutil.rmtree(staging / "trainer", ignore_errors=True)
     trained.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    (staging / TRAINED_ON).write_text(json.dumps(trained_on(pairs, params), indent=2))
+    (staging / TRAINED_ON).write_text(json.dumps(trained_on(data.pairs, params), indent=2))
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return trainer.state.log_history
 
 
@@ -166,34 +141,72 @@ def loss_log(history: list[dict]) -> pl.DataFrame:
     return conform(frame, TRAIN_LOG)
 
 
+def preference_pairs(template: str, method: str) -> list[dict]:
+    """The feedback method's pairs as TRL's prompt/chosen/rejected rows (train.method dpo and rl)."""
+    frame = pl.read_parquet(paths.GENERATE_PREFERENCES) if paths.GENERATE_PREFERENCES.exists() else pl.DataFrame()
+    if frame.is_empty():
+        raise StageError(f"train.method={method} needs preference pairs, but {paths.GENERATE_PREFERENCES} is empty: "
+                         "add feedback to generate.methods (the teacher grades and corrects the student)")
+    return [{"prompt": student_prompt(template, row["instruction"], row["input"]), "chosen": row["chosen"],
+             "rejected": row["rejected"]}
+            for row in frame.select("instruction", "input", "chosen", "rejected").iter_rows(named=True)]
+
+
+def training_data(rows: pl.DataFrame, template: str, params: params_module.TrainParams) -> TrainData:
+    """Everything ``params.method`` trains on, each part checked before any training starts."""
+    pairs = training_pairs(rows, template) + replay.general_pairs(params.replay, template,
+                                                                   len(training_pairs(rows, template)), params.seed)
+    local_teacher = None
+    if params.method in ("on_policy", "similarity"):
+        if params.local_teacher is None:
+            raise StageError(f"train.method={params.method} needs a local Hugging Face teacher: set "
+                             "train.local_teacher to a model id or path (e.g. a larger model sharing the "
+                             "student's tokenizer)")
+        local_teacher = params.local_teacher
+    return TrainData(
+        pairs=pairs,
+        kd=kd_examples(rows, template, params) if params.method == "kd" else None,
+        preferences=preference_pairs(template, params.method) if params.method in ("dpo", "rl") else [],
+        local_teacher=local_teacher,
+    )
+
+
 def main() -> None:
     params = params_module.load().train
     rows = pl.read_parquet(paths.SELECT_ROWS)
     template = Path(params.prompt_template).read_text(encoding="utf-8")
-    pairs = training_pairs(rows, template)
-    kd_data = kd_examples(rows, template, params) if params.method == "kd" else None
-    print(f"train: {params.method}, {len(pairs)} examples, {params.max_steps} steps of {params.batch_size}, "
-          f"student {params.student}")
+    data = training_data(rows, template, params)
+    replayed = len(data.pairs) - rows.filter(pl.col("keep")).height
+    baseline = train_baseline(data.pairs, params)  # first: dpo and rl start from it
+    start = str(paths.TRAIN_BASELINE) if params.method in ("dpo", "rl") and params.start_from_sft else None
+    print(f"train: {params.method}, {len(data.pairs)} examples ({replayed} replayed general rows), "
+          f"{params.max_steps} steps of {params.batch_size}, student {params.student}"
+          + (f", starting from the SFT baseline {start}" if start else ""))
     started = time.monotonic()
-    history = train(pairs, params, paths.TRAIN_MODEL, kd_data)
+    history = train(data, params, paths.TRAIN_MODEL, start)
     wall = time.monotonic() - started
-    baseline = train_baseline(pairs, params)
     log = loss_log(history)
     write_parquet(log, paths.TRAIN_LOG)
     with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
         log.select("step", "loss").write_csv(tmp)
     summary = next((entry for entry in history if "train_runtime" in entry), {})
     metrics = {
-        "examples": len(pairs),
-        "steps": params.max_steps,
+        "examples": len(data.pairs),
+        "replayed_general_rows": replayed,
+        "preference_pairs": len(data.preferences),
+        "steps": int(summary.get("step", 0)) or params.max_steps,
         "first_loss": log["loss"][0] if log.height else None,
         "final_loss": log["loss"][-1] if log.height else None,
         "train_runtime_s": round(float(summary.get("train_runtime", wall)), 2),
         "samples_per_s": round(float(summary.get("train_samples_per_second", 0.0)), 2),
         "method": params.method,
-        "kd_rows_with_teacher": kd_data.with_teacher if kd_data else None,
-        "kd_rows_without_teacher": kd_data.without_teacher if kd_data else None,
+        "started_from": start or params.student,
+        "local_teacher": data.local_teacher,
+        "kd_rows_with_teacher": data.kd.with_teacher if data.kd else None,
+        "kd_rows_without_teacher": data.kd.without_teacher if data.kd else None,
         "baseline_sft_final_loss": baseline,
+        # rl: the reward model's pairwise accuracy on the preference pairs (stages/rl.py)
+        "reward_accuracy": next((entry["reward_accuracy"] for entry in history if "reward_accuracy" in entry), None),
         "lora": params.lora.enabled,
         "params_hash": content_hash(params.model_dump()),
     }

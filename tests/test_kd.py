@@ -15,6 +15,7 @@ from stages.entry import StageError
 from stages.io import write_parquet
 from stages.params import KDParams
 from stages.student import load_tokenizer
+from stages.train_data import TrainData
 from tests.test_features import TINY, feature_params
 from tests.test_generate import WORDS, run_stage, seeds
 from tests.test_train_evaluate import STUDENT_TEMPLATE, tiny_student, train_params  # noqa: F401 -- a fixture
@@ -86,7 +87,7 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
     template = Path(params.prompt_template).read_text()
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
     assert found.with_teacher == rows.height
-    history = train.train(train.training_pairs(rows, template), params, tmp_path / "model", found)
+    history = train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
     assert (tmp_path / "model/model.safetensors").exists()
@@ -105,7 +106,7 @@ def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame]
     template = Path(params.prompt_template).read_text()
     before = heldout_kl(str(tiny_student), evals, answers, features, template, params.max_length)
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
-    train.train(train.training_pairs(rows, template), params, tmp_path / "model", found)
+    train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     after = heldout_kl(str(tmp_path / "model"), evals, answers, features, template, params.max_length)
     assert 0 < after < before
     assert heldout_kl(str(tiny_student), evals, answers, features.clear(), template, params.max_length) is None

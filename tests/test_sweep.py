@@ -71,7 +71,7 @@ def test_points_are_trained_and_scored_and_the_train_stage_model_is_reused(tiny_
     train.train(train.training_pairs(rows, template), params.train, model_dir)  # as the train stage does
     evals = pl.DataFrame({"id": ["e1", "e2"], "instruction": ["reverse cat", "upper dog"], "input": ["", ""],
                           "reference": ["tac", "DOG"]})
-    points = sweep.run_points(rows, evals, params, trained_model=model_dir)
+    points = sweep.run_points(rows, evals, params, trained_models=(model_dir,))
     assert [(p["policy"], p["rows"], p["reused_train_model"]) for p in points] == [
         ("selected", 6, True), ("random", 6, False), ("all", 12, False)]
     assert all(0.0 <= p["score"] <= 1.0 for p in points)

@@ -215,7 +215,9 @@ def test_student_answers_batched_and_deterministic(tiny_student: Path) -> None:
 
 def test_report_renders_scores() -> None:
     metrics = {"rows": 3, "student_before": 0.125, "student_after": 0.5, "teacher": 0.875,
-               "gap_closed": 0.5, "student_vs_teacher": 0.5714}
+               "gap_closed": 0.5, "student_vs_teacher": 0.5714,
+               "forgetting_probe": {"rows": 200, "general_eval": "data/general/eval.jsonl", "forgetting": 0.25,
+                                    "loss": {"student_before": 2.0, "student_after": 2.25}}}
     by_op = pl.DataFrame({"op": ["reverse", "upper"], "student_before": [0.0, 0.25],
                           "student_after": [0.5, 0.5], "teacher": [1.0, 0.75]})
     examples = pl.DataFrame({"instruction": ["reverse cat"], "reference": ["tac"], "prediction": ["cat"]})
@@ -227,6 +229,8 @@ def test_report_renders_scores() -> None:
     assert "| reverse cat | tac | cat |" in text
     assert "Teacher gap closed: 0.5" in text
     assert "Held-out KL" not in text
+    assert ("Forgetting probe (200 general held-out rows, data/general/eval.jsonl), loss per answer token: "
+            "student_before 2.0, student_after 2.25; after - before = 0.25 (> 0: the student forgot).") in text
     with_kd = metrics | {"baseline_sft": 0.25, "heldout_kl_to_teacher": {"student_after": 0.1, "baseline_sft": 0.4}}
     text = evaluate.report(with_kd, by_op, examples)
     assert "| baseline_sft | 0.250 |" in text

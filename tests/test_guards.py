@@ -1,0 +1,145 @@
+"""Forgetting guards: the replay mix, the reference KL, the forgetting probe; and resuming a killed training."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import forgetting, guards, replay, train
+from stages.entry import StageError
+from stages.params import ReplayParams
+from tests.test_train_evaluate import STUDENT_TEMPLATE, skill_pairs, tiny_student, train_params  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def test_replay_mixes_the_ratio_of_general_rows_seeded(tmp_path: Path) -> None:
+    general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(5)])
+    settings = ReplayParams(data=str(general), ratio=0.5)
+    drawn = replay.general_pairs(settings, STUDENT_TEMPLATE, 4, seed=0)
+    assert len(drawn) == 2 and drawn == replay.general_pairs(settings, STUDENT_TEMPLATE, 4, seed=0)
+    assert all(pair["prompt"].startswith("copy w") and pair["prompt"].endswith("\n=") for pair in drawn)
+    assert len(replay.general_pairs(settings, STUDENT_TEMPLATE, 30, seed=0)) == 15  # past the file: with replacement
+    assert replay.general_pairs(ReplayParams(data="nowhere.jsonl", ratio=0.0), STUDENT_TEMPLATE, 4, 0) == []
+
+
+def test_bad_general_data_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "g.jsonl", [{"instruction": "copy a", "response": "a"}, "{not json"])
+    with pytest.raises(StageError, match=r"g.jsonl:2: not JSON"):
+        replay.read_general(bad)
+    missing = write_jsonl(tmp_path / "m.jsonl", [{"instruction": "copy a"}])
+    with pytest.raises(StageError, match=r"m.jsonl:1: needs string fields instruction and response"):
+        replay.read_general(missing)
+    with pytest.raises(StageError, match=r"nowhere.jsonl: the general data file does not exist"):
+        replay.read_general(tmp_path / "nowhere.jsonl")
+
+
+def test_shipped_general_data_is_disjoint_from_the_skill() -> None:
+    from stages import skill
+
+    rows = replay.read_general(REPO / "data/general/train.jsonl") + replay.read_general(replay.GENERAL_EVAL)
+    assert len(rows) == 2200 and all(skill.parse(row["instruction"]) is None for row in rows)
+    train_set = {row["instruction"] for row in replay.read_general(REPO / "data/general/train.jsonl")}
+    assert not train_set & {row["instruction"] for row in replay.read_general(REPO / replay.GENERAL_EVAL)}
+
+
+def test_reference_kl_is_zero_for_the_reference_and_matches_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    logits, reference = torch.randn(1, 3, 5, dtype=torch.float64), torch.randn(1, 3, 5, dtype=torch.float64)
+    labels = torch.tensor([[guards.IGNORE, 4, 2]])  # positions 0 and 1 predict the answer tokens
+    assert guards.reference_kl(logits, logits, labels).item() == pytest.approx(0.0, abs=1e-12)
+    q, r = logits[0].softmax(-1), reference[0].softmax(-1)
+    direct = sum(float((q[t] * (q[t] / r[t]).log()).sum()) for t in (0, 1)) / 2
+    assert guards.reference_kl(logits, reference, labels).item() == pytest.approx(direct)
+
+
+def test_reference_kl_keeps_the_student_closer_to_where_it_started(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    from stages.student import load_model
+
+    start = load_model(str(tiny_student), 0).state_dict()
+
+    def drift(model_dir: Path) -> float:
+        trained = load_model(str(model_dir), 0).state_dict()
+        return sum(float((trained[name] - start[name]).pow(2).sum()) for name in start)
+
+    history = train.train(skill_pairs, train_params(tiny_student, reference_kl=5.0, learning_rate=0.01),
+                          tmp_path / "guarded")
+    assert all(math.isfinite(entry["reference_kl"]) for entry in history if "reference_kl" in entry)
+    assert any("reference_kl" in entry for entry in history)
+    train.train(skill_pairs, train_params(tiny_student, learning_rate=0.01), tmp_path / "free")
+    assert drift(tmp_path / "guarded") < drift(tmp_path / "free")
+
+
+def test_forgetting_probe_reports_before_after_and_the_difference(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    train.train(skill_pairs, train_params(tiny_student), tmp_path / "model")
+    general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(9)])
+    found = forgetting.probe({"student_before": str(tiny_student), "student_after": str(tmp_path / "model")},
+                             general, STUDENT_TEMPLATE, 64, seed=0)
+    before, after = found["loss"]["student_before"], found["loss"]["student_after"]
+    assert found["rows"] == 9 and 0 < before and 0 < after and before != after
+    assert found["forgetting"] == pytest.approx(after - before, abs=1e-4)
+    # an untrained student knows nothing: its loss is about log(vocabulary) per token
+    assert before == pytest.approx(math.log(100), rel=0.2)
+
+
+DRIVER = """
+import random, sys, time
+from pathlib import Path
+import transformers
+from stages import skill, train
+from stages.prompts import student_prompt
+from tests.test_train_evaluate import STUDENT_TEMPLATE, train_params
+
+step = transformers.Trainer.training_step
+def slow_step(*args, **kwargs):  # slow enough to be killed midway; the numbers are unchanged
+    time.sleep(0.1)
+    return step(*args, **kwargs)
+transformers.Trainer.training_step = slow_step
+rng = random.Random(0)
+texts = [skill.random_instruction(rng) for _ in range(128)]
+pairs = [{"prompt": student_prompt(STUDENT_TEMPLATE, t), "completion": skill.solve(t)} for t in texts]
+params = train_params(Path(sys.argv[1]), max_steps=20, batch_size=8, checkpoint_every=5, learning_rate=0.01)
+history = train.train(pairs, params, Path(sys.argv[2]))
+print("FINAL", [e["loss"] for e in history if "loss" in e][-1])
+"""
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+    """kill -9 midway, run again: the log says it resumes, and it ends where an uninterrupted run ends."""
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+
+    def start(out: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", DRIVER, str(tiny_student), str(tmp_path / out)], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    whole = start("whole").communicate(timeout=600)[0]
+    killed = start("resumed")
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / ".distill/checkpoints").glob("resumed-*/checkpoint-10")):
+        assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.02)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "resumed").exists()
+    resumed = start("resumed").communicate(timeout=600)[0]
+    assert "from its last checkpoint" in resumed and "checkpoint-10" in resumed
+    final = {name: float(text.split("FINAL ")[1].split()[0]) for name, text in (("whole", whole), ("resumed", resumed))}
+    assert final["resumed"] == pytest.approx(final["whole"], rel=0.02)
+    assert not list((tmp_path / ".distill/checkpoints").iterdir())  # the finished run cleans up after itself

@@ -1,0 +1,177 @@
+"""On-policy distillation (stages/on_policy.py): TRL's DistillationTrainer with a teacher sharing the student's
+tokenizer, GOLD with a teacher on another tokenizer or with lmbda < 1, and a clear error without a teacher."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stages import on_policy, student, train
+from stages.entry import StageError
+from stages.train_args import common_args
+from stages.train_data import TrainData
+from tests import test_train_evaluate
+from tests.test_train_evaluate import TINY_CHAR, TOKENIZER_FILES, same_weights, state, train_params
+
+tiny_student = test_train_evaluate.tiny_student  # fixtures shared with the SFT tests
+skill_pairs = test_train_evaluate.skill_pairs
+
+
+def teacher_config(folder: Path, vocab_size: int) -> None:
+    """A config-only Llama a little larger than the tiny student (2 layers, 48 wide)."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig.from_pretrained(TINY_CHAR)
+    config.vocab_size = vocab_size
+    config.hidden_size = 48
+    config.intermediate_size = 96
+    config.num_hidden_layers = 2
+    config.num_attention_heads = 3
+    config.num_key_value_heads = 3
+    config.head_dim = 16
+    config.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def same_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("teacher-same")
+    for name in TOKENIZER_FILES:
+        shutil.copy(TINY_CHAR / name, folder / name)
+    teacher_config(folder, len(student.SPECIALS + student.CHARS))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher on another character tokenizer: characters in reverse order, and four more (unused) tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("teacher-other")
+    tokens = student.SPECIALS + [f"<extra{i}>" for i in range(4)] + student.CHARS[::-1]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    ).save_pretrained(folder)
+    teacher_config(folder, len(vocab))
+    return folder
+
+
+def on_policy_params(student_dir: Path, lmbda: float, **updates: object):
+    params = train_params(student_dir, **{"method": "on_policy", "max_steps": 4, "batch_size": 4, **updates})
+    return params.model_copy(
+        update={"on_policy": params.on_policy.model_copy(update={"lmbda": lmbda, "max_new_tokens": 4})}
+    )
+
+
+def run_train(data: TrainData, params, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[dict]]:
+    """stages.train.train, in a scratch working directory (its checkpoints), keeping the trainer it built."""
+    built = []
+    make = on_policy.make_trainer
+    monkeypatch.setattr(on_policy, "make_trainer", lambda *args: built.append(make(*args)) or built[-1])
+    monkeypatch.chdir(model_dir.parent)
+    history = train.train(data, params, model_dir)
+    return built[0], history
+
+
+def check_trained(history: list[dict], model_dir: Path, start: dict, steps: int) -> None:
+    from transformers import AutoModelForCausalLM
+
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == steps and all(math.isfinite(loss) for loss in losses)
+    assert (model_dir / "model.safetensors").is_file()
+    assert not same_weights(state(AutoModelForCausalLM.from_pretrained(model_dir)), start)
+
+
+def check_mixed(history: list[dict]) -> None:
+    """With lmbda 0.5 and seed 0, GOLD draws two batches on the teacher's answers, then two on the student's."""
+    assert [("on_policy_loss" in entry, "off_policy_loss" in entry) for entry in history if "loss" in entry] == [
+        (False, True),
+        (False, True),
+        (True, False),
+        (True, False),
+    ]
+
+
+def test_distillation_trainer_with_a_shared_tokenizer(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    same_tokenizer_teacher: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trl import DistillationTrainer
+
+    params = on_policy_params(tiny_student, lmbda=1.0)
+    start = state(student.load_model(str(tiny_student), params.seed))
+    trainer, history = run_train(
+        TrainData(skill_pairs, local_teacher=str(same_tokenizer_teacher)), params, tmp_path / "model", monkeypatch
+    )
+    assert type(trainer) is DistillationTrainer
+    check_trained(history, tmp_path / "model", start, params.max_steps)
+
+
+def test_gold_with_another_tokenizer(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    other_tokenizer_teacher: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trl.experimental.gold import GOLDTrainer
+
+    params = on_policy_params(tiny_student, lmbda=0.5)
+    start = state(student.load_model(str(tiny_student), params.seed))
+    trainer, history = run_train(
+        TrainData(skill_pairs, local_teacher=str(other_tokenizer_teacher)), params, tmp_path / "model", monkeypatch
+    )
+    assert isinstance(trainer, GOLDTrainer) and trainer.use_uld_loss
+    assert not trainer.args.use_extended_uld  # char-level tokenizers are not ByteLevel: positional ULD
+    check_trained(history, tmp_path / "model", start, params.max_steps)
+    check_mixed(history)
+
+
+def test_gold_mixes_in_teacher_answers_when_lmbda_is_below_one(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    same_tokenizer_teacher: Path,
+    tmp_path: Path,
+) -> None:
+    from trl.experimental.gold import GOLDTrainer
+
+    params = on_policy_params(tiny_student, lmbda=0.5)
+    tokenizer = student.load_tokenizer(str(tiny_student))
+    trainer = on_policy.make_trainer(
+        student.load_model(str(tiny_student), params.seed),
+        tokenizer,
+        params,
+        common_args(params, tmp_path / "checkpoints"),
+        TrainData(skill_pairs, local_teacher=str(same_tokenizer_teacher)),
+    )
+    assert isinstance(trainer, GOLDTrainer) and not trainer.use_uld_loss and trainer.lmbda == 0.5
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == params.max_steps and all(math.isfinite(loss) for loss in losses)
+    check_mixed(trainer.state.log_history)
+
+
+def test_missing_local_teacher_is_a_stage_error(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    tmp_path: Path,
+) -> None:
+    params = on_policy_params(tiny_student, lmbda=1.0)
+    with pytest.raises(StageError, match="train.local_teacher"):
+        on_policy.make_trainer(
+            student.load_model(str(tiny_student), 0),
+            student.load_tokenizer(str(tiny_student)),
+            params,
+            common_args(params, tmp_path / "ckpt"),
+            TrainData(skill_pairs),
+        )
