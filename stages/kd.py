@@ -134,6 +134,41 @@ def kd_loss(logits, labels, teacher_ids, teacher_logprobs, settings: params_modu
     return settings.ce_weight * ce + (1 - settings.ce_weight) * divergence, ce, divergence
 
 
+def local_teachers(settings: params_module.KDParams, student: str, seed: int) -> list:
+    """The extra KD teachers (frozen), refused unless each shares the student's tokenizer."""
+    from stages.guards import frozen_copy
+    from stages.student import load_model
+
+    wanted = tokenizer_identity(student)
+    for teacher in settings.teachers:
+        if tokenizer_identity(teacher.model) != wanted:
+            raise StageError(f"train.kd.teachers: {teacher.model} uses another tokenizer than the student {student}: "
+                             "a mixture of distributions needs one vocabulary")
+    return [frozen_copy(load_model(teacher.model, seed)) for teacher in settings.teachers]
+
+
+def mixed_teacher(input_ids, attention_mask, teacher_ids, teacher_logprobs, teachers: list,
+                  settings: params_module.KDParams):
+    """The stored top-k mixed with each local teacher's top-k (same k) at every position: sum_i w_i p_i. TRL
+    has no multi-teacher distillation: written here.
+    A position the stored teacher has nothing for stays without a teacher unless stored_weight is 0."""
+    import torch
+
+    from stages.divergences import mix_sparse_teachers
+
+    k = teacher_ids.shape[-1]
+    ids, logprobs = [teacher_ids], [teacher_logprobs]
+    with torch.no_grad():
+        for teacher in teachers:
+            logits = teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+            top = logits[:, :-1].log_softmax(-1).topk(k, dim=-1)
+            # stored entry t is the distribution of token t, which logits at t - 1 predict: shift by one
+            ids.append(torch.nn.functional.pad(top.indices, (0, 0, 1, 0), value=-1))
+            logprobs.append(torch.nn.functional.pad(top.values, (0, 0, 1, 0), value=float("-inf")))
+    weights = [settings.stored_weight] + [teacher.weight for teacher in settings.teachers]
+    return mix_sparse_teachers(ids, logprobs, weights)
+
+
 def trainer_class():
     """TRL's SFTTrainer with the KD loss (imported lazily: TRL costs seconds to import)."""
     from trl import SFTTrainer
@@ -141,13 +176,19 @@ def trainer_class():
     from stages.guards import ReferenceKL
 
     class KDTrainer(ReferenceKL, SFTTrainer):
-        def __init__(self, *args, kd: params_module.KDParams, reference_kl: float = 0.0, **kwargs) -> None:
+        def __init__(self, *args, kd: params_module.KDParams, reference_kl: float = 0.0, student: str = "",
+                     **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.kd = kd
             self.setup_reference(reference_kl)
+            self.teachers = [t.to(self.model.device) for t in local_teachers(kd, student, self.args.seed)] \
+                if kd.teachers else []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             teacher_ids, teacher_logprobs = inputs.pop("teacher_ids"), inputs.pop("teacher_logprobs")
+            if self.teachers:
+                teacher_ids, teacher_logprobs = mixed_teacher(inputs["input_ids"], inputs["attention_mask"],
+                                                              teacher_ids, teacher_logprobs, self.teachers, self.kd)
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
             loss, ce, divergence = kd_loss(outputs.logits, inputs["labels"], teacher_ids, teacher_logprobs, self.kd)
             loss = loss + self.reference_penalty(model, inputs, outputs.logits)
@@ -170,5 +211,5 @@ def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict
     return trainer_class()(model=model, args=sft_config(params, args), processing_class=tokenizer,
                            train_dataset=Dataset.from_list(data.kd.examples),
                            data_collator=Collator(tokenizer.pad_token_id), kd=params.kd,
-                           reference_kl=params.reference_kl,
+                           reference_kl=params.reference_kl, student=params.student,
                            peft_config=lora_config(params.lora) if params.lora.enabled else None)

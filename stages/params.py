@@ -282,6 +282,13 @@ class LoraParams(Strict):
     target_modules: str | list[str] = "all-linear"
 
 
+class KDTeacher(Strict):
+    """One more white-box teacher for offline-logit KD, run locally on the stored answers."""
+
+    model: str  # a Hugging Face id or path with the student's tokenizer
+    weight: NonNegative = 1.0
+
+
 class KDParams(Strict):
     """Offline-logit KD on the stored teacher top-k (train.method: kd; stages/kd.py, stages/divergences.py)."""
 
@@ -292,6 +299,10 @@ class KDParams(Strict):
     beta: Fraction = 0.5  # jsd: TRL's generalized JSD (0 = forward KL, 1 = reverse KL)
     alpha: Fraction = 0.1  # skew KLs: the student's (or teacher's) share mixed in (DistiLLM)
     scale_t2: bool = False  # multiply the divergence by temperature**2 (Hinton et al.)
+    # Several teachers: the stored top-k (weight stored_weight) mixed with these local teachers' top-k on the
+    # same answer tokens, sum_i w_i p_i (stages/divergences.mix_sparse_teachers); same tokenizer as the student.
+    teachers: list[KDTeacher] = []
+    stored_weight: NonNegative = 1.0
 
 
 class OnPolicyParams(Strict):

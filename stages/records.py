@@ -125,7 +125,13 @@ SELECTED = DEDUPED | {
 }
 
 # train: data/train/log.parquet
-TRAIN_LOG = {"step": pl.Int64, "loss": pl.Float64, "learning_rate": pl.Float64, "grad_norm": pl.Float64}
+TRAIN_LOG = {
+    "step": pl.Int64,
+    "loss": pl.Float64,
+    "learning_rate": pl.Float64,
+    "grad_norm": pl.Float64,
+    "objective": pl.String,  # "loss": never negative (CE, divergences, DPO); "policy": rl's objective, any sign
+}
 
 # evaluate: data/evaluate/predictions.parquet
 SYSTEMS = ("student_before", "student_after", "teacher")

@@ -128,7 +128,7 @@ def train_baseline(pairs: list[dict], params: params_module.TrainParams) -> floa
     return float(losses[-1]) if losses else None
 
 
-def loss_log(history: list[dict]) -> pl.DataFrame:
+def loss_log(history: list[dict], method: str = "sft") -> pl.DataFrame:
     entries = [entry for entry in history if "loss" in entry]
     frame = pl.DataFrame(
         {
@@ -136,6 +136,7 @@ def loss_log(history: list[dict]) -> pl.DataFrame:
             "loss": [float(entry["loss"]) for entry in entries],
             "learning_rate": [float(entry.get("learning_rate", 0.0)) for entry in entries],
             "grad_norm": [float(entry.get("grad_norm", float("nan"))) for entry in entries],
+            "objective": ["policy" if method == "rl" else "loss"] * len(entries),
         }
     )
     return conform(frame, TRAIN_LOG)
@@ -185,7 +186,7 @@ def main() -> None:
     started = time.monotonic()
     history = train(data, params, paths.TRAIN_MODEL, start)
     wall = time.monotonic() - started
-    log = loss_log(history)
+    log = loss_log(history, params.method)
     write_parquet(log, paths.TRAIN_LOG)
     with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
         log.select("step", "loss").write_csv(tmp)

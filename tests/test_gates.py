@@ -115,7 +115,8 @@ def selected_rows(n: int) -> list[dict[str, Any]]:
 
 
 def log_rows(n: int) -> list[dict[str, Any]]:
-    return [{"step": i + 1, "loss": 3.0 / (i + 1), "learning_rate": 1e-3, "grad_norm": 1.0} for i in range(n)]
+    return [{"step": i + 1, "loss": 3.0 / (i + 1), "learning_rate": 1e-3, "grad_norm": 1.0, "objective": "loss"}
+            for i in range(n)]
 
 
 def prediction_rows(n: int) -> list[dict[str, Any]]:
@@ -368,6 +369,16 @@ def test_train_bad_loss_fails_with_steps() -> None:
         "log: expect_column_values_to_be_between(loss)": [7],
         "log: expect_column_values_to_be_unique(step)": [8],
     }
+
+
+def test_train_negative_loss_fails_except_for_rl_policy_objective() -> None:
+    rows = log_rows(20)
+    rows[3]["loss"] = -0.5
+    fails = failed(validate("train", TRAIN, {"log": frame(rows, TRAIN_LOG)}))
+    assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
+        "log.losses: expect_column_values_to_be_between(loss)": [4]}
+    policy = [row | {"objective": "policy"} for row in rows]
+    assert_passes(validate("train", TRAIN, {"log": frame(policy, TRAIN_LOG)}))
 
 
 def test_train_final_loss_and_min_steps_fail() -> None:

@@ -110,3 +110,41 @@ def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame]
     after = heldout_kl(str(tmp_path / "model"), evals, answers, features, template, params.max_length)
     assert 0 < after < before
     assert heldout_kl(str(tiny_student), evals, answers, features.clear(), template, params.max_length) is None
+
+
+def test_local_teachers_mix_with_the_stored_top_k(served: tuple[pl.DataFrame, pl.DataFrame],
+                                                  tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Two teachers: the stored top-k and a local model scoring the same answer tokens, mixed 1:1."""
+    from stages.params import KDTeacher
+
+    rows, features = served
+    template = Path(train_params(tiny_student).prompt_template).read_text()
+    found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), 64)
+    batch = kd.Collator(0)(found.examples[:4])
+    teacher = kd.local_teachers(KDParams(teachers=[KDTeacher(model=str(tiny_student))]), str(tiny_student), 0)
+    settings = KDParams(teachers=[KDTeacher(model=str(tiny_student), weight=1.0)], stored_weight=1.0)
+    ids, logprobs = kd.mixed_teacher(batch["input_ids"], batch["attention_mask"], batch["teacher_ids"],
+                                     batch["teacher_logprobs"], teacher, settings)
+    stored = batch["teacher_ids"][..., 0] >= 0
+    assert ((ids[..., 0] >= 0) == stored).all()  # the mixture exists exactly where the stored teacher does
+    mass = logprobs.exp().sum(-1)[stored]
+    stored_mass = batch["teacher_logprobs"].exp().sum(-1)[stored]
+    assert (mass >= stored_mass * 0.5 - 1e-6).all() and (mass <= 1 + 1e-6).all()
+    # the local teacher at entry t is its prediction from the logits at t - 1 (as the stored ones)
+    with torch.no_grad():
+        local = teacher[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
+    b, t = stored.nonzero()[0].tolist()
+    token = int(batch["teacher_ids"][b, t, 0])
+    listed = dict(zip(ids[b, t].tolist(), logprobs[b, t].exp().tolist(), strict=True))
+    local_top = set(local[b, t - 1].topk(5).indices.tolist())
+    expected = 0.5 * float(batch["teacher_logprobs"][b, t, 0].exp())
+    expected += 0.5 * float(local[b, t - 1, token].exp()) if token in local_top else 0.0
+    assert listed[token] == pytest.approx(expected, rel=1e-4)
+    params = train_params(tiny_student, method="kd", max_steps=3, batch_size=8).model_copy(update={"kd": settings})
+    history = train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    assert all(math.isfinite(entry["kd"]) for entry in history if "kd" in entry)
+    other = tmp_path / "other-tokenizer"
+    other.mkdir()
+    (other / "tokenizer.json").write_text("{}")
+    with pytest.raises(StageError, match="train.kd.teachers: .* uses another tokenizer"):
+        kd.local_teachers(KDParams(teachers=[KDTeacher(model=str(other))]), str(tiny_student), 0)

@@ -67,10 +67,9 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git+DVC copy of the committed repo with the tiny profile, after one `dvc repro`."""
-    repo = tmp_path_factory.mktemp("repo")
+def tiny_repo(repo: Path, extra: dict | None = None, setup=None) -> Path:
+    """A git+DVC copy of the committed repo in ``repo`` with the tiny profile (plus ``extra`` params), committed;
+    ``setup(repo)`` may add files before the commit."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files + [n for n in ("dvc.yaml", "params.yaml") if n not in files]:
         if (ROOT / name).is_file():
@@ -81,10 +80,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / TINY["ingest.train"]).write_text("\n".join(seeds[:150]) + "\n")
     evals = (ROOT / "data/seeds/eval.jsonl").read_text().splitlines()
     (repo / TINY["ingest.eval"]).write_text("\n".join(evals[:30]) + "\n")
-    set_params(repo, **TINY)
+    set_params(repo, **(TINY | (extra or {})))
+    if setup:
+        setup(repo)
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")
     run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git+DVC copy of the committed repo with the tiny profile, after one `dvc repro`."""
+    repo = tiny_repo(tmp_path_factory.mktemp("repo"))
     run(repo, "dvc", "repro")
     return repo
 

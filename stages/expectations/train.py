@@ -1,7 +1,8 @@
 """Gate of the train stage: the training log ``data/train/log.parquet`` (one row per logged step).
 
 Run as ``python -m stages.validate train`` (DVC stage ``validate@train``); thresholds come
-from ``params.gates.train``. Checks that steps are unique, every loss is finite, training
+from ``params.gates.train``. Checks that steps are unique, every loss is finite (and not negative,
+except rl's policy objective, which an advantage can make negative), training
 reached ``min_steps``, and the mean loss over the last 20% of logged steps (the ``log.tail``
 view; a mean, so one noisy batch does not decide) is at most ``max_final_loss``.
 Failing rows are named by ``step``.
@@ -41,9 +42,13 @@ def checks(gate: TrainGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
             gxe.ExpectColumnValuesToBeUnique(column="step"),
             gxe.ExpectColumnMaxToBeBetween(column="step", min_value=gate.min_steps),
             gxe.ExpectColumnValuesToNotBeNull(column="loss"),  # NaN counts as null in pandas
-            # A strict upper bound of inf rejects inf (NaN is caught above); a loss is never negative.
-            gxe.ExpectColumnValuesToBeBetween(
-                column="loss", min_value=0.0, max_value=math.inf, strict_max=True, description="finite loss"),
+            # Strict bounds of +-inf reject infinities (NaN is caught above).
+            gxe.ExpectColumnValuesToBeBetween(column="loss", min_value=-math.inf, max_value=math.inf,
+                                              strict_min=True, strict_max=True, description="finite loss"),
+            gxe.ExpectColumnValuesToBeInSet(column="objective", value_set=["loss", "policy"]),
+        ], index="step"),
+        Check("log.losses", log.filter(pl.col("objective") == "loss"), [
+            gxe.ExpectColumnValuesToBeBetween(column="loss", min_value=0.0, description="a loss is never negative"),
         ], index="step"),
         Check("log.tail", tail(log), [
             gxe.ExpectColumnMeanToBeBetween(
