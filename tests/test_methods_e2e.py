@@ -5,12 +5,12 @@ and a small local white-box teacher for on_policy and similarity."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import ROOT, run, stages_run, tiny_repo
+from tests.test_pipeline_e2e import run, stages_run, tiny_repo
+from tests.test_train_evaluate import tiny_llama
 
 pytestmark = pytest.mark.slow
 TEACHER_DIR = "data/students/tiny-teacher"  # config-only, wider than the student, same tokenizer
@@ -20,6 +20,7 @@ PROFILE = {
     "generate.top_logprobs": 5,
     "generate.feedback.max_inputs": 40,
     "sweep.enabled": False,
+    "train.method": "sft",
     "train.max_steps": 12,
     "train.checkpoint_every": 5,
     "train.local_teacher": TEACHER_DIR,
@@ -34,18 +35,7 @@ PROFILE = {
 
 
 def white_box_teacher(repo: Path) -> None:
-    from transformers import LlamaConfig
-
-    folder = repo / TEACHER_DIR
-    folder.mkdir(parents=True)
-    student = ROOT / "data/students/tiny-char"
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(student / name, folder / name)
-    config = LlamaConfig.from_pretrained(student)
-    config.hidden_size, config.intermediate_size, config.num_hidden_layers = 256, 512, 2
-    config.num_attention_heads = config.num_key_value_heads = 4
-    config.head_dim = 64
-    config.save_pretrained(folder)
+    tiny_llama(repo / TEACHER_DIR, hidden_size=256, layers=2, heads=4)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ tokenizer, GOLD with a teacher on another tokenizer or with lmbda < 1, and a cle
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,34 +13,15 @@ from stages.entry import StageError
 from stages.train_args import common_args
 from stages.train_data import TrainData
 from tests import test_train_evaluate
-from tests.test_train_evaluate import TINY_CHAR, TOKENIZER_FILES, same_weights, state, train_params
+from tests.test_train_evaluate import same_weights, state, tiny_llama, train_params
 
 tiny_student = test_train_evaluate.tiny_student  # fixtures shared with the SFT tests
 skill_pairs = test_train_evaluate.skill_pairs
 
 
-def teacher_config(folder: Path, vocab_size: int) -> None:
-    """A config-only Llama a little larger than the tiny student (2 layers, 48 wide)."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig.from_pretrained(TINY_CHAR)
-    config.vocab_size = vocab_size
-    config.hidden_size = 48
-    config.intermediate_size = 96
-    config.num_hidden_layers = 2
-    config.num_attention_heads = 3
-    config.num_key_value_heads = 3
-    config.head_dim = 16
-    config.save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def same_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("teacher-same")
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_CHAR / name, folder / name)
-    teacher_config(folder, len(student.SPECIALS + student.CHARS))
-    return folder
+    return tiny_llama(tmp_path_factory.mktemp("teacher-same"), hidden_size=48, layers=2, heads=3)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +39,7 @@ def other_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
     ).save_pretrained(folder)
-    teacher_config(folder, len(vocab))
-    return folder
+    return tiny_llama(folder, hidden_size=48, layers=2, heads=3, vocab_size=len(vocab), tokenizer=False)
 
 
 def on_policy_params(student_dir: Path, lmbda: float, **updates: object):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,13 @@ from stages.params import SimilarityParams
 from stages.student import load_model, load_tokenizer
 from stages.train_args import common_args
 from stages.train_data import TrainData
-from tests.test_train_evaluate import TINY_CHAR, TOKENIZER_FILES, skill_pairs, tiny_student, train_params  # noqa: F401
+from tests.test_train_evaluate import (  # noqa: F401 -- fixtures
+    TOKENIZER_FILES,
+    skill_pairs,
+    tiny_llama,
+    tiny_student,
+    train_params,
+)
 
 MASK = torch.tensor([[True, False, True], [False, True, True]])
 
@@ -42,16 +47,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def config_teacher(folder: Path, hidden_size: int = 48, layers: int = 2) -> Path:
     """A config-only Llama teacher with the tiny-char tokenizer, wider and deeper than the tiny student."""
-    from transformers import LlamaConfig
-
-    folder.mkdir(parents=True)
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_CHAR / name, folder / name)
-    config = LlamaConfig.from_pretrained(TINY_CHAR)
-    config.update({"hidden_size": hidden_size, "intermediate_size": 96, "num_hidden_layers": layers,
-                   "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": hidden_size // 2})
-    config.save_pretrained(folder)
-    return folder
+    return tiny_llama(folder, hidden_size=hidden_size, layers=layers, heads=2)
 
 
 # --- the losses ------------------------------------------------------------------------------------------------------

@@ -38,23 +38,26 @@ def same_weights(left: dict, right: dict) -> bool:
     return left.keys() == right.keys() and all(torch.equal(left[name], right[name]) for name in left)
 
 
+def tiny_llama(folder: Path, hidden_size: int, layers: int, heads: int, vocab_size: int | None = None,
+               tokenizer: bool = True) -> Path:
+    """A config-only Llama in ``folder`` shaped like tiny-char (with its tokenizer files unless told not to)."""
+    from transformers import LlamaConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES if tokenizer else ():
+        shutil.copy(TINY_CHAR / name, folder / name)
+    config = LlamaConfig.from_pretrained(TINY_CHAR)
+    config.update({"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": layers,
+                   "num_attention_heads": heads, "num_key_value_heads": heads, "head_dim": hidden_size // heads,
+                   "vocab_size": vocab_size or config.vocab_size})
+    config.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A config-only student even smaller than tiny-char: 1 layer, 32 wide, same tokenizer."""
-    from transformers import LlamaConfig
-
-    folder = tmp_path_factory.mktemp("tiny-student")
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_CHAR / name, folder / name)
-    config = LlamaConfig.from_pretrained(TINY_CHAR)
-    config.hidden_size = 32
-    config.intermediate_size = 64
-    config.num_hidden_layers = 1
-    config.num_attention_heads = 2
-    config.num_key_value_heads = 2
-    config.head_dim = 16
-    config.save_pretrained(folder)
-    return folder
+    return tiny_llama(tmp_path_factory.mktemp("tiny-student"), hidden_size=32, layers=1, heads=2)
 
 
 @pytest.fixture(scope="module")
