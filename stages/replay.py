@@ -16,9 +16,10 @@ import json
 import random
 from pathlib import Path
 
+import polars as pl
+
 from stages import params as params_module
 from stages.entry import StageError
-from stages.prompts import student_prompt
 from stages.skill import random_word
 
 GENERAL_DIR = Path("data/general")
@@ -53,20 +54,17 @@ def read_general(path: Path) -> list[dict]:
     return rows
 
 
-def as_pairs(rows: list[dict], template: str) -> list[dict]:
-    return [{"prompt": student_prompt(template, row["instruction"], row["input"]), "completion": row["response"]}
-            for row in rows]
-
-
-def general_pairs(settings: params_module.ReplayParams, template: str, task_rows: int, seed: int) -> list[dict]:
-    """round(ratio * task_rows) general pairs, drawn with a seed (with replacement past the file's size)."""
+def general_rows(settings: params_module.ReplayParams, task_rows: int, seed: int) -> pl.DataFrame:
+    """round(ratio * task_rows) general rows (id, instruction, input, response, keep), drawn with a seed (with
+    replacement past the file's size); they train like the task's rows (KD: on cross-entropy, no teacher)."""
     wanted = round(settings.ratio * task_rows)
+    schema = {"id": pl.String, "instruction": pl.String, "input": pl.String, "response": pl.String, "keep": pl.Boolean}
     if wanted == 0:
-        return []
+        return pl.DataFrame(schema=schema)
     rows = read_general(Path(settings.data))
     rng = random.Random(seed)
     drawn = rng.sample(rows, wanted) if wanted <= len(rows) else [rng.choice(rows) for _ in range(wanted)]
-    return as_pairs(drawn, template)
+    return pl.DataFrame([{"id": f"general-{i}", **row, "keep": True} for i, row in enumerate(drawn)], schema=schema)
 
 
 def build_general(out_dir: Path = GENERAL_DIR, n_train: int = 2000, n_eval: int = 200, seed: int = 0) -> None:

@@ -167,7 +167,8 @@ def chart(lines: dict[str, pl.DataFrame], target: Path) -> None:
     axes.set_xlabel("teacher tokens of the training rows (thousands)")
     axes.set_ylabel("held-out exact match")
     axes.set_ylim(0, 1.05)
-    axes.legend(loc="lower right", fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # nothing to label when the sweep is off
+        axes.legend(loc="lower right", fontsize=8)
     axes.set_title("How much teacher data is enough", fontsize=10)
     figure.tight_layout()
     figure.savefig(target, format="png", dpi=120)

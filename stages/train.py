@@ -153,10 +153,16 @@ def preference_pairs(template: str, method: str) -> list[dict]:
             for row in frame.select("instruction", "input", "chosen", "rejected").iter_rows(named=True)]
 
 
+def training_rows(rows: pl.DataFrame, params: params_module.TrainParams) -> pl.DataFrame:
+    """The kept rows and, with train.replay, the general rows mixed in (id, instruction, input, response, keep)."""
+    kept = rows.filter(pl.col("keep")).select("id", "instruction", "input", "response", "keep")
+    return pl.concat([kept, replay.general_rows(params.replay, kept.height, params.seed)])
+
+
 def training_data(rows: pl.DataFrame, template: str, params: params_module.TrainParams) -> TrainData:
     """Everything ``params.method`` trains on, each part checked before any training starts."""
-    pairs = training_pairs(rows, template) + replay.general_pairs(params.replay, template,
-                                                                   len(training_pairs(rows, template)), params.seed)
+    rows = training_rows(rows, params)
+    pairs = training_pairs(rows, template)
     local_teacher = None
     if params.method in ("on_policy", "similarity"):
         if params.local_teacher is None:

@@ -190,6 +190,7 @@ def test_distill_estimate_covers_every_method_and_teacher(tmp_path: Path) -> Non
     shutil.copytree(REPO / "data/seeds", root / "data/seeds")
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["generate"]["methods"] = ["labelling", "expansion", "curation", "feedback"]
+    raw["generate"]["top_logprobs"] = None
     raw["generate"]["expansion"] = {"rounds": 2, "requests_per_round": 3, "tasks_per_request": 5}
     raw["generate"]["feedback"] = {"max_inputs": 10, "focus_fraction": 0.5}
     raw["teachers"] = [dict(raw["teacher"], name="cheap", price={"prompt_per_mtok": 0.01, "completion_per_mtok": 0.02})]

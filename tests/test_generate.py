@@ -53,6 +53,7 @@ def prompt(params: params_module.Params) -> Prompt:
 
 def test_plan_one_request_per_seed_with_stable_keys() -> None:
     params = load_params()
+    params = params.model_copy(update={"generate": params.generate.model_copy(update={"top_logprobs": None})})
     frame = seeds(["reverse planet", "upper cat", "reverse river"])
     requests = generate.plan(frame, prompt(params), params.generate, params.teacher)
     assert len(requests) == 3

@@ -30,11 +30,30 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 def test_replay_mixes_the_ratio_of_general_rows_seeded(tmp_path: Path) -> None:
     general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(5)])
     settings = ReplayParams(data=str(general), ratio=0.5)
-    drawn = replay.general_pairs(settings, STUDENT_TEMPLATE, 4, seed=0)
-    assert len(drawn) == 2 and drawn == replay.general_pairs(settings, STUDENT_TEMPLATE, 4, seed=0)
-    assert all(pair["prompt"].startswith("copy w") and pair["prompt"].endswith("\n=") for pair in drawn)
-    assert len(replay.general_pairs(settings, STUDENT_TEMPLATE, 30, seed=0)) == 15  # past the file: with replacement
-    assert replay.general_pairs(ReplayParams(data="nowhere.jsonl", ratio=0.0), STUDENT_TEMPLATE, 4, 0) == []
+    drawn = replay.general_rows(settings, 4, seed=0)
+    assert drawn.height == 2 and drawn.equals(replay.general_rows(settings, 4, seed=0))
+    assert drawn["instruction"].str.starts_with("copy w").all() and drawn["keep"].all()
+    assert replay.general_rows(settings, 30, seed=0).height == 15  # past the file's size: with replacement
+    assert replay.general_rows(ReplayParams(data="nowhere.jsonl", ratio=0.0), 4, 0).is_empty()
+
+
+def test_replayed_rows_join_the_training_rows_and_train_kd_on_cross_entropy(tmp_path: Path) -> None:
+    import polars as pl
+
+    from stages import kd
+    from stages.student import load_tokenizer
+
+    general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(5)])
+    rows = pl.DataFrame({"id": ["a", "b", "c", "d"],
+                         "instruction": ["reverse cat", "upper dog", "reverse ox", "upper ox"],
+                         "input": [""] * 4, "response": ["tac", "DOG", "xo", "OX"], "keep": [True, True, True, False]})
+    params = train_params(REPO / "data/students/tiny-char", replay=ReplayParams(data=str(general), ratio=1.0))
+    mixed = train.training_rows(rows, params)
+    assert mixed.height == 6 and mixed["id"].str.starts_with("general-").sum() == 3
+    assert len(train.training_data(rows, STUDENT_TEMPLATE, params).pairs) == 6
+    features = pl.DataFrame({"id": ["a"], "k": [1], "token_ids": [[0]], "top_ids": [[0]], "top_logprobs": [[0.0]]})
+    found = kd.examples(mixed, features, STUDENT_TEMPLATE, load_tokenizer(params.student), 64)
+    assert len(found.examples) == 6 and found.without_teacher == 6  # general rows: cross-entropy only
 
 
 def test_bad_general_data_names_the_file_and_line(tmp_path: Path) -> None:

@@ -224,6 +224,7 @@ def test_several_methods_in_one_run_share_the_store_and_the_budget(tmp_path: Pat
 def test_feature_and_top_logprobs_go_together() -> None:
     raw = json.loads(json.dumps(params_module.load().model_dump()))
     raw["generate"]["methods"] = ["labelling", "feature"]
+    raw["generate"]["top_logprobs"] = None
     with pytest.raises(params_module.ParamsError, match=r"generate: .*feature method and top_logprobs go together"):
         params_module.parse(raw)
     raw["generate"]["top_logprobs"] = 5

@@ -28,7 +28,7 @@ PER_CALL = ("created_at", "response_id")  # facts of one HTTP call, not of the a
 
 def workdir(tmp: Path, base_url: str) -> Path:
     """A stage working directory: params pointing at an external teacher, seeds ingested."""
-    for name in ("templates", "data/seeds"):
+    for name in ("templates", "data/seeds", "data/students"):  # students: the feature method's tokenizer
         shutil.copytree(ROOT / name, tmp / name)
     lines = (ROOT / "data/seeds/train.jsonl").read_text().splitlines()[:SEEDS]
     (tmp / "data/seeds/train.jsonl").write_text("\n".join(lines) + "\n")

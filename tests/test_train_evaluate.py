@@ -72,7 +72,7 @@ def train_params(student_dir: Path, **updates: object) -> params_module.TrainPar
     base = load_params().train
     return base.model_copy(
         update={"student": str(student_dir), "prompt_template": str(REPO / "templates" / "student.txt"),
-                "max_steps": 8, "batch_size": 8, "warmup_steps": 0, **updates}
+                "method": "sft", "max_steps": 8, "batch_size": 8, "warmup_steps": 0, **updates}
     )
 
 

@@ -1,0 +1,161 @@
+"""Every transfer method against a real white-box teacher: a teacher-assistant chain, on the CPU.
+
+    python benchmarks/white_box.py [--steps 300] [--teacher-steps 400] [--rows 4000]
+
+The stand-in teacher's log-probs are synthetic, so this benchmark builds a teacher whose distributions
+are real: a *teacher assistant* (a 4-layer, 256-wide Llama on the demo's character tokenizer) that the
+script first trains on the demo skill's right answers. A smaller student (2 layers, 128 wide, same
+tokenizer) is then trained from it by each method, for the same number of steps, on the same rows:
+- ``sft``: the answers only (the baseline);
+- ``kd``: + the assistant's top-20 log-probs per answer token, stored once as the feature method stores
+  them (features.parquet, by token id) and read back by stages/kd.py;
+- ``on_policy``: TRL's DistillationTrainer with the assistant live (generalized JSD, beta 0.5);
+- ``similarity``: the assistant's final hidden states (L2, through a learned 128 -> 256 projection).
+Each student is scored on the demo's 200 held-out rows: exact match (greedy) and the exact forward
+KL(assistant || student) per answer token over the full vocabulary (teacher forcing on the references).
+Writes benchmarks/results/white_box.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+
+from stages import kd, skill  # noqa: E402
+from stages import params as params_module  # noqa: E402
+from stages.divergences import divergence  # noqa: E402
+from stages.kd import tokenizer_identity  # noqa: E402
+from stages.prompts import student_prompt  # noqa: E402
+from stages.records import FEATURES, conform  # noqa: E402
+from stages.student import load_model, load_tokenizer  # noqa: E402
+from stages.student_sampling import greedy_answers  # noqa: E402
+from stages.train import train, training_pairs  # noqa: E402
+from stages.train_data import TrainData  # noqa: E402
+
+TINY_CHAR = ROOT / "data/students/tiny-char"
+TEMPLATE = (ROOT / "templates/student.txt").read_text(encoding="utf-8")
+RESULT = ROOT / "benchmarks/results/white_box.json"
+K = 20
+
+
+def llama(folder: Path, hidden: int, layers: int, heads: int) -> str:
+    """A config-only Llama on the demo's character tokenizer."""
+    from transformers import LlamaConfig
+
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((TINY_CHAR / name).read_bytes())
+    config = LlamaConfig.from_pretrained(TINY_CHAR)
+    config.update({"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
+                   "num_attention_heads": heads, "num_key_value_heads": heads, "head_dim": hidden // heads})
+    config.save_pretrained(folder)
+    return str(folder)
+
+
+def skill_rows(count: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    seeds, evals = skill.demo_seeds()
+    texts = [row["instruction"] for row in seeds if skill.solve(row["instruction"]) is not None][:count]
+    rows = pl.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "instruction": texts, "input": [""] * len(texts),
+                         "response": [skill.solve(t) for t in texts], "keep": [True] * len(texts)})
+    return rows, pl.DataFrame(evals)
+
+
+def teacher_features(teacher: str, rows: pl.DataFrame) -> pl.DataFrame:
+    """The assistant's top-k per answer token, in the feature method's format (ids of the shared tokenizer)."""
+    tokenizer, model = load_tokenizer(teacher), load_model(teacher, 0).eval()
+    found = []
+    with torch.no_grad():
+        for row in rows.iter_rows(named=True):
+            prompt = tokenizer(student_prompt(TEMPLATE, row["instruction"]))["input_ids"]
+            answer = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
+            logits = model(input_ids=torch.tensor([prompt + answer])).logits[0, len(prompt) - 1:-1].float()
+            top = logits.log_softmax(-1).topk(K, dim=-1)
+            found.append({"id": row["id"], "tokenizer": f"assistant@{tokenizer_identity(teacher)}", "k": K,
+                          "token_ids": answer, "top_ids": top.indices.flatten().tolist(),
+                          "top_logprobs": top.values.flatten().tolist(),
+                          "tail_mass": (1 - top.values.exp().sum(-1)).clamp_min(0).tolist()})
+    return conform(pl.DataFrame(found, schema=FEATURES), FEATURES)
+
+
+def heldout_kl(teacher: str, student: str, evals: pl.DataFrame) -> float:
+    """Exact forward KL(teacher || student) per answer token, full vocabulary, on the references."""
+    tokenizer = load_tokenizer(student)
+    models = [load_model(path, 0).eval() for path in (teacher, student)]
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for row in evals.iter_rows(named=True):
+            prompt = tokenizer(student_prompt(TEMPLATE, row["instruction"]))["input_ids"]
+            answer = tokenizer(row["reference"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ids = torch.tensor([prompt + answer])
+            p, q = (m(input_ids=ids).logits[0, len(prompt) - 1:-1].float().log_softmax(-1) for m in models)
+            total += float(divergence("forward_kl", p, q).sum())
+            tokens += len(answer)
+    return round(total / tokens, 4)
+
+
+def exact_match(model: str, evals: pl.DataFrame) -> float:
+    prompts = [student_prompt(TEMPLATE, text) for text in evals["instruction"]]
+    answers = greedy_answers(model, prompts, 0, 16, 100)
+    return round(sum(skill.exact_match(a, r) for a, r in zip(answers, evals["reference"], strict=True)) / evals.height,
+                 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--teacher-steps", type=int, default=400)
+    parser.add_argument("--rows", type=int, default=4000)
+    args = parser.parse_args()
+    rows, evals = skill_rows(args.rows)
+    pairs = training_pairs(rows, TEMPLATE)
+    base = params_module.load(ROOT / "params.yaml").train
+    results: dict = {"steps": args.steps, "teacher_steps": args.teacher_steps, "rows": rows.height, "methods": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        teacher_dir = work / "assistant"
+        assistant = base.model_copy(update={"student": llama(work / "assistant-config", 256, 4, 4), "method": "sft",
+                                            "max_steps": args.teacher_steps})
+        started = time.monotonic()
+        train(pairs, assistant, teacher_dir)
+        teacher = str(teacher_dir)
+        results["teacher"] = {"exact_match": exact_match(teacher, evals), "layers": 4, "hidden": 256,
+                              "seconds": round(time.monotonic() - started, 1)}
+        print(f"assistant: exact match {results['teacher']['exact_match']:.3f}", flush=True)
+        student = llama(work / "student-config", 128, 2, 4)
+        common = {"student": student, "max_steps": args.steps, "local_teacher": teacher}
+        features = teacher_features(teacher, rows)
+        methods = {
+            "sft": TrainData(pairs),
+            "kd": TrainData(pairs, kd=kd.examples(rows, features, TEMPLATE, load_tokenizer(student), base.max_length)),
+            "on_policy": TrainData(pairs, local_teacher=teacher),
+            "similarity": TrainData(pairs, local_teacher=teacher),
+        }
+        for method, data in methods.items():
+            params = base.model_copy(update=common | {"method": method})
+            started = time.monotonic()
+            train(data, params, work / method)
+            seconds = round(time.monotonic() - started, 1)
+            found = {"exact_match": exact_match(str(work / method), evals),
+                     "heldout_kl_to_teacher": heldout_kl(teacher, str(work / method), evals), "seconds": seconds}
+            results["methods"][method] = found
+            print(f"{method:<11} exact match {found['exact_match']:.3f}  KL to the assistant "
+                  f"{found['heldout_kl_to_teacher']:.4f}  ({seconds} s)", flush=True)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(results, indent=2) + "\n")
+    print("| method | exact match | KL to the assistant | seconds |\n|---|---|---|---|\n" + "\n".join(
+        f"| {m} | {r['exact_match']:.3f} | {r['heldout_kl_to_teacher']:.4f} | {r['seconds']} |"
+        for m, r in results["methods"].items()))
+
+
+if __name__ == "__main__":
+    main()
