@@ -26,6 +26,7 @@ setup: $(VENV)/.installed
 run: setup
 	dvc repro
 	@sed -n '/^| system/,/^$$/p' reports/eval.md
+	@grep -E '^(Held-out KL|Forgetting probe)' reports/eval.md; echo
 	@sed -n '/^| subset/,/^$$/p' reports/sweep.md
 	@echo "reports: reports/eval.md, reports/sweep.md; all metrics: dvc metrics show; plots: dvc plots show"
 

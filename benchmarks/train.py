@@ -138,7 +138,8 @@ def main() -> None:
     rows = demo_rows(args.rows)
     features = standin_features(rows)
     base = params_module.load(ROOT / "params.yaml").train.model_copy(
-        update={"student": STUDENT, "max_steps": args.steps, "warmup_steps": 0, "lr_scheduler": "constant",
+        update={"student": STUDENT, "method": "sft", "max_steps": args.steps, "warmup_steps": 0,
+                "lr_scheduler": "constant",
                 "checkpoint_every": args.steps + 1})  # no checkpoint inside the timed steps
     tokenizer = load_tokenizer(STUDENT)
     kd_data = kd.examples(rows, features, TEMPLATE, tokenizer, base.max_length)

@@ -9,8 +9,10 @@ tokenizer) is then trained from it by each method, for the same number of steps,
 - ``sft``: the answers only (the baseline);
 - ``kd``: + the assistant's top-20 log-probs per answer token, stored once as the feature method stores
   them (features.parquet, by token id) and read back by stages/kd.py;
-- ``on_policy``: TRL's DistillationTrainer with the assistant live (generalized JSD, beta 0.5);
-- ``similarity``: the assistant's final hidden states (L2, through a learned 128 -> 256 projection).
+- ``on_policy``: TRL's DistillationTrainer with the assistant live (generalized JSD, beta 0.5), starting
+  from the ``sft`` student (train.start_from_sft), so it has had twice the steps;
+- ``similarity``: the assistant's final hidden states (L2, weight 0.01, through a learned 128 -> 256
+  projection) beside the cross-entropy.
 Each student is scored on the demo's 200 held-out rows: exact match (greedy) and the exact forward
 KL(assistant || student) per answer token over the full vocabulary (teacher forcing on the references).
 Writes benchmarks/results/white_box.json.
@@ -143,7 +145,8 @@ def main() -> None:
         for method, data in methods.items():
             params = base.model_copy(update=common | {"method": method})
             started = time.monotonic()
-            train(data, params, work / method)
+            # on_policy starts from the SFT student, as the train stage does (train.start_from_sft)
+            train(data, params, work / method, start=str(work / "sft") if method == "on_policy" else None)
             seconds = round(time.monotonic() - started, 1)
             found = {"exact_match": exact_match(str(work / method), evals),
                      "heldout_kl_to_teacher": heldout_kl(teacher, str(work / method), evals), "seconds": seconds}

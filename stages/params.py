@@ -320,7 +320,7 @@ class SimilarityParams(Strict):
     """Hidden-state matching with a local teacher (train.method: similarity; stages/similarity.py)."""
 
     loss: Literal["l2", "l1", "cosine", "mmd"] = "l2"
-    weight: NonNegative = 1.0  # of the similarity loss beside the answer cross-entropy
+    weight: NonNegative = 0.01  # of the similarity loss beside the answer cross-entropy
     layers: Literal["last", "all"] = "last"  # last: final hidden states; all: each student layer to the teacher
     # layer at the same depth
 
@@ -366,11 +366,12 @@ class TrainParams(Strict):
     max_length: Positive = 64
     activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
     packing: bool = False  # sft: pack short examples into full rows (TRL best-fit packing)
+    group_by_length: bool = False  # batch rows of similar length together (less padding)
     lora: LoraParams = LoraParams()
     kd: KDParams = KDParams()
     local_teacher: str | None = None  # on_policy, similarity: a Hugging Face id or path; None = teacher.model
     # when teacher.provider is hf
-    start_from_sft: bool = True  # dpo, rl: start from the plain-SFT baseline instead of the raw student
+    start_from_sft: bool = True  # on_policy, dpo, rl: start from the plain-SFT baseline, not the raw student
     on_policy: OnPolicyParams = OnPolicyParams()
     similarity: SimilarityParams = SimilarityParams()
     dpo: DPOParams = DPOParams()

@@ -43,6 +43,9 @@ def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
     ]
 
 
+# Methods that learn from the student's own answers or rank them: a raw student's answers are noise, so by
+# default they start from the plain-SFT baseline (as GKD, DPO and RLHF recipes start from an SFT model).
+STARTS_FROM_SFT = ("on_policy", "dpo", "rl")
 TRAINED_ON = "distill_train_params.json"  # in the model folder: the params and the data it was trained on
 
 def trained_on(pairs: list[dict], params: params_module.TrainParams) -> dict:
@@ -184,8 +187,8 @@ def main() -> None:
     template = Path(params.prompt_template).read_text(encoding="utf-8")
     data = training_data(rows, template, params)
     replayed = len(data.pairs) - rows.filter(pl.col("keep")).height
-    baseline = train_baseline(data.pairs, params)  # first: dpo and rl start from it
-    start = str(paths.TRAIN_BASELINE) if params.method in ("dpo", "rl") and params.start_from_sft else None
+    baseline = train_baseline(data.pairs, params)  # first: on_policy, dpo and rl start from it
+    start = str(paths.TRAIN_BASELINE) if params.method in STARTS_FROM_SFT and params.start_from_sft else None
     print(f"train: {params.method}, {len(data.pairs)} examples ({replayed} replayed general rows), "
           f"{params.max_steps} steps of {params.batch_size}, student {params.student}"
           + (f", starting from the SFT baseline {start}" if start else ""))

@@ -76,6 +76,7 @@ def sft_config(params: params_module.TrainParams, args: dict):
         remove_unused_columns=not kd,
         max_length=params.max_length,
         packing=params.packing and not kd,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         activation_checkpointing=params.activation_checkpointing,
         completion_only_loss=True,
     )

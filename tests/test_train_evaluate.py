@@ -153,12 +153,13 @@ def check_log(history: list[dict], params: params_module.TrainParams) -> None:
     assert all(math.isfinite(loss) for loss in log["loss"])
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("variant", ["full", "lora", "packing", "group_by_length"])
 def test_train_saves_a_trained_checkpoint(tiny_student: Path, skill_pairs: list[dict], tmp_path: Path,
-                                          lora: bool) -> None:
+                                          variant: str) -> None:
     from transformers import AutoModelForCausalLM
 
-    updates = {"lora": params_module.LoraParams(enabled=True, r=4, alpha=8)} if lora else {}
+    updates = {"full": {}, "lora": {"lora": params_module.LoraParams(enabled=True, r=4, alpha=8)},
+               "packing": {"packing": True}, "group_by_length": {"group_by_length": True}}[variant]
     params = train_params(tiny_student, **updates)
     model_dir = tmp_path / "train" / "model"
     history = train.train(skill_pairs, params, model_dir)
