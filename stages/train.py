@@ -1,15 +1,19 @@
-"""Training: supervised fine-tuning of the student on the kept teacher answers (TRL SFTTrainer).
+"""Training: the student learns from the teacher by ``train.method``, beside a plain-SFT baseline.
 
-Reads:   data/select/rows.parquet (rows with keep = true), the student (``train.student``)
+Reads:   data/select/rows.parquet (rows with keep = true), the student (``train.student``), and by method:
+         data/generate/features.parquet (kd), data/generate/preferences.parquet (dpo, rl), a local teacher
+         (on_policy, similarity: ``train.local_teacher``), general rows (``train.replay``)
 Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/baseline/ (the plain-SFT
          baseline when train.method is not sft), data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
 Params:  train
 Run:     python -m stages.train
 
-Shaped like TRL's own scripts: build the dataset, the config, the trainer; train; save.
-Loss is on the completion only (TRL's prompt-completion format). ``train.lora.enabled``
-trains LoRA adapters with PEFT and merges them at save, so the checkpoint loads anywhere.
+Shaped like TRL's own scripts: build the data, the config, the trainer; train; save. ``sft`` is TRL's
+SFTTrainer (loss on the completion only); every other method is a module whose ``make_trainer`` builds
+its trainer (stages/train_data.py), while checkpoints, resuming, saving and metrics live here, the same
+for all. ``train.lora.enabled`` trains LoRA adapters with PEFT and merges them at save, so the
+checkpoint loads anywhere.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = load_tokenizer(params.student)
     model = load_model(start or params.student, params.seed)
-    checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start]))
+    kd_print = [len(data.kd.examples), data.kd.with_teacher, data.kd.examples[:50]] if data.kd else None
+    checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start, kd_print]))
     trainer = make_trainer(model, tokenizer, params, common_args(params, checkpoints), data)
     trainer.add_callback(no_final_checkpoint())
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
