@@ -33,7 +33,14 @@ from stages.io import atomic_path, content_hash, write_json, write_parquet
 from stages.prompts import student_prompt
 from stages.records import TRAIN_LOG, conform
 from stages.student import load_model, load_tokenizer
-from stages.train_args import checkpoint_dir, common_args, lora_config, no_final_checkpoint, sft_config
+from stages.train_args import (
+    checkpoint_dir,
+    common_args,
+    lora_config,
+    no_final_checkpoint,
+    resume_point,
+    sft_config,
+)
 from stages.train_data import TrainData
 
 
@@ -79,7 +86,6 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
     last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
     if isinstance(data, list):
         data = TrainData(pairs=data)
@@ -90,7 +96,7 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start, kd_print]))
     trainer = make_trainer(model, tokenizer, params, common_args(params, checkpoints), data)
     trainer.add_callback(no_final_checkpoint())
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = resume_point(checkpoints)
     if last:
         print(f"train: resuming {model_dir} from its last checkpoint, {last}")
     trainer.train(resume_from_checkpoint=last)

@@ -89,3 +89,24 @@ def lora_config(params: params_module.LoraParams):
         r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
         target_modules=params.target_modules, task_type="CAUSAL_LM",
     )
+
+
+def resume_point(checkpoints: Path) -> str | None:
+    """The newest *complete* checkpoint in ``checkpoints``, or None. transformers writes ``trainer_state.json``
+    last, so a checkpoint killed while being written lacks it (or holds a cut-off one): such folders are removed,
+    and the previous checkpoint (kept until the new one is complete) is used."""
+    import json
+    import shutil
+
+    if not checkpoints.is_dir():
+        return None
+    found = sorted((path for path in checkpoints.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()),
+                   key=lambda path: int(path.name.split("-")[-1]), reverse=True)
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            print(f"train: {path} was cut off while being written; removing it")
+            shutil.rmtree(path, ignore_errors=True)
+    return None

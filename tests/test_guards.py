@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,18 @@ def test_replayed_rows_join_the_training_rows_and_train_kd_on_cross_entropy(tmp_
     features = pl.DataFrame({"id": ["a"], "k": [1], "token_ids": [[0]], "top_ids": [[0]], "top_logprobs": [[0.0]]})
     found = kd.examples(mixed, features, STUDENT_TEMPLATE, load_tokenizer(params.student), 64)
     assert len(found.examples) == 6 and found.without_teacher == 6  # general rows: cross-entropy only
+
+
+def test_a_checkpoint_cut_off_while_being_written_is_skipped(tmp_path: Path) -> None:
+    from stages.train_args import resume_point
+
+    assert resume_point(tmp_path / "none") is None
+    for step, state in ((5, '{"global_step": 5}'), (10, '{"global_st'), (15, None)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}/trainer_state.json").write_text(state)
+    assert resume_point(tmp_path) == str(tmp_path / "checkpoint-5")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-5"]
 
 
 def test_bad_general_data_names_the_file_and_line(tmp_path: Path) -> None:
@@ -158,7 +171,9 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_student: Path, 
     killed.wait()
     assert not (tmp_path / "resumed").exists()
     resumed = start("resumed").communicate(timeout=600)[0]
-    assert "from its last checkpoint" in resumed and "checkpoint-10" in resumed
+    assert "FINAL " in whole and "FINAL " in resumed, whole[-3000:] + resumed[-3000:]
+    # checkpoint-10, or checkpoint-5 when the kill cut checkpoint-10 off while it was being written
+    assert re.search(r"from its last checkpoint, .*checkpoint-(5|10)\b", resumed), resumed[-3000:]
     final = {name: float(text.split("FINAL ")[1].split()[0]) for name, text in (("whole", whole), ("resumed", resumed))}
     assert final["resumed"] == pytest.approx(final["whole"], rel=0.02)
     assert not list((tmp_path / ".distill/checkpoints").iterdir())  # the finished run cleans up after itself
