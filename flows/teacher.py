@@ -6,10 +6,12 @@ Retries are owned by the engine (``stages.teachers.engine``), so tasks have ``re
 and the openai client ``max_retries=0``. Caching is the request store's job: tasks use
 ``NO_CACHE`` (keying paid calls on task source or inputs would be wrong and slow).
 
-The flow takes a *plan file* (JSONL of requests), not the requests themselves: flow
-parameters are stored by the Prefect API, and the API key is read from the environment
-inside the flow so that it never becomes a parameter. The budget (caps, prices and the
-tokenisation the reservations assume) is passed as plain JSON values.
+The flow takes a *plan file* (JSONL of requests, private to its owner), not the requests
+themselves: flow parameters are stored by the Prefect API, and the API key is read from the
+environment inside the flow so that it never becomes a parameter. The budget (caps, prices and
+the tokenisation the reservations assume) and the engine settings are passed as plain JSON values.
+The plan is de-duplicated by key before it is split into shards, so no key is sent twice, and the
+shards write through the stage's open request store (``open_store``: one writer per store).
 
 Set ``DISTILL_PREFECT=0`` to run the same shards without Prefect (used to measure the
 start-up cost Prefect adds; see benchmarks/pipeline.py).
@@ -33,6 +35,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from stages.lifetime import private_file, watch  # noqa: E402
 from stages.params import PriceParams  # noqa: E402
 from stages.teachers.engine import (  # noqa: E402
     Budget,
@@ -42,11 +45,12 @@ from stages.teachers.engine import (  # noqa: E402
     answer_all,
     make_client,
 )
-from stages.teachers.store import RequestStore  # noqa: E402
+from stages.teachers.store import open_store  # noqa: E402
 
 
 def write_plan(requests: list[TeacherRequest], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as handle:
+    """The plan file, 0600: it holds every prompt."""
+    with open(private_file(path), "w", encoding="utf-8") as handle:
         for request in requests:
             record = {"key": request.key, "model": request.model, "messages": request.messages}
             handle.write(json.dumps(record | {"sampling": request.sampling}) + "\n")
@@ -55,6 +59,12 @@ def write_plan(requests: list[TeacherRequest], path: Path) -> None:
 def read_plan(path: Path) -> list[TeacherRequest]:
     with path.open(encoding="utf-8") as handle:
         return [TeacherRequest(**json.loads(line)) for line in handle]
+
+
+def unique(requests: list[TeacherRequest]) -> list[TeacherRequest]:
+    """One request per key, in first-seen order: two seeds that make the same request are one request
+    (the key hashes the whole request, so requests with one key are equal)."""
+    return list({request.key: request for request in requests}.values())
 
 
 @task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)
@@ -81,22 +91,23 @@ async def answer_plan(
     shards: int,
     shard_runner: Callable,
     budget: dict | None = None,
+    settings: dict | None = None,
 ) -> Ledger:
-    requests = read_plan(Path(plan_path))
+    requests = unique(read_plan(Path(plan_path)))  # before sharding: a key is never in two shards
     cap = make_budget(budget)
     extra = {"budget": cap} if cap is not None else {}  # custom shard runners need not know budgets
-    settings = EngineSettings.from_env()
+    engine = EngineSettings(**settings) if settings is not None else EngineSettings.from_env()
     api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
     parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
-    gate = asyncio.Semaphore(settings.concurrency)  # one bound across all shards
+    gate = asyncio.Semaphore(engine.concurrency)  # one bound across all shards
     ledger = Ledger()
     with (
-        RequestStore(Path(store_path)) as store,
+        open_store(Path(store_path), engine.store_wait_s) as store,
         tqdm(total=len(requests), unit="req", desc="teacher", file=sys.stderr, mininterval=1.0) as bar,
     ):
-        async with make_client(base_url, api_key, settings) as client:
+        async with make_client(base_url, api_key, engine) as client:
             results = await asyncio.gather(
-                *(shard_runner(part, client, store, settings, gate, bar.update, **extra) for part in parts)
+                *(shard_runner(part, client, store, engine, gate, bar.update, **extra) for part in parts)
             )
     for result in results:
         ledger.merge(result)
@@ -105,17 +116,23 @@ async def answer_plan(
 
 @flow(name="teacher-generation", log_prints=True)
 async def teacher_generation(
-    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None
+    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None,
+    settings: dict | None = None,
 ) -> Ledger:
     """Answer every request of the plan not yet in the store, shard by shard, within the budget."""
-    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard, budget)
+    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard, budget, settings)
 
 
 def run_plan(
-    plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None
+    plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None,
+    settings: EngineSettings | None = None,
 ) -> Ledger:
-    """Entry used by the generate stage: through Prefect unless DISTILL_PREFECT=0."""
+    """Entry used by the stages: through Prefect unless DISTILL_PREFECT=0. ``settings`` default to the
+    environment's. Without a configured Prefect server, Prefect starts a temporary one: the watchdog is
+    started first, so that it dies with the stage even under kill -9 (stages/lifetime.py)."""
+    settings = settings or EngineSettings.from_env()
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
-    if os.environ.get("DISTILL_PREFECT", "1") == "0":
-        return asyncio.run(answer_plan(*args, answer_shard.fn, budget))
-    return asyncio.run(teacher_generation(*args, budget))
+    if not settings.prefect:
+        return asyncio.run(answer_plan(*args, answer_shard.fn, budget, settings.model_dump()))
+    watch()
+    return asyncio.run(teacher_generation(*args, budget, settings.model_dump()))

@@ -31,7 +31,8 @@ from stages.student import has_weights
 from stages.student_sampling import greedy_answers
 from stages.teachers import capabilities
 from stages.teachers.ask import ask, plan_requests
-from stages.teachers.store import RequestStore
+from stages.teachers.engine import EngineSettings
+from stages.teachers.store import open_store
 
 
 def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
@@ -51,10 +52,11 @@ def teacher_answers(
         sampling |= {"logprobs": True, "top_logprobs": k}
         capabilities.check(sampling, params.teacher.capabilities, params.teacher.name)
     requests = plan_requests(evals.iter_rows(named=True), prompt, sampling, params.teacher)
-    ledger = ask(requests, params.teacher, store_path, label="evaluate")
     answers, features = [], []
     tokenizer = FeatureTokenizer(params.generate.feature_tokenizer) if k else None
-    with RequestStore(store_path) as store:
+    settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
+    with open_store(store_path, settings.store_wait_s) as store:
+        ledger = ask(requests, params.teacher, store, label="evaluate", settings=settings)
         for row_id, request in zip(evals["id"], requests, strict=True):
             response = store.get(request.key)
             choice = response["choices"][0] if response and response.get("choices") else None
@@ -63,7 +65,8 @@ def teacher_answers(
             found = extract(content, k, tokenizer) if tokenizer and content else None
             if isinstance(found, dict):
                 features.append({"id": row_id, "tokenizer": tokenizer.identity, "k": k} | found)
-    cost = {"requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits}
+    cost = {"requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits,
+            "store_lines_quarantined": len(store.quarantined)}
     return answers, cost, conform(pl.DataFrame(features, schema=FEATURES), FEATURES)
 
 
@@ -217,6 +220,7 @@ def main() -> None:
             params.train.max_length, params.train.seed),
         "teacher_requests_sent": teacher_cost["requests_sent"],
         "teacher_cache_hits": teacher_cost["cache_hits"],
+        "store_lines_quarantined": teacher_cost["store_lines_quarantined"],
         "eval_hash": content_hash(evals["id"].to_list()),
         "wall_s": round(time.monotonic() - started, 2),
     }

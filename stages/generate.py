@@ -15,7 +15,10 @@ teacher grades and corrects the student -> preference pairs), self_knowledge (th
 answers, filtered). Several teachers (``teachers``) share the answer step by ``generate.routing``.
 
 Requests go through the teacher request store: a re-run pays only for keys not yet answered, and
-``metrics/generate.json`` says how many were sent and how many were cache hits, by teacher. When a
+``metrics/generate.json`` says how many were sent and how many were cache hits, by teacher. The stage
+holds the store's writer lock from start to end (a second run on the same store stops, naming this
+one's PID); lines of the store it cannot use are moved to ``data/store/generate.quarantine.jsonl`` and
+counted in ``store_lines_quarantined`` (stages/teachers/store.py). When a
 teacher's ``base_url`` is null the local stand-in is started on 127.0.0.1 while it is asked.
 Inputs the teachers failed on go to the rejects; past ``generate.max_failed_fraction`` the stage
 fails. Rejects that are choices, not failures (``budget``, ``near_duplicate``, ``not_best``,
@@ -64,8 +67,8 @@ from stages.prompts import Prompt
 from stages.records import FEATURES, REJECT, SEED, conform, empty
 from stages.teachers import capabilities
 from stages.teachers.ask import plan_requests
-from stages.teachers.engine import Ledger, TeacherRequest, cost_usd
-from stages.teachers.store import RequestStore
+from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest, cost_usd
+from stages.teachers.store import RequestStore, open_store
 
 
 def feature_tokenizer(params: params_module.GenerateParams) -> FeatureTokenizer | None:
@@ -148,6 +151,22 @@ def ledger_metrics(session: Session) -> dict:
     }
 
 
+def elicit(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame, tokenizer: FeatureTokenizer | None
+           ) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Run the methods of ``generate.methods``: their outputs by method, then rows, rejects, preferences and
+    features (answers without usable log-probs move to the rejects)."""
+    outputs = {method: RUNNERS[method](session, seeds, evals) for method in to_run(session.params.generate.methods)}
+    rows = pl.concat([out.rows for out in outputs.values()])
+    rejects = pl.concat([out.rejects for out in outputs.values()])
+    preferences = pl.concat([out.preferences for out in outputs.values()])
+    features = empty(FEATURES)
+    if tokenizer is not None:
+        answered = rows.filter(pl.col("method").is_in(ANSWER_METHODS))
+        kept, rejects, features = split_features(answered, rejects, session.store, session.params, tokenizer)
+        rows = pl.concat([kept, rows.filter(~pl.col("method").is_in(ANSWER_METHODS))])
+    return outputs, rows, rejects, preferences, features
+
+
 def run(
     params: params_module.Params,
     seeds_path: Path = paths.INGEST_TRAIN,
@@ -163,6 +182,7 @@ def run(
     ``send`` defaults to the Prefect flow; ``features_path`` and ``preferences_path`` default to files
     beside ``rows_path``, ``evals_path`` to eval.parquet beside ``seeds_path`` (no eval inputs if absent)."""
     started = time.monotonic()
+    settings = EngineSettings.from_env()  # first: a bad DISTILL_* value fails before anything starts
     features_path = features_path or rows_path.with_name(paths.GENERATE_FEATURES.name)
     preferences_path = preferences_path or rows_path.with_name(paths.GENERATE_PREFERENCES.name)
     evals_path = evals_path or seeds_path.with_name(paths.INGEST_EVAL.name)
@@ -171,52 +191,46 @@ def run(
     tokenizer = feature_tokenizer(gen)
     seeds = pl.read_parquet(seeds_path)
     evals = pl.read_parquet(evals_path) if evals_path.exists() else empty(SEED)
-    session = Session(params, store_path, send)
-    outputs = {method: RUNNERS[method](session, seeds, evals) for method in to_run(gen.methods)}
-    rows = pl.concat([out.rows for out in outputs.values()])
-    rejects = pl.concat([out.rejects for out in outputs.values()])
-    preferences = pl.concat([out.preferences for out in outputs.values()])
-    features = empty(FEATURES)
-    if tokenizer is not None:
-        answered = rows.filter(pl.col("method").is_in(ANSWER_METHODS))
-        with session.store() as store:
-            kept, rejects, features = split_features(answered, rejects, store, params, tokenizer)
-        rows = pl.concat([kept, rows.filter(~pl.col("method").is_in(ANSWER_METHODS))])
-    failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
-    failed_fraction = failed / max(rows.height + failed, 1)
-    metrics = ledger_metrics(session) | {
-        "methods": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
-                    for method, out in outputs.items()},
-        "rows": rows.height,
-        "rows_by_teacher": dict(rows["teacher"].value_counts().iter_rows()),
-        "rejects": rejects.height,
-        "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
-        "preference_pairs": preferences.height,
-        "failed_fraction": round(failed_fraction, 4),
-        "budget_usd": gen.budget_usd,
-        "budget_tokens": gen.budget_tokens,
-        "template_hash": prompt_of(gen).hash,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "wall_s": round(time.monotonic() - started, 2),
-    }
-    if failed_fraction > params.generate.max_failed_fraction:
-        raise StageError(
-            f"{failed} of {rows.height + failed} inputs got no usable answer ({failed_fraction:.1%} > "
-            f"generate.max_failed_fraction={params.generate.max_failed_fraction}); answers received are "
-            f"kept in {store_path}, reasons by class: {metrics['rejects_by_reason']}"
-        )
-    write_parquet(rows, rows_path)
-    write_parquet(rejects, rejects_path)
-    write_parquet(features, features_path)
-    write_parquet(preferences, preferences_path)
-    feature_tokens = int(features["token_ids"].list.len().sum() or 0)
-    metrics |= {
-        "feature_rows": features.height,
-        "feature_bytes": features_path.stat().st_size,
-        "feature_bytes_per_token": round(features_path.stat().st_size / feature_tokens, 3) if feature_tokens else None,
-        "tokenizer": tokenizer.identity if tokenizer is not None else None,
-    }
-    return metrics
+    with open_store(store_path, settings.store_wait_s) as store:  # the writer lock, held until the outputs are written
+        session = Session(params, store, send, settings)
+        outputs, rows, rejects, preferences, features = elicit(session, seeds, evals, tokenizer)
+        failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
+        failed_fraction = failed / max(rows.height + failed, 1)
+        metrics = ledger_metrics(session) | {
+            "methods": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
+                        for method, out in outputs.items()},
+            "rows": rows.height,
+            "rows_by_teacher": dict(rows["teacher"].value_counts().iter_rows()),
+            "rejects": rejects.height,
+            "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
+            "preference_pairs": preferences.height,
+            "failed_fraction": round(failed_fraction, 4),
+            "budget_usd": gen.budget_usd,
+            "budget_tokens": gen.budget_tokens,
+            "template_hash": prompt_of(gen).hash,
+            "store_lines_quarantined": len(store.quarantined),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_s": round(time.monotonic() - started, 2),
+        }
+        if failed_fraction > params.generate.max_failed_fraction:
+            raise StageError(
+                f"{failed} of {rows.height + failed} inputs got no usable answer ({failed_fraction:.1%} > "
+                f"generate.max_failed_fraction={params.generate.max_failed_fraction}); answers received are "
+                f"kept in {store_path}, reasons by class: {metrics['rejects_by_reason']}"
+            )
+        write_parquet(rows, rows_path)
+        write_parquet(rejects, rejects_path)
+        write_parquet(features, features_path)
+        write_parquet(preferences, preferences_path)
+        feature_tokens = int(features["token_ids"].list.len().sum() or 0)
+        metrics |= {
+            "feature_rows": features.height,
+            "feature_bytes": features_path.stat().st_size,
+            "feature_bytes_per_token": (round(features_path.stat().st_size / feature_tokens, 3)
+                                        if feature_tokens else None),
+            "tokenizer": tokenizer.identity if tokenizer is not None else None,
+        }
+        return metrics
 
 
 def main() -> None:

@@ -127,7 +127,7 @@ def trace(row_id: str, lock_path: Path = LOCK) -> dict:
         } | {key: row[key] for key in ("input_origin", "judge_score") if row.get(key) is not None} | {
             "provenance": provenance(paths.GENERATE_ROWS, locks)}
         if paths.GENERATE_STORE.exists():
-            with RequestStore(paths.GENERATE_STORE) as store:
+            with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
                 entry = store.entry(row["request_key"])
             chain["teacher_store"] = {
                 "file": str(paths.GENERATE_STORE),

@@ -45,6 +45,9 @@ class StandinParams(Strict):
     truncated_body_rate: Fraction = 0.0
     ignore_logprobs: bool = False  # answer without logprobs even when asked, as `transformers serve` does
     seed: int = 0
+    # Replay a repeated Idempotency-Key's first answer unbilled (false: bill every request, as most endpoints
+    # do). Changes what is billed, never an answer, so it is not part of the request key.
+    idempotency: bool = True
 
 
 class PriceParams(Strict):

@@ -96,29 +96,37 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.Dat
     return conform(scored, SCORED)
 
 
-def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path) -> pl.DataFrame:
-    """The primary teacher's rating of each row (generate.judge's prompt), through its own request store."""
+def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path) -> tuple[pl.DataFrame, int]:
+    """The primary teacher's rating of each row (generate.judge's prompt), through its own request store, and how
+    many of the store's lines were quarantined on opening it (stages/teachers/store.py)."""
     from stages.methods.judge import grade
     from stages.methods.session import Session
+    from stages.teachers.engine import EngineSettings
+    from stages.teachers.store import open_store
 
-    session = Session(params, store_path)
-    graded = grade(session, list(rows.select("instruction", "input", "response").iter_rows()), "score")
+    settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
+    with open_store(store_path, settings.store_wait_s) as store:
+        session = Session(params, store, settings=settings)
+        graded = grade(session, list(rows.select("instruction", "input", "response").iter_rows()), "score")
+        quarantined = len(store.quarantined)
     return pl.DataFrame({
         "id": rows["id"],
         "judge_rating": [g.judgement.score if g.judgement else None for g in graded],
         "judge_critique": [g.judgement.critique if g.judgement else f"not rated: {g.reason}" for g in graded],
-    }, schema={"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.String})
+    }, schema={"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.String}), quarantined
 
 
 def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: Path = paths.SCORE_STORE
-                  ) -> pl.DataFrame | None:
-    """The switched-on signals that need a model or the teacher, for ``rows``; None when all are off."""
+                  ) -> tuple[pl.DataFrame | None, int]:
+    """The switched-on signals that need a model or the teacher, for ``rows`` (None when all are off), and how
+    many lines of the judge's request store were quarantined."""
     settings = params.score
     if not (settings.judge or settings.ifd or settings.reward_model):
-        return None
-    signals = rows.select("id")
+        return None, 0
+    signals, quarantined = rows.select("id"), 0
     if settings.judge:
-        signals = signals.join(judge_ratings(rows, params, store_path), on="id", how="left")
+        ratings, quarantined = judge_ratings(rows, params, store_path)
+        signals = signals.join(ratings, on="id", how="left")
     student = params.generate.student
     template = Path(student.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, r["instruction"], r["input"]) for r in rows.iter_rows(named=True)]
@@ -133,7 +141,7 @@ def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: 
         signals = signals.with_columns(reward=pl.Series(reward_scores(settings.reward_model, prompts,
                                                                       rows["response"].to_list()), dtype=pl.Float64))
     return signals.with_columns([pl.lit(None, dtype).alias(name) for name, dtype in SIGNALS.items()
-                                 if name not in signals.columns])
+                                 if name not in signals.columns]), quarantined
 
 
 def summarise(scored: pl.DataFrame) -> dict:
@@ -151,21 +159,22 @@ def summarise(scored: pl.DataFrame) -> dict:
 
 
 def run(params: params_module.Params, rows_path: Path = paths.GENERATE_ROWS, out_path: Path = paths.SCORE_ROWS,
-        store_path: Path = paths.SCORE_STORE) -> pl.DataFrame:
-    """Checks first; the costly signals (judge, IFD, reward) only for the rows that passed them."""
+        store_path: Path = paths.SCORE_STORE) -> tuple[pl.DataFrame, int]:
+    """Checks first; the costly signals (judge, IFD, reward) only for the rows that passed them. Returns the
+    scored rows and how many lines of the judge's request store were quarantined."""
     rows = pl.read_parquet(rows_path)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     store_path.touch()  # a DVC out even when no judge is asked: the ratings paid for survive every run
     checked = score(rows, params.score)
-    signals = model_signals(checked.filter(pl.col("keep")).select(rows.columns), params, store_path)
+    signals, quarantined = model_signals(checked.filter(pl.col("keep")).select(rows.columns), params, store_path)
     scored = score(rows, params.score, signals) if signals is not None else checked
     write_parquet(scored, out_path)
-    return scored
+    return scored, quarantined
 
 
 def main() -> None:
-    scored = run(params_module.load())
-    metrics = summarise(scored)
+    scored, quarantined = run(params_module.load())
+    metrics = summarise(scored) | {"store_lines_quarantined": quarantined}
     write_json(metrics, paths.metrics("score"))
     print(f"score: kept {metrics['kept']} of {metrics['rows']} rows; dropped {metrics['dropped_by_reason']}")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -45,3 +47,17 @@ def serve() -> Iterator[Callable[..., str]]:
             return urls[key]
 
         yield url_for
+
+
+def billed_requests(request_log: Path) -> Counter:
+    """Requests a stand-in answered and billed, by request hash, from its ``--request-log`` (replays of an
+    Idempotency-Key and faults are not billed)."""
+    records = [json.loads(line) for line in request_log.read_text().splitlines()]
+    return Counter(r["request_hash"] for r in records if r["status"] == 200 and r["fault"] is None)
+
+
+@pytest.fixture
+def billed() -> Callable[[Path], Counter]:
+    """``billed(request_log)``: the stand-in's billed requests by request hash (see billed_requests)."""
+    return billed_requests
+

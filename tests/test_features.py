@@ -78,9 +78,13 @@ def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = feature_params(None)
     assert generate.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
-    # the new stand-in switch, off, leaves the stand-in's identity (and so every stored key) as it was
-    before = params.teacher.standin.model_dump(exclude={"ignore_logprobs"})
+    # the later stand-in switches, at their defaults, leave the stand-in's identity (and so every stored key) as
+    # it was; idempotency changes billing, never answers, so it is never part of it
+    before = params.teacher.standin.model_dump(exclude={"ignore_logprobs", "idempotency"})
     assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
+    billing_off = params.teacher.model_copy(update={"standin": params.teacher.standin.model_copy(
+        update={"idempotency": False})})
+    assert teacher_identity(billing_off) == teacher_identity(params.teacher)
     metrics = run_stage(params, tmp_path, forty_seeds)
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
     assert features.height == 0 and features.schema == pl.Schema(FEATURES)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import run, stages_run, tiny_repo
+from tests.repos import run, stages_run, tiny_repo
 from tests.test_train_evaluate import tiny_llama
 
 pytestmark = pytest.mark.slow

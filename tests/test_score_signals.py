@@ -30,7 +30,10 @@ def rows_file(tmp_path: Path) -> Path:
 
 
 def run(params, tmp_path: Path) -> pl.DataFrame:
-    return score.run(params, rows_file(tmp_path), tmp_path / "score/rows.parquet", tmp_path / "store/score.jsonl")
+    scored, quarantined = score.run(params, rows_file(tmp_path), tmp_path / "score/rows.parquet",
+                                    tmp_path / "store/score.jsonl")
+    assert quarantined == 0
+    return scored
 
 
 def test_judge_rates_rows_that_passed_the_checks_and_can_drop_low_ones(tmp_path: Path) -> None:

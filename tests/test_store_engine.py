@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
@@ -59,43 +58,6 @@ def content(store: RequestStore, key: str) -> str:
 
 
 # --- store ---------------------------------------------------------------------------------------
-
-
-def test_put_get_round_trip_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "store" / "s.jsonl"
-    with RequestStore(path) as store:
-        assert len(store) == 0 and store.get("k1") is None and store.entry("k1") is None
-        store.put("k1", {"model": "m", "messages": []}, {"id": "r1", "choices": [{"text": "é"}]})
-        store.put("k2", {"model": "m"}, {"id": "r2"})
-        store.put("k1", {"model": "m"}, {"id": "r1b"})  # a later answer for a key replaces the earlier one
-    with RequestStore(path) as store:
-        assert len(store) == 2
-        assert "k1" in store and "k3" not in store
-        assert store.get("k1") == {"id": "r1b"}
-        assert store.get("k2") == {"id": "r2"}
-        entry = store.entry("k2")
-        assert entry["request"] == {"model": "m"}
-        assert set(entry) == {"key", "request", "response", "stored_at"}
-    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
-
-
-@pytest.mark.parametrize("torn", ['{"key": "k3", "request": {"mo', '{"key": "k3", "request": {}, "response": {}}'])
-def test_torn_last_line_is_cut_on_open(tmp_path: Path, torn: str) -> None:
-    path = tmp_path / "s.jsonl"
-    with RequestStore(path) as store:
-        store.put("k1", {}, {"id": "r1"})
-        store.put("k2", {}, {"id": "r2"})
-    good_size = path.stat().st_size
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(torn)  # a kill mid-write: no newline
-    with RequestStore(path) as store:
-        assert path.stat().st_size == good_size
-        assert len(store) == 2 and "k3" not in store
-        store.put("k3", {}, {"id": "r3"})
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["key"] for line in lines] == ["k1", "k2", "k3"]
-    with RequestStore(path) as store:
-        assert store.get("k3") == {"id": "r3"}
 
 
 def test_request_key_changes_with_every_part() -> None:
@@ -246,11 +208,6 @@ def test_shards_send_each_request_once_and_leave_the_collector_as_found(tmp_path
     assert sorted(client.sent) == sorted(r.key for r in requests)  # the duplicate went once
     assert sum(ledger.requests_sent for ledger in ledgers) == 24
     assert gc.get_freeze_count() == frozen_before
-
-
-def test_unknown_transport_is_refused() -> None:
-    with pytest.raises(ValueError, match="DISTILL_TEACHER_TRANSPORT='grpc'"):
-        make_client("http://127.0.0.1:1/v1", "k", EngineSettings(transport="grpc"))
 
 
 # --- the teacher flow without Prefect ------------------------------------------------------------

@@ -129,9 +129,8 @@ def answer_with(session: Session, inputs: list[dict], teacher: TeacherParams, me
     prompt = prompt_of(gen)
     requests = plan_requests(inputs, prompt, sampling_of(gen), teacher)
     ledger = session.ask(requests, teacher, method)
-    with session.store() as store:
-        return build_rows(method, inputs, requests, store, teacher.name, prompt.hash, ledger.errors, ledger.skipped,
-                          gen.chain_of_thought)
+    return build_rows(method, inputs, requests, session.store, teacher.name, prompt.hash, ledger.errors,
+                      ledger.skipped, gen.chain_of_thought)
 
 
 def round_robin(inputs: list[dict], teachers: list[TeacherParams]) -> list[list[dict]]:

@@ -45,19 +45,18 @@ def grade(session: Session, items: list[tuple[str, str, str]], label: str) -> li
         return []
     ledger = session.ask(requests, session.primary, f"{label} judge")
     graded = []
-    with session.store() as store:
-        for request in requests:
-            entry = store.entry(request.key)
-            if entry is None:
-                reason = "budget" if request.key in ledger.skipped else "teacher_error"
-                detail = ledger.skipped.get(request.key) or ledger.errors.get(request.key, "not answered")
-                graded.append(Graded(request.key, None, reason, detail))
-                continue
-            choices = entry["response"].get("choices")
-            text = parse_choice(choices[0]) if choices else None
-            judgement = parse_judgement(text)
-            graded.append(Graded(request.key, judgement, None if judgement else "unparseable", (text or "")[:100],
-                                 entry))
+    for request in requests:
+        entry = session.store.entry(request.key)
+        if entry is None:
+            reason = "budget" if request.key in ledger.skipped else "teacher_error"
+            detail = ledger.skipped.get(request.key) or ledger.errors.get(request.key, "not answered")
+            graded.append(Graded(request.key, None, reason, detail))
+            continue
+        choices = entry["response"].get("choices")
+        text = parse_choice(choices[0]) if choices else None
+        judgement = parse_judgement(text)
+        graded.append(Graded(request.key, judgement, None if judgement else "unparseable", (text or "")[:100],
+                             entry))
     return graded
 
 

@@ -3,8 +3,6 @@ duplicates of what we already have before paying for their answers, keep the res
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from stages.io import content_hash
 from stages.methods.novelty import NoveltyIndex
 from stages.methods.parsing import parse_lines
@@ -22,18 +20,17 @@ def reply_lines(session: Session, requests: list[TeacherRequest], errors: dict[s
                 skipped: dict[str, str]) -> list[tuple[list[str] | None, str, str]]:
     """Per request: the parsed lines of all its choices, or None with a reject reason and detail."""
     replies = []
-    with session.store() as store:
-        for request in requests:
-            response = store.get(request.key)
-            if response is None:
-                reason = "budget" if request.key in skipped else "teacher_error"
-                replies.append((None, reason, skipped.get(request.key) or errors.get(request.key, "not answered")))
-                continue
-            lines: list[str] = []
-            texts = [parse_choice(choice) for choice in response.get("choices", [])]
-            for text in texts:
-                lines += [line for line in parse_lines(text) or [] if line not in lines]
-            replies.append((lines or None, "unparseable", "no lines in: " + repr((texts or [""])[0])[:120]))
+    for request in requests:
+        response = session.store.get(request.key)
+        if response is None:
+            reason = "budget" if request.key in skipped else "teacher_error"
+            replies.append((None, reason, skipped.get(request.key) or errors.get(request.key, "not answered")))
+            continue
+        lines: list[str] = []
+        texts = [parse_choice(choice) for choice in response.get("choices", [])]
+        for text in texts:
+            lines += [line for line in parse_lines(text) or [] if line not in lines]
+        replies.append((lines or None, "unparseable", "no lines in: " + repr((texts or [""])[0])[:120]))
     return replies
 
 
@@ -45,7 +42,7 @@ def accept_new(
     unparseable replies and near duplicates (of seeds, eval inputs or inputs accepted before)."""
     ledger = session.ask(requests, session.primary, method)
     inputs, rejects = [], []
-    source = str(Path(session.store_path))
+    source = str(session.store.path)
     replies = reply_lines(session, requests, ledger.errors, ledger.skipped)
     for request, (lines, reason, detail), origin in zip(requests, replies, origins, strict=True):
         base = {"method": method, "request_key": request.key, "source_file": source, "source_line": None}

@@ -28,7 +28,7 @@ def teacher_identity(teacher: TeacherParams) -> str:
     if teacher.provider == "hf":
         return f"{teacher.name}:hf:{teacher.model}:{content_hash({'seed': teacher.hf.seed})}"
     if teacher.base_url is None:
-        settings = teacher.standin.model_dump()
+        settings = teacher.standin.model_dump(exclude={"idempotency"})  # billing, not answers
         if not settings["ignore_logprobs"]:  # a later switch: off, it leaves the keys of existing stores alone
             del settings["ignore_logprobs"]
         return f"{teacher.name}:standin:{content_hash(settings)}"

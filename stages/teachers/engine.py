@@ -8,14 +8,16 @@ An optional requests- and tokens-per-minute limiter paces sending, and an option
 Every answer goes into the request store the moment it arrives.
 
 Throughput settings come from the environment, never from params.yaml, so tuning them
-never invalidates a paid DVC stage:
-  DISTILL_TEACHER_CONCURRENCY (32)   requests in flight
-  DISTILL_TEACHER_TIMEOUT_S (60)     per-request timeout
-  DISTILL_TEACHER_MAX_ATTEMPTS (6)   attempts per request before it is a failure
-  DISTILL_TEACHER_RPM, _TPM (none)   requests / tokens per minute (prompt estimate + max_tokens)
+never invalidates a paid DVC stage. ``EngineSettings.from_env`` reads them once, at the start
+of a stage, and refuses a bad value before any server or stand-in starts:
+  DISTILL_TEACHER_CONCURRENCY (32)   requests in flight, >= 1
+  DISTILL_TEACHER_TIMEOUT_S (60)     per-request timeout in seconds, > 0
+  DISTILL_TEACHER_MAX_ATTEMPTS (6)   attempts per request before it is a failure, >= 1
+  DISTILL_TEACHER_RPM, _TPM (none)   requests / tokens per minute (prompt estimate + max_tokens), > 0
   DISTILL_TEACHER_TRANSPORT (openai) "openai" (official client) or "aiohttp" (see transports.py)
+  DISTILL_PREFECT (1)                0: send the same shards without Prefect (benchmarks/pipeline.py)
+  DISTILL_STORE_WAIT_S (0)           seconds to wait for another run writing the same request store, >= 0
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -23,41 +25,75 @@ import gc
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stages.entry import StageError
 from stages.params import PriceParams
 from stages.teachers.store import RequestStore
-from stages.teachers.transports import Rejected, Transient, Transport, make_transport
+from stages.teachers.transports import TRANSPORTS, Rejected, Transient, Transport, make_transport
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    concurrency: int = 32
-    timeout_s: float = 60.0
-    max_attempts: int = 6
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 20.0
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    transport: str = "openai"
+class SettingsError(StageError):
+    """A ``DISTILL_*`` variable with a value the engine cannot use; the message names it."""
+
+
+class EngineSettings(BaseModel):
+    """How requests are sent; ``from_env`` reads each field from its variable in ``ENVIRONMENT``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int = Field(32, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="seconds before a request times out")
+    max_attempts: int = Field(6, ge=1, description="attempts per request before it is a failure")
+    backoff_base_s: float = Field(0.25, ge=0, description="first retry's mean wait (doubles per attempt)")
+    backoff_max_s: float = Field(20.0, ge=0, description="longest wait between attempts")
+    requests_per_minute: float | None = Field(None, gt=0, allow_inf_nan=False, description="requests per minute")
+    tokens_per_minute: float | None = Field(None, gt=0, allow_inf_nan=False, description="tokens per minute")
+    transport: str = Field("openai", description="the HTTP client")
+    prefect: bool = Field(True, description="send through the Prefect teacher flow (0: the same shards without)")
+    store_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                description="seconds to wait for another run writing the same request store")
+
+    @field_validator("transport")
+    @classmethod
+    def known_transport(cls, name: str) -> str:
+        if name not in TRANSPORTS:
+            raise ValueError(f"use one of {sorted(TRANSPORTS)}")
+        return name
 
     @classmethod
-    def from_env(cls) -> EngineSettings:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> EngineSettings:
+        """The settings in the environment (unset or empty: the default); a bad value is one ``SettingsError``
+        naming the variable, the value and what is allowed."""
+        values = {field: env[name] for name, field in ENVIRONMENT.items() if env.get(name, "").strip()}
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            lines = []
+            for item in error.errors():
+                field = str(item["loc"][0])
+                name = next(name for name, f in ENVIRONMENT.items() if f == field)
+                info = cls.model_fields[field]
+                default = {None: "no limit", True: "1", False: "0"}.get(info.default, info.default)
+                lines.append(f"{name}={values[field]!r}: {item['msg'].removeprefix('Value error, ')} "
+                             f"({info.description}; unset means {default})")
+            raise SettingsError("\n".join(lines)) from None
 
-        def optional(name: str) -> float | None:
-            return float(env[name]) if env.get(name) else None
 
-        return cls(
-            concurrency=int(env.get("DISTILL_TEACHER_CONCURRENCY", cls.concurrency)),
-            timeout_s=float(env.get("DISTILL_TEACHER_TIMEOUT_S", cls.timeout_s)),
-            max_attempts=int(env.get("DISTILL_TEACHER_MAX_ATTEMPTS", cls.max_attempts)),
-            requests_per_minute=optional("DISTILL_TEACHER_RPM"),
-            tokens_per_minute=optional("DISTILL_TEACHER_TPM"),
-            transport=env.get("DISTILL_TEACHER_TRANSPORT", cls.transport),
-        )
+ENVIRONMENT = {  # variable -> EngineSettings field
+    "DISTILL_TEACHER_CONCURRENCY": "concurrency",
+    "DISTILL_TEACHER_TIMEOUT_S": "timeout_s",
+    "DISTILL_TEACHER_MAX_ATTEMPTS": "max_attempts",
+    "DISTILL_TEACHER_RPM": "requests_per_minute",
+    "DISTILL_TEACHER_TPM": "tokens_per_minute",
+    "DISTILL_TEACHER_TRANSPORT": "transport",
+    "DISTILL_PREFECT": "prefect",
+    "DISTILL_STORE_WAIT_S": "store_wait_s",
+}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,6 @@ import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +58,7 @@ from typing import Any
 from aiohttp import web
 
 from stages import skill
+from stages.lifetime import scratch
 from stages.params import StandinParams, load
 
 MODEL_ID = "standin-skill-1"
@@ -427,7 +427,7 @@ class Standin:
             self.record(request_hash, attempt, 400, None)
             payload = error_body(str(error), "invalid_request_error", error.param, error.code)
             return web.json_response(payload, status=400, headers=headers)
-        idempotency_key = request.headers.get("Idempotency-Key")
+        idempotency_key = request.headers.get("Idempotency-Key") if self.config.idempotency else None
         if idempotency_key in self.answered:  # like Stripe's: a retried key gets its first answer, unbilled
             return await self.deliver(request, self.answered[idempotency_key], headers, request_hash, attempt,
                                       "replayed")
@@ -564,8 +564,8 @@ def running_standin(
     config: StandinParams, request_log: Path | None = None, startup_timeout_s: float = 30
 ) -> Iterator[str]:
     """Run the stand-in in a child process; yield its base URL, e.g. ``http://127.0.0.1:41234/v1``."""
-    with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
-        ready, stderr_path = Path(tmp) / "url", Path(tmp) / "stderr.txt"
+    with scratch("standin") as tmp:  # in the repo, removed even if the caller is killed (stages/lifetime.py)
+        ready, stderr_path = tmp / "url", tmp / "stderr.txt"
         command = [sys.executable, "-m", "stages.teachers.standin", "--host", "127.0.0.1", "--port", "0",
                    "--ready-file", str(ready), "--config-json", config.model_dump_json()]
         if request_log is not None:
