@@ -77,7 +77,7 @@ def test_two_runs_at_once_bill_every_request_once(repo: Path, tmp_path: Path, wa
     (repo / STORE).unlink()
     request_log = tmp_path / "requests.jsonl"
     config = StandinParams(idempotency=False, latency_ms=200)
-    env = {"DISTILL_TEST_KEY": "sk-test", "DISTILL_TEACHER_CONCURRENCY": "4"}
+    env = {"DISTILL_TEST_KEY": "sk-test", "DISTILL_TEACHER_CONCURRENCY": "2"}  # about 15 s of sending
     env |= {"DISTILL_STORE_WAIT_S": "300"} if wait else {"DISTILL_PREFECT": "0"}
     with running_standin(config, request_log=request_log) as url:
         set_params(repo, **{"teacher.base_url": url, "teacher.api_key_env": "DISTILL_TEST_KEY"})
