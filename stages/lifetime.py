@@ -104,8 +104,8 @@ def carries(process: psutil.Process, token: str) -> bool:
         return False
 
 
-def reap(token: str, scratch_folder: Path) -> int:
-    """Stop every process that carries ``token`` (but this one) and remove ``scratch_folder``; how many stopped."""
+def reap(token: str, scratch_folder: Path) -> None:
+    """Stop every process that carries ``token`` (but this one) and remove ``scratch_folder``."""
     me = os.getpid()
     left = [process for process in psutil.process_iter() if process.pid != me and carries(process, token)]
     for process in left:
@@ -120,7 +120,6 @@ def reap(token: str, scratch_folder: Path) -> int:
         except psutil.Error:
             pass
     shutil.rmtree(scratch_folder, ignore_errors=True)
-    return len(left)
 
 
 def main(argv: list[str]) -> None:

@@ -39,7 +39,6 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stages.entry import StageError
-from stages.io import content_hash
+from stages.io import atomic_path, content_hash
 
 
 def request_key(teacher: str, model: str, messages: list[dict], sampling: dict) -> str:
@@ -193,23 +192,17 @@ class RequestStore:
     def _move_out(self, bad: set[int]) -> None:
         """Append the ``bad`` lines to the quarantine file (durably, first), then replace the store by the rest."""
         target = quarantine_path(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with (self.path.open("rb") as source, target.open("ab") as quarantine,
-                  os.fdopen(fd, "wb") as kept):
+        mode = self.path.stat().st_mode & 0o777
+        with atomic_path(self.path) as tmp:  # renamed over the store only once both files are durable
+            with self.path.open("rb") as source, target.open("ab") as quarantine, tmp.open("wb") as kept:
                 for number, raw in enumerate(source, start=1):
                     out = quarantine if number in bad else kept
                     out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                quarantine.flush()
-                os.fsync(quarantine.fileno())
-                kept.flush()
-                os.fsync(kept.fileno())
-            os.chmod(tmp, self.path.stat().st_mode & 0o777)
-            os.replace(tmp, self.path)
-            fsync_directory(self.path.parent)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                for out in (quarantine, kept):
+                    out.flush()
+                    os.fsync(out.fileno())
+            tmp.chmod(mode)
+        fsync_directory(self.path.parent)
         listed = ", ".join(f"line {q.line} ({q.reason})" for q in self.quarantined[:20])
         more = f" and {len(self.quarantined) - 20} more" if len(self.quarantined) > 20 else ""
         print(f"warning: {self.path}: moved {len(self.quarantined)} line(s) it could not keep to {target}: "
