@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench deploy worker
 
 # torch is pinned first: 2.13.0 is the CPU build on this machine's disk; an unpinned torch
 # (or a newer one) pulls a multi-GB CUDA build.
@@ -38,3 +38,11 @@ lint: setup
 
 bench: setup
 	python benchmarks/pipeline.py
+
+# Scheduling (README, "Schedule it"): needs a Prefect server, PREFECT_API_URL set. DEPLOY_ARGS, e.g.
+# DEPLOY_ARGS='--teacher-rpm 500 --cron "0 3 * * 1-5"', is passed to distill deploy.
+deploy: setup
+	distill deploy $(DEPLOY_ARGS)
+
+worker: setup
+	prefect worker start --pool distill

@@ -1,16 +1,16 @@
 """The whole pipeline as a Prefect flow: ``dvc repro`` (optionally pull before, push after).
 
-    python -m flows.pipeline            # or: distill run [--pull] [--push]
+    python -m flows.pipeline            # or: distill run [--pull] [--push] [target ...]
 
-DVC owns the graph and the caching; this flow only runs it, so that Prefect can schedule
-it, retry it and show its runs. It does not re-declare the stages (one DAG, not two).
+DVC owns the graph and the caching; this flow only runs it, so that Prefect can schedule it
+(flows/deployments.py), retry it and show its runs. It does not re-declare the stages (one DAG,
+not two). Every line dvc prints goes to the run's log as it comes; a failed stage or gate fails
+the run with the stage's own message in the error.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -20,32 +20,37 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-
-def dvc_command(*args: str) -> list[str]:
-    """dvc from the same environment as this Python, so the flow works without activation."""
-    local = Path(sys.executable).with_name("dvc")
-    return [str(local) if local.exists() else "dvc", *args]
+from stages import sharing  # noqa: E402
+from stages.dvc_cli import run_dvc  # noqa: E402
 
 
-@task(name="dvc", retries=0, cache_policy=NO_CACHE)
-def dvc(*args: str, cwd: str = ".") -> str:
-    """Run one dvc command; its output goes to the flow log, a failure fails the task."""
-    result = subprocess.run(dvc_command(*args), cwd=cwd, capture_output=True, text=True)
-    logger = get_run_logger()
-    logger.info("dvc %s\n%s", " ".join(args), result.stdout[-4000:])
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result.stdout
+@task(name="dvc-pull", retries=0, cache_policy=NO_CACHE)
+def dvc_pull(repo: str) -> dict[str, int]:
+    """Pull what the remote has; outputs changed here are kept and request stores merged (stages/sharing.py)."""
+    return sharing.pull(Path(repo), get_run_logger().info).merged
+
+
+@task(name="dvc-repro", retries=0, cache_policy=NO_CACHE)
+def dvc_repro(repo: str, targets: list[str]) -> str:
+    """Reproduce ``targets`` (all stages when empty); re-runs only what changed."""
+    return run_dvc(["repro", *targets], repo, get_run_logger().info)
+
+
+@task(name="dvc-push", retries=0, cache_policy=NO_CACHE)
+def dvc_push(repo: str) -> None:
+    """Push every output dvc.lock records, the request stores included, to the default remote."""
+    sharing.push(Path(repo), get_run_logger().info)
 
 
 @flow(name="distill-pipeline")
-def pipeline(repo: str = ".", pull: bool = False, push: bool = False) -> str:
-    """Reproduce the pipeline in ``repo``; returns dvc repro's output."""
+def pipeline(repo: str = ".", pull: bool = False, push: bool = False, targets: list[str] | None = None) -> str:
+    """Reproduce the pipeline in ``repo`` (only ``targets`` and what they depend on, when given); pull from
+    the DVC remote before and push to it after when asked. Returns dvc repro's output."""
     if pull:
-        dvc("pull", cwd=repo)
-    output = dvc("repro", cwd=repo)
+        dvc_pull(repo)
+    output = dvc_repro(repo, targets or [])
     if push:
-        dvc("push", cwd=repo)
+        dvc_push(repo)
     return output
 
 

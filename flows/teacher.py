@@ -35,12 +35,14 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from flows.rate_limit import SharedRateLimit  # noqa: E402
 from stages.lifetime import private_file, watch  # noqa: E402
 from stages.params import PriceParams  # noqa: E402
 from stages.teachers.engine import (  # noqa: E402
     Budget,
     EngineSettings,
     Ledger,
+    RateLimiter,
     TeacherRequest,
     answer_all,
     make_client,
@@ -68,9 +70,16 @@ def unique(requests: list[TeacherRequest]) -> list[TeacherRequest]:
 
 
 @task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)
-async def answer_shard(requests: list[TeacherRequest], client, store, settings, gate, on_done,
+async def answer_shard(requests: list[TeacherRequest], client, store, settings, gate, on_done, limiter,
                        budget: Budget | None = None) -> Ledger:
-    return await answer_all(requests, client, store, settings, gate, on_done, budget=budget)
+    return await answer_all(requests, client, store, settings, gate, on_done, limiter, budget=budget)
+
+
+def make_limiter(settings: EngineSettings) -> RateLimiter | SharedRateLimit:
+    """One pace for every shard of the run: this run's RPM/TPM, and the server's shared rate limit when
+    DISTILL_TEACHER_RATE_LIMIT names one (then every run and worker sending to the teacher shares it)."""
+    local = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+    return SharedRateLimit(settings.rate_limit, local) if settings.rate_limit else local
 
 
 def make_budget(budget: dict | None) -> Budget | None:
@@ -100,6 +109,7 @@ async def answer_plan(
     api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
     parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
     gate = asyncio.Semaphore(engine.concurrency)  # one bound across all shards
+    limiter = make_limiter(engine)  # and one pace
     ledger = Ledger()
     with (
         open_store(Path(store_path), engine.store_wait_s) as store,
@@ -107,7 +117,7 @@ async def answer_plan(
     ):
         async with make_client(base_url, api_key, engine) as client:
             results = await asyncio.gather(
-                *(shard_runner(part, client, store, engine, gate, bar.update, **extra) for part in parts)
+                *(shard_runner(part, client, store, engine, gate, bar.update, limiter, **extra) for part in parts)
             )
     for result in results:
         ledger.merge(result)

@@ -2,7 +2,9 @@
 
     distill lineage <id> [--json]        trace a row back to its seed file and line
     distill teacher serve [--port 8000]  run the offline stand-in teacher by hand
-    distill run [--pull] [--push]        run the pipeline (dvc repro) as a Prefect flow
+    distill run [--pull] [--push] [target ...]  run the pipeline (dvc repro) as a Prefect flow
+    distill pull                         dvc pull that keeps local changes and merges request stores
+    distill deploy [--cron C] [--teacher-rpm N]  register the Prefect deployments (PREFECT_API_URL)
     distill estimate                     what the generate stage would cost now; sends nothing
 """
 
@@ -24,6 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("run", help="run the pipeline through the Prefect pipeline flow")
     run.add_argument("--pull", action="store_true", help="dvc pull before")
     run.add_argument("--push", action="store_true", help="dvc push after")
+    run.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
+    commands.add_parser("pull", help="dvc pull that never overwrites local changes; request stores are merged")
+    deploying = commands.add_parser("deploy", help="register the Prefect deployments against PREFECT_API_URL")
+    deploying.add_argument("--pool", default="distill", help="the process work pool (created when missing)")
+    deploying.add_argument("--cron", default="0 2 * * *", help="the nightly run's schedule (default: 02:00 daily)")
+    deploying.add_argument("--timezone", help="the schedule's time zone, e.g. Europe/Paris (default: UTC)")
+    deploying.add_argument("--teacher-rpm", type=float,
+                        help="teacher requests per minute shared by every run and worker (a Prefect rate limit)")
+    deploying.add_argument("--rate-limit", default="distill-teacher", help="that rate limit's name")
     commands.add_parser("estimate", help="print what the generate stage would send and cost; sends nothing")
     args, rest = parser.parse_known_args(argv)
 
@@ -45,8 +56,42 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(estimate_generate())
     elif args.command == "run":
         from flows.pipeline import pipeline
+        from stages.entry import StageError
 
-        pipeline(pull=args.pull, push=args.push)
+        try:
+            pipeline(pull=args.pull, push=args.push, targets=args.targets)
+        except StageError as error:
+            sys.exit(f"distill run: {error}")
+    elif args.command == "pull":
+        from stages import sharing
+        from stages.entry import StageError
+
+        try:
+            sharing.pull()
+        except StageError as error:
+            sys.exit(f"distill pull: {error}")
+    elif args.command == "deploy":
+        sys.exit(register_deployments(args))
+
+
+def register_deployments(args: argparse.Namespace) -> str | None:
+    """Register the deployments of flows/deployments.py for this repo and say how to run them."""
+    from pathlib import Path
+
+    from flows.deployments import api_url, deploy
+    from stages.entry import StageError
+
+    try:
+        deployed = deploy(Path("."), args.pool, args.cron, args.timezone, args.teacher_rpm, args.rate_limit)
+    except StageError as error:
+        return f"distill deploy: {error}"
+    for d in deployed:
+        print(f"distill-pipeline/{d.name}: {d.cron or 'on demand'}; {d.parameters}")
+    if args.teacher_rpm:
+        print(f"teacher requests of every run share the rate limit {args.rate_limit!r}: {args.teacher_rpm:g}/min")
+    print(f"next: `prefect worker start --pool {args.pool}` in this repo; runs: {api_url().removesuffix('/api')}"
+          f"/runs; now: `prefect deployment run distill-pipeline/nightly`")
+    return None
 
 
 def estimate_generate() -> str | None:

@@ -76,6 +76,14 @@ def tiny_repo(repo: Path, extra: dict | None = None, setup=None) -> Path:
     return repo
 
 
+def copy_run(source: Path, target: Path) -> Path:
+    """A copy of a repo that has run (workspace, git history, DVC cache), to go on from without running it again;
+    DVC's own state (``.dvc/tmp``) is left behind and rebuilt."""
+    shutil.copytree(source, target, symlinks=True, ignore=lambda folder, names: ["tmp"] if folder.endswith(".dvc")
+                    else [])
+    return target
+
+
 def metrics(repo: Path, name: str) -> dict:
     return json.loads((repo / "metrics" / f"{name}.json").read_text())
 

@@ -18,18 +18,16 @@ import pytest
 
 from stages.params import StandinParams
 from stages.teachers.standin import running_standin
-from tests.repos import TINY, metrics, run, set_params, stages_run, tiny_repo
+from tests.repos import TINY, copy_run, metrics, run, set_params, stages_run
 
 SENTINEL = f"sk-SENTINEL-{uuid.uuid4().hex}"  # made at run time, so this file cannot match it
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
     """A git+DVC copy of the committed repo with the tiny profile, after one `dvc repro`."""
-    repo = tiny_repo(tmp_path_factory.mktemp("repo"))
-    run(repo, "dvc", "repro")
-    return repo
+    return copy_run(tiny_run, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 def test_full_run_produces_every_output(repo: Path) -> None:

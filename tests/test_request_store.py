@@ -251,3 +251,16 @@ def test_a_killed_writer_releases_the_lock(tmp_path: Path) -> None:
     holder.wait()
     with RequestStore(path) as store:  # would raise StoreBusy if the lock were still held
         assert "from-holder" not in store
+
+
+def test_merge_adds_only_the_answers_this_store_lacks(tmp_path: Path) -> None:
+    """How a store pulled from a DVC remote joins one with answers paid for here (stages/sharing.py)."""
+    here, remote = tmp_path / "here.jsonl", tmp_path / "remote.jsonl"
+    write_store(here, [entry_line("k0", "ours"), entry_line("local", "l")])
+    write_store(remote, [entry_line("k0", "theirs"), b"garbage\n", entry_line("k1", "r1"), entry_line("k1", "r1b")])
+    with RequestStore(here) as store:
+        assert store.merge(remote) == 1  # k1 only: k0 is answered here, garbage and the repeat are skipped
+        assert store.get("k0")["id"] == "ours" and store.get("k1")["id"] == "r1"
+    with RequestStore(here) as store:
+        assert [e["key"] for e in store.entries()] == ["k0", "local", "k1"] and store.quarantined == []
+    assert remote.read_bytes().count(b"\n") == 4  # the other file is only read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -229,3 +230,18 @@ def test_run_plan_without_prefect(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with RequestStore(store_path) as store:
         assert [content(store, r.key) for r in requests[:4]] == ["tenalp", "PLANET", "tac", "CAT"]
     assert "sk-test" not in store_path.read_text()
+
+
+def test_a_runs_rpm_holds_across_all_its_shards(tmp_path: Path) -> None:
+    """DISTILL_TEACHER_RPM is one pace for the whole run: 12 requests in 4 shards at 600/min take about
+    1.1 s, not a quarter of it (one limiter per shard would allow 4 x 600/min)."""
+    requests = requests_for(WORDS[:6])  # 12 requests
+    plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
+    write_plan(requests, plan_path)
+    settings = EngineSettings(requests_per_minute=600, prefect=False)
+    with running_standin(StandinParams()) as url:
+        started = time.perf_counter()
+        ledger = run_plan(plan_path, store_path, url, None, 4, settings=settings)
+        elapsed = time.perf_counter() - started
+    assert ledger.requests_sent == 12 and not ledger.failures
+    assert elapsed >= 1.05

@@ -14,6 +14,7 @@ of a stage, and refuses a bad value before any server or stand-in starts:
   DISTILL_TEACHER_TIMEOUT_S (60)     per-request timeout in seconds, > 0
   DISTILL_TEACHER_MAX_ATTEMPTS (6)   attempts per request before it is a failure, >= 1
   DISTILL_TEACHER_RPM, _TPM (none)   requests / tokens per minute (prompt estimate + max_tokens), > 0
+  DISTILL_TEACHER_RATE_LIMIT (none)  a Prefect global rate limit every run shares (flows/rate_limit.py)
   DISTILL_TEACHER_TRANSPORT (openai) "openai" (official client) or "aiohttp" (see transports.py)
   DISTILL_PREFECT (1)                0: send the same shards without Prefect (benchmarks/pipeline.py)
   DISTILL_STORE_WAIT_S (0)           seconds to wait for another run writing the same request store, >= 0
@@ -53,6 +54,8 @@ class EngineSettings(BaseModel):
     backoff_max_s: float = Field(20.0, ge=0, description="longest wait between attempts")
     requests_per_minute: float | None = Field(None, gt=0, allow_inf_nan=False, description="requests per minute")
     tokens_per_minute: float | None = Field(None, gt=0, allow_inf_nan=False, description="tokens per minute")
+    rate_limit: str | None = Field(None, min_length=1, description="a Prefect global rate limit (its name) that "
+                                   "every run and worker sending to this teacher shares")
     transport: str = Field("openai", description="the HTTP client")
     prefect: bool = Field(True, description="send through the Prefect teacher flow (0: the same shards without)")
     store_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False,
@@ -90,6 +93,7 @@ ENVIRONMENT = {  # variable -> EngineSettings field
     "DISTILL_TEACHER_MAX_ATTEMPTS": "max_attempts",
     "DISTILL_TEACHER_RPM": "requests_per_minute",
     "DISTILL_TEACHER_TPM": "tokens_per_minute",
+    "DISTILL_TEACHER_RATE_LIMIT": "rate_limit",
     "DISTILL_TEACHER_TRANSPORT": "transport",
     "DISTILL_PREFECT": "prefect",
     "DISTILL_STORE_WAIT_S": "store_wait_s",
@@ -166,11 +170,12 @@ def make_client(base_url: str, api_key: str, settings: EngineSettings) -> Transp
 
 
 class RateLimiter:
-    """Requests- and tokens-per-minute pacing, shared by every shard.
+    """Requests- and tokens-per-minute pacing within one run, shared by every shard.
 
     Hand-written: Prefect's global rate limits take a server round trip per slot, too slow at
-    hundreds of requests per second. Each request reserves its slot at the pace the limits
-    allow; bursts are not allowed, so a limit is never exceeded within any minute."""
+    hundreds of requests per second; they pace several runs together (flows/rate_limit.py).
+    Each request reserves its slot at the pace the limits allow; bursts are not allowed, so a
+    limit is never exceeded within any minute."""
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None):
         self.rpm, self.tpm = requests_per_minute, tokens_per_minute

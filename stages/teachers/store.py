@@ -245,6 +245,19 @@ class RequestStore:
             os.fsync(self._file.fileno())
             self._unsynced = 0
 
+    def merge(self, other: Path) -> int:
+        """Append every answer in the store file ``other`` whose key this store lacks (its first line per key,
+        in its order; lines it cannot keep are skipped); returns how many. How a copy pulled from a DVC
+        remote joins answers paid for here without losing either (stages/sharing.py)."""
+        with RequestStore(other, read_only=True) as incoming:
+            added = [entry for entry in incoming.entries() if entry["key"] not in self._answers]
+        for entry in added:
+            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._answers[entry["key"]] = entry
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return len(added)
+
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
             self._file.flush()
