@@ -20,7 +20,6 @@ start-up cost Prefect adds; see benchmarks/pipeline.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from flows.rate_limit import SharedRateLimit  # noqa: E402
-from stages.lifetime import private_file, watch  # noqa: E402
+from stages.lifetime import watch  # noqa: E402
 from stages.params import PriceParams  # noqa: E402
 from stages.teachers.engine import (  # noqa: E402
     Budget,
@@ -47,26 +46,8 @@ from stages.teachers.engine import (  # noqa: E402
     answer_all,
     make_client,
 )
+from stages.teachers.plan import read_plan, unique  # noqa: E402
 from stages.teachers.store import open_store  # noqa: E402
-
-
-def write_plan(requests: list[TeacherRequest], path: Path) -> None:
-    """The plan file, 0600: it holds every prompt."""
-    with open(private_file(path), "w", encoding="utf-8") as handle:
-        for request in requests:
-            record = {"key": request.key, "model": request.model, "messages": request.messages}
-            handle.write(json.dumps(record | {"sampling": request.sampling}) + "\n")
-
-
-def read_plan(path: Path) -> list[TeacherRequest]:
-    with path.open(encoding="utf-8") as handle:
-        return [TeacherRequest(**json.loads(line)) for line in handle]
-
-
-def unique(requests: list[TeacherRequest]) -> list[TeacherRequest]:
-    """One request per key, in first-seen order: two seeds that make the same request are one request
-    (the key hashes the whole request, so requests with one key are equal)."""
-    return list({request.key: request for request in requests}.values())
 
 
 @task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)

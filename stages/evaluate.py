@@ -16,6 +16,7 @@ and the share of the teacher gap the training closed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +32,7 @@ from stages.student import has_weights
 from stages.student_sampling import greedy_answers
 from stages.teachers import capabilities
 from stages.teachers.ask import ask, plan_requests
-from stages.teachers.engine import EngineSettings
+from stages.teachers.engine import EngineSettings, Ledger
 from stages.teachers.store import open_store
 
 
@@ -41,7 +42,7 @@ def student_answers(model_path: str, prompts: list[str], seed: int, params: para
 
 
 def teacher_answers(
-    evals: pl.DataFrame, params: params_module.Params, store_path: Path
+    evals: pl.DataFrame, params: params_module.Params, store_path: Path, send: Callable[..., Ledger]
 ) -> tuple[list[str | None], dict, pl.DataFrame]:
     """The teacher's answers to the eval inputs, through its own request store, and (when generate.top_logprobs
     is set) its top-k log-probs on them by token id (FEATURES, by eval id): what the held-out KL compares with."""
@@ -56,7 +57,7 @@ def teacher_answers(
     tokenizer = FeatureTokenizer(params.generate.feature_tokenizer) if k else None
     settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
     with open_store(store_path, settings.store_wait_s) as store:
-        ledger = ask(requests, params.teacher, store, label="evaluate", settings=settings)
+        ledger = ask(requests, params.teacher, store, send, label="evaluate", settings=settings)
         for row_id, request in zip(evals["id"], requests, strict=True):
             response = store.get(request.key)
             choice = response["choices"][0] if response and response.get("choices") else None
@@ -178,6 +179,8 @@ def report(metrics: dict, by_op: pl.DataFrame, examples: pl.DataFrame) -> str:
 
 
 def main() -> None:
+    from flows.teacher import run_plan  # the orchestrator, handed to the library
+
     params = params_module.load()
     started = time.monotonic()
     evals = pl.read_parquet(paths.INGEST_EVAL)
@@ -185,7 +188,7 @@ def main() -> None:
     prompts = [student_prompt(template, row["instruction"], row["input"]) for row in evals.iter_rows(named=True)]
     before = student_answers(params.train.student, prompts, params.train.seed, params.evaluate)
     after = student_answers(str(paths.TRAIN_MODEL), prompts, params.train.seed, params.evaluate)
-    teacher, teacher_cost, teacher_topk = teacher_answers(evals, params, paths.EVALUATE_STORE)
+    teacher, teacher_cost, teacher_topk = teacher_answers(evals, params, paths.EVALUATE_STORE, run_plan)
     systems = [score_system(evals, "student_before", before), score_system(evals, "student_after", after),
                score_system(evals, "teacher", teacher)]
     models = {"student_after": paths.TRAIN_MODEL}

@@ -169,18 +169,19 @@ def elicit(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame, tokenizer
 
 def run(
     params: params_module.Params,
+    send: Callable[..., Ledger],
     seeds_path: Path = paths.INGEST_TRAIN,
     rows_path: Path = paths.GENERATE_ROWS,
     rejects_path: Path = paths.GENERATE_REJECTS,
     store_path: Path = paths.GENERATE_STORE,
-    send: Callable[..., Ledger] | None = None,
     features_path: Path | None = None,
     evals_path: Path | None = None,
     preferences_path: Path | None = None,
 ) -> dict:
     """Run the methods of ``generate.methods``; write rows, rejects, features and preferences.
-    ``send`` defaults to the Prefect flow; ``features_path`` and ``preferences_path`` default to files
-    beside ``rows_path``, ``evals_path`` to eval.parquet beside ``seeds_path`` (no eval inputs if absent)."""
+    ``send`` sends a plan of requests (the Prefect teacher flow, from main); ``features_path`` and
+    ``preferences_path`` default to files beside ``rows_path``, ``evals_path`` to eval.parquet beside
+    ``seeds_path`` (no eval inputs if absent)."""
     started = time.monotonic()
     settings = EngineSettings.from_env()  # first: a bad DISTILL_* value fails before anything starts
     features_path = features_path or rows_path.with_name(paths.GENERATE_FEATURES.name)
@@ -234,8 +235,10 @@ def run(
 
 
 def main() -> None:
+    from flows.teacher import run_plan  # the orchestrator, handed to the library
+
     params = params_module.load()
-    metrics = run(params)
+    metrics = run(params, run_plan)
     write_json(metrics, paths.metrics("generate"))
     by_method = ", ".join(f"{name} {m['rows']}" for name, m in metrics["methods"].items())
     print(f"generate: {metrics['rows']} rows ({by_method}), {metrics['rejects']} rejects; "

@@ -16,7 +16,9 @@ Nothing is deleted: dropped rows keep their reason so that ``distill lineage`` c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -26,6 +28,9 @@ from stages.entry import guarded
 from stages.io import write_json, write_parquet
 from stages.prompts import student_prompt
 from stages.records import SCORED, conform
+
+if TYPE_CHECKING:  # the engine (openai, aiohttp) is imported only when the judge is on
+    from stages.teachers.engine import Ledger
 
 REFUSAL = r"(?i)\b(i'?m sorry|i cannot|i can'?t|as an ai|i am unable|i'm unable)\b"
 BAD_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"  # control characters (not tab/newline) and U+FFFD
@@ -96,7 +101,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.Dat
     return conform(scored, SCORED)
 
 
-def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path) -> tuple[pl.DataFrame, int]:
+def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path, send: Callable[..., Ledger]
+                  ) -> tuple[pl.DataFrame, int]:
     """The primary teacher's rating of each row (generate.judge's prompt), through its own request store, and how
     many of the store's lines were quarantined on opening it (stages/teachers/store.py)."""
     from stages.methods.judge import grade
@@ -106,7 +112,7 @@ def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: 
 
     settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
     with open_store(store_path, settings.store_wait_s) as store:
-        session = Session(params, store, settings=settings)
+        session = Session(params, store, send, settings)
         graded = grade(session, list(rows.select("instruction", "input", "response").iter_rows()), "score")
         quarantined = len(store.quarantined)
     return pl.DataFrame({
@@ -116,8 +122,8 @@ def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: 
     }, schema={"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.String}), quarantined
 
 
-def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: Path = paths.SCORE_STORE
-                  ) -> tuple[pl.DataFrame | None, int]:
+def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: Path,
+                  send: Callable[..., Ledger]) -> tuple[pl.DataFrame | None, int]:
     """The switched-on signals that need a model or the teacher, for ``rows`` (None when all are off), and how
     many lines of the judge's request store were quarantined."""
     settings = params.score
@@ -125,7 +131,7 @@ def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: 
         return None, 0
     signals, quarantined = rows.select("id"), 0
     if settings.judge:
-        ratings, quarantined = judge_ratings(rows, params, store_path)
+        ratings, quarantined = judge_ratings(rows, params, store_path, send)
         signals = signals.join(ratings, on="id", how="left")
     student = params.generate.student
     template = Path(student.prompt_template).read_text(encoding="utf-8")
@@ -159,21 +165,24 @@ def summarise(scored: pl.DataFrame) -> dict:
 
 
 def run(params: params_module.Params, rows_path: Path = paths.GENERATE_ROWS, out_path: Path = paths.SCORE_ROWS,
-        store_path: Path = paths.SCORE_STORE) -> tuple[pl.DataFrame, int]:
+        store_path: Path = paths.SCORE_STORE, *, send: Callable[..., Ledger]) -> tuple[pl.DataFrame, int]:
     """Checks first; the costly signals (judge, IFD, reward) only for the rows that passed them. Returns the
-    scored rows and how many lines of the judge's request store were quarantined."""
+    scored rows and how many lines of the judge's request store were quarantined. ``send`` sends the judge's
+    requests (the Prefect teacher flow, from main)."""
     rows = pl.read_parquet(rows_path)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     store_path.touch()  # a DVC out even when no judge is asked: the ratings paid for survive every run
     checked = score(rows, params.score)
-    signals, quarantined = model_signals(checked.filter(pl.col("keep")).select(rows.columns), params, store_path)
+    signals, quarantined = model_signals(checked.filter(pl.col("keep")).select(rows.columns), params, store_path, send)
     scored = score(rows, params.score, signals) if signals is not None else checked
     write_parquet(scored, out_path)
     return scored, quarantined
 
 
 def main() -> None:
-    scored, quarantined = run(params_module.load())
+    from flows.teacher import run_plan  # the orchestrator, handed to the library
+
+    scored, quarantined = run(params_module.load(), send=run_plan)
     metrics = summarise(scored) | {"store_lines_quarantined": quarantined}
     write_json(metrics, paths.metrics("score"))
     print(f"score: kept {metrics['kept']} of {metrics['rows']} rows; dropped {metrics['dropped_by_reason']}")

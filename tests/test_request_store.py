@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.teacher import run_plan, write_plan
+from flows.teacher import run_plan
 from stages.params import StandinParams
 from stages.teachers.engine import EngineSettings, SettingsError, TeacherRequest
+from stages.teachers.plan import write_plan
 from stages.teachers.standin import running_standin
 from stages.teachers.store import RequestStore, StoreBusy, lock_path, open_store, quarantine_path, request_key
 

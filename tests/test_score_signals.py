@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.teacher import run_plan
 from stages import dedupe, score, select
 from stages.io import write_parquet
 from stages.params import DedupeParams, SelectParams
@@ -31,7 +32,7 @@ def rows_file(tmp_path: Path) -> Path:
 
 def run(params, tmp_path: Path) -> pl.DataFrame:
     scored, quarantined = score.run(params, rows_file(tmp_path), tmp_path / "score/rows.parquet",
-                                    tmp_path / "store/score.jsonl")
+                                    tmp_path / "store/score.jsonl", send=run_plan)
     assert quarantined == 0
     return scored
 

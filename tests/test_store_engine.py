@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.teacher import read_plan, run_plan, write_plan
+from flows.teacher import run_plan
 from stages.params import StandinParams
 from stages.teachers.engine import (
     EngineSettings,
@@ -20,6 +20,7 @@ from stages.teachers.engine import (
     make_client,
     retry_delay,
 )
+from stages.teachers.plan import read_plan, write_plan
 from stages.teachers.standin import running_standin
 from stages.teachers.store import RequestStore, request_key
 from stages.teachers.transports import Transient, retry_after

@@ -23,7 +23,7 @@ from stages.teachers.store import RequestStore
 class Session:
     params: Params
     store: RequestStore  # open and writable for the whole stage (stages.teachers.store.open_store)
-    send: Callable[..., Ledger] | None = None  # None: the Prefect teacher flow
+    send: Callable[..., Ledger]  # sends a plan: flows.teacher.run_plan, handed in by the stage's main
     settings: EngineSettings = field(default_factory=EngineSettings.from_env)  # read once, before anything starts
     ledgers: dict[str, Ledger] = field(default_factory=dict)  # teacher name -> what it cost in this run
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -49,7 +49,7 @@ class Session:
         dollars, tokens = self.spent()
         budget_usd = None if gen.budget_usd is None else max(gen.budget_usd - dollars, 0.0)
         budget_tokens = None if gen.budget_tokens is None else max(gen.budget_tokens - tokens, 0)
-        ledger = ask(requests, teacher, self.store, gen.shards, self.send, label=f"{label} ({teacher.name})",
+        ledger = ask(requests, teacher, self.store, self.send, gen.shards, label=f"{label} ({teacher.name})",
                      budget_usd=budget_usd, budget_tokens=budget_tokens,
                      expected_completion_tokens=gen.expected_completion_tokens, settings=self.settings)
         self.ledgers.setdefault(teacher.name, Ledger()).merge(ledger)

@@ -1,10 +1,10 @@
 """Ask the teacher a batch of requests through the store: the one path every stage uses.
 
 Counts what the store already holds, prints what the rest will cost (see estimate.py),
-starts the endpoint (or the stand-in) only when something is missing, and sends the rest
-through the Prefect teacher flow, within the budget if one is given. The plan file (every
-prompt) is private scratch in the repo, and the stand-in and Prefect's temporary server die
-with the stage, even under kill -9 (stages/lifetime.py).
+starts the endpoint (or the stand-in) only when something is missing, and hands the rest to
+the sender the stage gives it (the Prefect teacher flow), within the budget if one is given.
+The plan file (every prompt) is private scratch in the repo, and the stand-in and Prefect's
+temporary server die with the stage, even under kill -9 (stages/lifetime.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from stages.prompts import Prompt
 from stages.teachers.endpoint import teacher_endpoint, teacher_identity
 from stages.teachers.engine import EngineSettings, Ledger, TeacherRequest
 from stages.teachers.estimate import chars_per_token, estimate
+from stages.teachers.plan import write_plan
 from stages.teachers.store import RequestStore, request_key
 
 
@@ -35,8 +36,8 @@ def ask(
     requests: list[TeacherRequest],
     teacher: TeacherParams,
     store: RequestStore,
+    send: Callable[..., Ledger],
     shards: int = 1,
-    send: Callable[..., Ledger] | None = None,
     label: str = "teacher",
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
@@ -44,23 +45,23 @@ def ask(
     settings: EngineSettings | None = None,
 ) -> Ledger:
     """Make sure every request has an answer in ``store``, the open writable store (within the budget, if
-    any); return what it cost. ``ledger.estimated_cost_usd`` is the estimate printed before sending.
+    any), by handing ``send`` a plan file of the missing ones; return what it cost. ``send`` is the stage's
+    sender, ``flows.teacher.run_plan`` (the library does not import the orchestrator: the stage's main
+    hands it in). ``ledger.estimated_cost_usd`` is the estimate printed before sending.
     ``settings`` default to the environment's (read here when the stage has not read them)."""
     settings = settings or EngineSettings.from_env()
     planned = estimate(requests, store, teacher.price, chars_per_token(teacher), expected_completion_tokens)
     print(planned.table(label))
     if not planned.to_send:
         return Ledger(cache_hits=len(requests))
-    from flows.teacher import run_plan, write_plan  # Prefect is imported only when sending
-
     extra = {}
-    if budget_usd is not None or budget_tokens is not None:  # a custom ``send`` without a budget keeps working
+    if budget_usd is not None or budget_tokens is not None:
         extra["budget"] = {"budget_usd": budget_usd, "budget_tokens": budget_tokens,
                            "price": teacher.price.model_dump(), "chars_per_token": chars_per_token(teacher)}
     # scratch first: it starts the watchdog before the stand-in or Prefect's server starts
     with scratch("plan") as folder, teacher_endpoint(teacher) as (base_url, api_key_env):
         plan_path = folder / "plan.jsonl"
         write_plan(requests, plan_path)
-        ledger = (send or run_plan)(plan_path, store.path, base_url, api_key_env, shards, settings=settings, **extra)
+        ledger = send(plan_path, store.path, base_url, api_key_env, shards, settings=settings, **extra)
     ledger.estimated_cost_usd = planned.cost_usd_expected
     return ledger
