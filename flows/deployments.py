@@ -65,13 +65,16 @@ def api_url() -> str:
     return url
 
 
-async def ensure_pool(name: str) -> None:
-    """A process work pool named ``name`` (created when missing)."""
+async def ensure_pool(name: str, rate: tuple[str, float] | None = None) -> None:
+    """A process work pool named ``name`` (created when missing), and the shared rate limit ``rate``
+    (name, requests per minute) when given."""
     async with get_client() as client:
         try:
             await client.read_work_pool(name)
         except ObjectNotFound:
             await client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    if rate is not None:
+        await ensure_rate_limit(*rate)
 
 
 def deploy(repo: Path, pool: str = POOL, cron: str = NIGHTLY_CRON, timezone: str | None = None,
@@ -81,11 +84,8 @@ def deploy(repo: Path, pool: str = POOL, cron: str = NIGHTLY_CRON, timezone: str
     api_url()
     if teacher_rpm is not None and teacher_rpm <= 0:
         raise StageError(f"--teacher-rpm {teacher_rpm}: must be > 0")
-    asyncio.run(ensure_pool(pool))
-    env = {}
-    if teacher_rpm is not None:
-        asyncio.run(ensure_rate_limit(rate_limit, teacher_rpm))
-        env["DISTILL_TEACHER_RATE_LIMIT"] = rate_limit
+    asyncio.run(ensure_pool(pool, (rate_limit, teacher_rpm) if teacher_rpm is not None else None))
+    env = {"DISTILL_TEACHER_RATE_LIMIT": rate_limit} if teacher_rpm is not None else {}
     source = pipeline.from_source(source=str(repo.resolve()), entrypoint=ENTRYPOINT)
     deployments = declared(cron)
     runners = [

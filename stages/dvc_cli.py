@@ -45,6 +45,12 @@ def run_dvc(args: list[str], cwd: str | Path = ".", on_line: Callable[[str], Non
     output: list[str] = []
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     pending, last_progress = b"", 0.0
+
+    def lasting(line: str) -> None:
+        output.append(line)
+        tail.append(line)
+        on_line(line)
+
     for chunk in iter(lambda: process.stdout.read1(65536), b""):
         *parts, pending = re.split(rb"(\r|\n)", pending + chunk)
         for raw, end in zip(parts[::2], parts[1::2], strict=True):
@@ -56,13 +62,9 @@ def run_dvc(args: list[str], cwd: str | Path = ".", on_line: Callable[[str], Non
                     last_progress = time.monotonic()
                     on_line(line)
                 continue
-            output.append(line)
-            tail.append(line)
-            on_line(line)
+            lasting(line)
     if line := pending.decode("utf-8", errors="replace").rstrip():
-        output.append(line)
-        tail.append(line)
-        on_line(line)
+        lasting(line)
     code = process.wait()
     if code != 0:
         last = "\n".join(tail)

@@ -25,16 +25,23 @@ from stages.teachers.store import RequestStore
 LOCK = Path("dvc.lock")
 
 
-def lock_hashes(lock_path: Path = LOCK) -> dict[str, dict]:
-    """path -> {stage, md5} for every out, and every dep that is no out, in dvc.lock."""
+def read_lock(lock_path: Path = LOCK) -> dict[str, dict]:
+    """The stages of dvc.lock, by name (none before a first run)."""
     if not lock_path.exists():
         return {}
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    found = {}
-    for stage, entry in (lock.get("stages") or {}).items():
-        for out in entry.get("outs", []):
-            found[out["path"]] = {"stage": stage, "md5": out.get("md5")}
-    for stage, entry in (lock.get("stages") or {}).items():  # seed files are only deps; an out wins
+    return (yaml.safe_load(lock_path.read_text()) or {}).get("stages") or {}
+
+
+def lock_outputs(lock_path: Path = LOCK) -> dict[str, dict]:
+    """path -> {stage, md5} for every out in dvc.lock."""
+    return {out["path"]: {"stage": stage, "md5": out.get("md5")}
+            for stage, entry in read_lock(lock_path).items() for out in entry.get("outs", [])}
+
+
+def lock_hashes(lock_path: Path = LOCK) -> dict[str, dict]:
+    """path -> {stage, md5} for every out, and every dep that is no out, in dvc.lock."""
+    found = lock_outputs(lock_path)
+    for stage, entry in read_lock(lock_path).items():  # seed files are only deps; an out wins
         for dep in entry.get("deps", []):
             found.setdefault(dep["path"], {"stage": stage, "md5": dep.get("md5")})
     return found

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from stages import paths
 from stages.dvc_cli import DvcFailed, dvc_output, run_dvc
+from stages.lineage import lock_outputs
 from stages.teachers.store import RequestStore
 
 STORES = paths.GENERATE_STORE.parent  # data/store: every stage's request store
@@ -33,15 +32,6 @@ STORES = paths.GENERATE_STORE.parent  # data/store: every stage's request store
 class Pulled:
     kept: list[str] = field(default_factory=list)  # outputs changed here, left as they are
     merged: dict[str, int] = field(default_factory=dict)  # request store -> answers added from the remote
-
-
-def locked_outputs(repo: Path) -> dict[str, str]:
-    """Every output ``dvc.lock`` records, path -> md5 (none before a first run)."""
-    lock = repo / "dvc.lock"
-    if not lock.exists():
-        return {}
-    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    return {out["path"]: out.get("md5", "") for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def changed_here(repo: Path) -> list[str]:
@@ -79,10 +69,10 @@ def merge_remote_store(repo: Path, store: str, md5: str, on_line: Callable[[str]
 def pull(repo: Path = Path("."), on_line: Callable[[str], None] = print) -> Pulled:
     """``dvc pull`` that keeps local changes and merges request stores (see the module docstring)."""
     pulled = Pulled(kept=changed_here(repo))
-    locked = locked_outputs(repo)
+    locked = lock_outputs(repo / "dvc.lock")
     for path in pulled.kept:
-        if is_store(path) and locked.get(path):
-            pulled.merged[path] = merge_remote_store(repo, path, locked[path], on_line)
+        if is_store(path) and path in locked and locked[path]["md5"]:
+            pulled.merged[path] = merge_remote_store(repo, path, locked[path]["md5"], on_line)
         else:
             on_line(f"{path}: changed here since dvc.lock; kept, not pulled")
     targets = [path for path in locked if path not in pulled.kept]
