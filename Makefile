@@ -34,7 +34,7 @@ test: setup
 	pytest
 
 lint: setup
-	ruff check stages flows tests benchmarks
+	ruff check distill stages flows demo tests benchmarks
 
 bench: setup
 	python benchmarks/pipeline.py

@@ -1,4 +1,4 @@
-"""Near-duplicate detection: stages/near_duplicates.py against datasketch's MinHashLSH, on planted edits.
+"""Near-duplicate detection: distill/curate/near_duplicates.py against datasketch's MinHashLSH, on planted edits.
 
     python benchmarks/dedupe.py [--rows 100000] [--skip-1m]
 
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages import near_duplicates as nd  # noqa: E402
+from distill.curate import near_duplicates as nd  # noqa: E402
 
 RESULT = ROOT / "benchmarks/results/dedupe.json"
 EDIT_RATES = (0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.2)  # share of a row's words edited in a copy

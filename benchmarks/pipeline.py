@@ -65,7 +65,7 @@ def main() -> None:
             results["stages"][stage] = run = measure([sys.executable, "-m", f"stages.{stage}"], repo, env)
             line = f"{stage:<9} {run['wall_s']:>7.1f} s {run['peak_rss_mb']:>6.0f} MB"
             if stage not in UNGATED:
-                results["gates"][stage] = gate = measure([sys.executable, "-m", "stages.validate", stage], repo, env)
+                results["gates"][stage] = gate = measure([sys.executable, "-m", f"stages.gates.{stage}"], repo, env)
                 line += f"   gate {gate['wall_s']:>5.1f} s {gate['peak_rss_mb']:>5.0f} MB"
             print(line, flush=True)
         results["eval"] = json.loads((repo / "metrics/eval.json").read_text())

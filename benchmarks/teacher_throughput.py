@@ -6,7 +6,7 @@ The stand-in teacher (its own process, 127.0.0.1) answers every request after a 
 latency, so the ideal rate at concurrency c is c / latency. Measured here:
 - a sequential loop: the official sync ``openai`` client, one request after another
   (on 100 requests: at 100 ms each, 2,000 would take over 3 minutes);
-- our engine (``stages.teachers.engine.answer_all`` with a fresh request store, exactly
+- our engine (``distill.teacher.engine.answer_all`` with a fresh request store, exactly
   what the generate stage runs) at concurrency 64 and 256, with each transport.
 Writes benchmarks/results/teacher_throughput.json.
 """
@@ -26,10 +26,9 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.params import StandinParams  # noqa: E402
-from stages.teachers.engine import EngineSettings, TeacherRequest, answer_all, make_client  # noqa: E402
-from stages.teachers.standin import running_standin  # noqa: E402
-from stages.teachers.store import RequestStore  # noqa: E402
+from demo.standin import Settings, running_standin  # noqa: E402
+from distill.teacher.engine import EngineSettings, TeacherRequest, answer_all, make_client  # noqa: E402
+from distill.teacher.store import RequestStore  # noqa: E402
 
 RESULT = ROOT / "benchmarks/results/teacher_throughput.json"
 
@@ -77,7 +76,7 @@ def main() -> None:
     latency_s = args.latency_ms / 1000
 
     results: dict = {"requests": args.requests, "latency_ms": args.latency_ms, "engine": {}}
-    with running_standin(StandinParams(latency_ms=args.latency_ms)) as base_url:
+    with running_standin(Settings(latency_ms=args.latency_ms)) as base_url:
         sequential_rate = sequential(base_url, args.sequential_requests)
         results["sequential_rps"] = round(sequential_rate, 2)
         print(f"{'run':<22} {'req/s':>8} {'ideal':>7} {'of ideal':>9} {'vs sequential':>14}")

@@ -6,14 +6,14 @@ and the bytes per token of stored top-k log-probs.
 All three trainings run in this process on the same rows (demo skill instructions and their right
 answers), the same student (``data/students/tiny-char``, initialised from the same seed), batch size,
 sequence length, learning rate and number of steps, on the CPU:
-- ``plain``: a hand-written loop (AdamW, the same tokenisation as stages/kd.py: prompt masked, answer and
+- ``plain``: a hand-written loop (AdamW, the same tokenisation as distill/transfer/kd.py: prompt masked, answer and
   end-of-sequence trained), timed from the first step to the last;
-- ``sft``: ``stages.train.train`` (TRL's SFTTrainer), timed by the trainer (``train_runtime``);
+- ``sft``: ``distill.transfer.training.train`` (TRL's SFTTrainer), timed by the trainer (``train_runtime``);
 - ``kd``: the same with ``train.method: kd`` on k = 20 log-probs per answer token, built as the
-  stand-in serves them (``stages.teachers.standin.token_logprobs``) and mapped to token ids.
+  stand-in serves them (``demo.standin.token_logprobs``) and mapped to token ids.
 Tokens per second count the non-padding tokens of the examples trained on (steps x batch x mean length).
 
-Bytes per token: ``features.parquet`` (stages/records.py FEATURES, written as the generate stage writes
+Bytes per token: ``features.parquet`` (distill/records.py FEATURES, written as the generate stage writes
 it) at k = 20 for (a) the stand-in's lists, which repeat and compress unrealistically well, and (b)
 synthetic lists shaped like a real LLM's: ids drawn from a Zipf law over a 32,000-token vocabulary and
 log-probs from a sorted Dirichlet draw. (b) is the figure ``bytes_per_token_k20`` reports.
@@ -38,15 +38,16 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from stages import kd, skill  # noqa: E402
-from stages import params as params_module  # noqa: E402
-from stages.features import FeatureTokenizer, extract  # noqa: E402
-from stages.io import write_parquet  # noqa: E402
-from stages.records import FEATURES, conform  # noqa: E402
-from stages.student import load_model, load_tokenizer  # noqa: E402
-from stages.teachers.standin import token_logprobs  # noqa: E402
-from stages.train import train, training_pairs  # noqa: E402
-from stages.train_data import TrainData  # noqa: E402
+from demo import words  # noqa: E402
+from demo.standin import token_logprobs  # noqa: E402
+from distill import params as params_module  # noqa: E402
+from distill.elicit.features import FeatureTokenizer, extract  # noqa: E402
+from distill.io import write_parquet  # noqa: E402
+from distill.records import FEATURES, conform  # noqa: E402
+from distill.student import load_model, load_tokenizer  # noqa: E402
+from distill.transfer import kd  # noqa: E402
+from distill.transfer.data import TrainData, training_pairs  # noqa: E402
+from distill.transfer.training import train  # noqa: E402
 
 RESULT = ROOT / "benchmarks/results/train.json"
 STUDENT = str(ROOT / "data/students/tiny-char")
@@ -56,9 +57,9 @@ K = 20
 
 def demo_rows(count: int) -> pl.DataFrame:
     rng = random.Random(0)
-    instructions = [skill.random_instruction(rng) for _ in range(count)]
+    instructions = [words.random_instruction(rng) for _ in range(count)]
     return pl.DataFrame({"id": [f"r{i}" for i in range(count)], "instruction": instructions, "input": [""] * count,
-                         "response": [skill.solve(text) for text in instructions], "keep": [True] * count})
+                         "response": [words.solve(text) for text in instructions], "keep": [True] * count})
 
 
 def standin_features(rows: pl.DataFrame) -> pl.DataFrame:

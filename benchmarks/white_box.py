@@ -8,7 +8,7 @@ script first trains on the demo skill's right answers. A smaller student (2 laye
 tokenizer) is then trained from it by each method, for the same number of steps, on the same rows:
 - ``sft``: the answers only (the baseline);
 - ``kd``: + the assistant's top-20 log-probs per answer token, stored once as the feature method stores
-  them (features.parquet, by token id) and read back by stages/kd.py;
+  them (features.parquet, by token id) and read back by distill/transfer/kd.py;
 - ``on_policy``: TRL's DistillationTrainer with the assistant live (generalized JSD, beta 0.5), starting
   from the ``sft`` student (train.start_from_sft), so it has had twice the steps;
 - ``similarity``: the assistant's final hidden states (L2, weight 0.01, through a learned 128 -> 256
@@ -33,16 +33,17 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from stages import kd, skill  # noqa: E402
-from stages import params as params_module  # noqa: E402
-from stages.divergences import divergence  # noqa: E402
-from stages.kd import tokenizer_identity  # noqa: E402
-from stages.prompts import student_prompt  # noqa: E402
-from stages.records import FEATURES, conform  # noqa: E402
-from stages.student import load_model, load_tokenizer  # noqa: E402
-from stages.student_sampling import greedy_answers  # noqa: E402
-from stages.train import train, training_pairs  # noqa: E402
-from stages.train_data import TrainData  # noqa: E402
+from demo import words  # noqa: E402
+from distill import params as params_module  # noqa: E402
+from distill.measure.sampling import greedy_answers  # noqa: E402
+from distill.prompts import student_prompt  # noqa: E402
+from distill.records import FEATURES, conform  # noqa: E402
+from distill.student import load_model, load_tokenizer  # noqa: E402
+from distill.transfer import kd  # noqa: E402
+from distill.transfer.data import TrainData, training_pairs  # noqa: E402
+from distill.transfer.divergences import divergence  # noqa: E402
+from distill.transfer.kd import tokenizer_identity  # noqa: E402
+from distill.transfer.training import train  # noqa: E402
 
 TINY_CHAR = ROOT / "data/students/tiny-char"
 TEMPLATE = (ROOT / "templates/student.txt").read_text(encoding="utf-8")
@@ -65,10 +66,10 @@ def llama(folder: Path, hidden: int, layers: int, heads: int) -> str:
 
 
 def skill_rows(count: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    seeds, evals = skill.demo_seeds()
-    texts = [row["instruction"] for row in seeds if skill.solve(row["instruction"]) is not None][:count]
+    seeds, evals = words.demo_seeds()
+    texts = [row["instruction"] for row in seeds if words.solve(row["instruction"]) is not None][:count]
     rows = pl.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "instruction": texts, "input": [""] * len(texts),
-                         "response": [skill.solve(t) for t in texts], "keep": [True] * len(texts)})
+                         "response": [words.solve(t) for t in texts], "keep": [True] * len(texts)})
     return rows, pl.DataFrame(evals)
 
 
@@ -108,7 +109,7 @@ def heldout_kl(teacher: str, student: str, evals: pl.DataFrame) -> float:
 def exact_match(model: str, evals: pl.DataFrame) -> float:
     prompts = [student_prompt(TEMPLATE, text) for text in evals["instruction"]]
     answers = greedy_answers(model, prompts, 0, 16, 100)
-    return round(sum(skill.exact_match(a, r) for a, r in zip(answers, evals["reference"], strict=True)) / evals.height,
+    return round(sum(words.exact_match(a, r) for a, r in zip(answers, evals["reference"], strict=True)) / evals.height,
                  4)
 
 

@@ -6,7 +6,7 @@
 - ``distill-pipeline/nightly``: the whole pipeline on a cron schedule; pulls from the DVC remote
   before (paid answers from other machines are reused) and pushes after (this run's are shared).
 - ``distill-pipeline/generate``: on demand, teacher generation and its gate only (``dvc repro
-  validate@generate``), with the same pull and push, for when new seeds should be answered now.
+  gate@generate``), with the same pull and push, for when new seeds should be answered now.
 
 Both run the repo they were deployed from, in place (a ``set_working_directory`` pull step), on a
 *process* work pool, one run per deployment at a time (DVC would refuse a second ``dvc repro`` in
@@ -28,9 +28,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 from prefect.settings import get_current_settings
 
+from distill.entry import StageError
 from flows.pipeline import pipeline
 from flows.rate_limit import DEFAULT_NAME, ensure_rate_limit
-from stages.entry import StageError
 
 POOL = "distill"
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 every day
@@ -50,8 +50,8 @@ def declared(cron: str = NIGHTLY_CRON) -> list[Deployment]:
     return [
         Deployment("nightly", "The whole pipeline: dvc pull, dvc repro, dvc push.",
                    {"pull": True, "push": True}, cron),
-        Deployment("generate", "Teacher generation and its gate, on demand: dvc pull, dvc repro validate@generate, "
-                   "dvc push.", {"pull": True, "push": True, "targets": ["validate@generate"]}),
+        Deployment("generate", "Teacher generation and its gate, on demand: dvc pull, dvc repro gate@generate, "
+                   "dvc push.", {"pull": True, "push": True, "targets": ["gate@generate"]}),
     ]
 
 

@@ -20,13 +20,13 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from stages import sharing  # noqa: E402
-from stages.dvc_cli import run_dvc  # noqa: E402
+from distill import sharing  # noqa: E402
+from distill.dvc_cli import run_dvc  # noqa: E402
 
 
 @task(name="dvc-pull", retries=0, cache_policy=NO_CACHE)
 def dvc_pull(repo: str) -> dict[str, int]:
-    """Pull what the remote has; outputs changed here are kept and request stores merged (stages/sharing.py)."""
+    """Pull what the remote has; outputs changed here are kept and request stores merged (distill/sharing.py)."""
     return sharing.pull(Path(repo), get_run_logger().info).merged
 
 

@@ -20,8 +20,8 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 
-from stages.entry import StageError
-from stages.teachers.engine import RateLimiter
+from distill.entry import StageError
+from distill.teacher.engine import RateLimiter
 
 DEFAULT_NAME = "distill-teacher"
 

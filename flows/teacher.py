@@ -2,7 +2,7 @@
 
 Run by the generate stage (``python -m stages.generate``); not meant to be deployed on
 its own. One Prefect task per shard, never per request (a task costs 5-70 ms here).
-Retries are owned by the engine (``stages.teachers.engine``), so tasks have ``retries=0``
+Retries are owned by the engine (``distill.teacher.engine``), so tasks have ``retries=0``
 and the openai client ``max_retries=0``. Caching is the request store's job: tasks use
 ``NO_CACHE`` (keying paid calls on task source or inputs would be wrong and slow).
 
@@ -34,10 +34,9 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from flows.rate_limit import SharedRateLimit  # noqa: E402
-from stages.lifetime import watch  # noqa: E402
-from stages.params import PriceParams  # noqa: E402
-from stages.teachers.engine import (  # noqa: E402
+from distill.lifetime import watch  # noqa: E402
+from distill.params import PriceParams  # noqa: E402
+from distill.teacher.engine import (  # noqa: E402
     Budget,
     EngineSettings,
     Ledger,
@@ -46,8 +45,9 @@ from stages.teachers.engine import (  # noqa: E402
     answer_all,
     make_client,
 )
-from stages.teachers.plan import read_plan, unique  # noqa: E402
-from stages.teachers.store import open_store  # noqa: E402
+from distill.teacher.plan import read_plan, unique  # noqa: E402
+from distill.teacher.store import open_store  # noqa: E402
+from flows.rate_limit import SharedRateLimit  # noqa: E402
 
 
 @task(name="teacher-shard", retries=0, cache_policy=NO_CACHE)
@@ -120,7 +120,7 @@ def run_plan(
 ) -> Ledger:
     """Entry used by the stages: through Prefect unless DISTILL_PREFECT=0. ``settings`` default to the
     environment's. Without a configured Prefect server, Prefect starts a temporary one: the watchdog is
-    started first, so that it dies with the stage even under kill -9 (stages/lifetime.py)."""
+    started first, so that it dies with the stage even under kill -9 (distill/lifetime.py)."""
     settings = settings or EngineSettings.from_env()
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
     if not settings.prefect:

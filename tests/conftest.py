@@ -1,18 +1,27 @@
-"""Test-session environment: no analytics, no hub, a private Prefect home."""
+"""Test-session environment (no analytics, no hub, a private Prefect home), and everything the test modules share:
+their fixtures, and the helpers they hand out as fixtures. Test modules never import one another."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
-
-from tests.servers import background, free_port, stop, wait_for
+import yaml
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -21,23 +30,420 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
+TINY_CHAR = REPO / "data" / "students" / "tiny-char"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+WORDS = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", "cloud", "amber",
+         "delta", "quartz", "piano", "cedar", "fjord", "globe", "harbor", "ivory", "jungle", "kayak"]
+
+
+# --- real servers and workers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process, what: str, log: Path, timeout_s: float = 120) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"{what} did not start; its log:\n{log.read_text()[-3000:]}")
+
+
+def start_background(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """Start ``command`` with its output in ``log``; a process group of its own, so that stopping it stops its
+    children too."""
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"} | (env or {})
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                                start_new_session=True)
+
+
+def stop(process) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def background() -> Callable[..., subprocess.Popen]:
+    """``background(command, log, env=None, cwd=None)``: start a process (group) with its output in ``log``."""
+    return start_background
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server (``prefect server start``) on loopback with its own PREFECT_HOME and SQLite
+    database, started once per test session; yields its API URL."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    server = start_background(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              home / "server.log", env={"PREFECT_HOME": str(home), "PREFECT_API_URL": ""})
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(f"{api}/health", server, "prefect server", home / "server.log")
+        yield api
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3-compatible server (moto in server mode) on loopback, with a bucket ``distill-remote``;
+    yields the environment a DVC or boto3 client needs to reach it (``endpoint`` is its URL)."""
+    import boto3
+
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    port = free_port()
+    server = start_background(["moto_server", "-H", "127.0.0.1", "-p", str(port)], log)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        wait_for(f"{endpoint}/moto-api/", server, "moto server", log, timeout_s=60)
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="distill-remote")
+        yield env | {"endpoint": endpoint}
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def prefect_worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real process worker (``prefect worker start --pool distill``) polling the test server every second;
+    yields its log file."""
+    log = tmp_path_factory.mktemp("prefect-worker") / "worker.log"
+    worker = start_background(["prefect", "worker", "start", "--pool", "distill", "--type", "process"], log,
+                              env={"PREFECT_API_URL": prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "1"})
+    try:
+        yield log
+    finally:
+        stop(worker)
+
+
+# --- temporary git+DVC copies of this repo with the tiny profile (the end-to-end tests) --------------------------
+
+TINY_PROFILE = {
+    "ingest.train": "data/seeds/tiny_train.jsonl",
+    "ingest.eval": "data/seeds/tiny_eval.jsonl",
+    "train.max_steps": 30,
+    "train.batch_size": 16,
+    "train.warmup_steps": 0,
+    "gates.ingest.min_rows": 50,
+    "gates.ingest.min_eval_rows": 20,
+    "gates.generate.min_rows": 50,
+    "gates.score.min_rows": 50,
+    "gates.dedupe.min_rows": 50,
+    "gates.select.min_rows": 30,
+    "gates.train.max_final_loss": 5.0,
+    "gates.evaluate.min_rows": 20,
+}
+
+
+def run_in(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"} | (env or {})
+    result = subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env=full_env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def set_repo_params(repo: Path, **updates: object) -> None:
+    """Set dotted keys in the copy's params.yaml, e.g. set_params(repo, **{"train.max_steps": 30})."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_tiny_repo(repo: Path, extra: dict | None = None, setup=None) -> Path:
+    """A git+DVC copy of the committed repo in ``repo`` with the tiny profile (plus ``extra`` params), committed;
+    ``setup(repo)`` may add files before the commit."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files + [n for n in ("dvc.yaml", "params.yaml") if n not in files]:
+        if (REPO / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    (repo / "dvc.lock").unlink(missing_ok=True)  # the main repo's lock describes the full profile
+    seeds = (REPO / "data/seeds/train.jsonl").read_text().splitlines()
+    (repo / TINY_PROFILE["ingest.train"]).write_text("\n".join(seeds[:150]) + "\n")
+    evals = (REPO / "data/seeds/eval.jsonl").read_text().splitlines()
+    (repo / TINY_PROFILE["ingest.eval"]).write_text("\n".join(evals[:30]) + "\n")
+    set_repo_params(repo, **(TINY_PROFILE | (extra or {})))
+    if setup:
+        setup(repo)
+    run_in(repo, "git", "init", "-q")
+    run_in(repo, "git", "add", "-A")
+    run_in(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    return repo
+
+
+def copy_repo_run(source: Path, target: Path) -> Path:
+    """A copy of a repo that has run (workspace, git history, DVC cache), to go on from without running it again;
+    DVC's own state (``.dvc/tmp``) is left behind and rebuilt."""
+    shutil.copytree(source, target, symlinks=True, ignore=lambda folder, names: ["tmp"] if folder.endswith(".dvc")
+                    else [])
+    return target
+
+
+def repo_metrics(repo: Path, name: str) -> dict:
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
+
+
+def stages_in(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="session")
+def run() -> Callable[..., subprocess.CompletedProcess]:
+    """``run(repo, *args, check=True, env=None)``: a command in ``repo`` with this venv's tools on PATH; raises
+    with its output when it fails (unless ``check=False``)."""
+    return run_in
+
+
+@pytest.fixture(scope="session")
+def set_params() -> Callable[..., None]:
+    """``set_params(repo, **{"train.max_steps": 30})``: set dotted keys in a repo copy's params.yaml."""
+    return set_repo_params
+
+
+@pytest.fixture(scope="session")
+def tiny_profile() -> dict:
+    """The params of the tiny profile, by dotted key (a copy: change it freely)."""
+    return dict(TINY_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo() -> Callable[..., Path]:
+    """``tiny_repo(folder, extra=None, setup=None)``: a committed git+DVC copy of the repo with the tiny profile."""
+    return make_tiny_repo
+
+
+@pytest.fixture(scope="session")
+def copy_run() -> Callable[[Path, Path], Path]:
+    """``copy_run(source, target)``: a copy of a repo that has run, to go on from without running it again."""
+    return copy_repo_run
+
+
+@pytest.fixture(scope="session")
+def metrics() -> Callable[[Path, str], dict]:
+    """``metrics(repo, "eval")``: a repo's metrics/<name>.json."""
+    return repo_metrics
+
+
+@pytest.fixture(scope="session")
+def stages_run() -> Callable[[str], list[str]]:
+    """``stages_run(dvc_output)``: the stages a dvc command ran, in order."""
+    return stages_in
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git+DVC copy of the repo with the tiny profile after one `dvc repro`. Read only: a test that goes on
+    from it works on its own copy (the ``copy_run`` fixture)."""
+    repo = make_tiny_repo(tmp_path_factory.mktemp("tiny-run") / "repo")
+    run_in(repo, "dvc", "repro")
+    return repo
+
+
+# --- which project modules a module imports (read from the source with ast) -----------------------------------
+
+PACKAGES = ("distill", "stages", "flows", "demo")
+
+
+def module_path(name: str) -> Path | None:
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def direct_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.split(".")[0] in PACKAGES}
+
+
+def imported_project_files(module: str) -> set[str]:
+    """Relative paths of the module and every project module it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        path = module_path(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(direct_imports(path))
+    return {str(path.relative_to(REPO)) for path in seen if path.name != "__init__.py" or path.stat().st_size}
+
+
+@pytest.fixture(scope="session")
+def project_files() -> Callable[[str], set[str]]:
+    """``project_files("stages.train")``: relative paths of the module and every project module it imports,
+    transitively."""
+    return imported_project_files
+
+
+# --- the generate stage against the stand-in ------------------------------------------------------------------
+
+
+def generate_params(**generate_updates: object):
+    """params.yaml with the shipped templates by absolute path, and ``generate_updates`` in its generate section."""
+    from distill import params as params_module
+
+    params = params_module.load(REPO / "params.yaml")
+    updates = {"template": str(TEMPLATES / "labelling.txt"), "system": str(TEMPLATES / "system.txt")}
+    return params.model_copy(update={"generate": params.generate.model_copy(update=updates | generate_updates)})
+
+
+def standin_with(params, **rates: float):
+    teacher = params.teacher.model_copy(update={"settings": params.teacher.settings | rates})
+    return params.model_copy(update={"teacher": teacher})
+
+
+def seed_frame(instructions: list[str]):
+    import polars as pl
+
+    from distill.io import content_hash
+    from distill.records import SEED
+
+    return pl.DataFrame(
+        [{"id": content_hash({"instruction": text, "input": ""}), "instruction": text, "input": "", "reference": None,
+          "split": "train", "source_file": "seeds/train.jsonl", "source_line": line, "source_hash": "h" * 16}
+         for line, text in enumerate(instructions, start=1)],
+        schema=SEED,
+    )
+
+
+def prompt_of(params):
+    from distill.prompts import Prompt
+
+    return Prompt(params.generate.system, params.generate.template)
+
+
+def fake_completion(response_id: str, *contents: str | None, finish: str = "stop") -> dict:
+    return {
+        "id": response_id,
+        "model": "standin-skill-1-2026-11-01",
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                    for i, text in enumerate(contents)],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 6},
+    }
+
+
+def run_generate(params, tmp_path: Path, seeds_path: Path) -> dict:
+    """The generate stage as its main runs it, with outputs under ``tmp_path/gen`` and the store in
+    ``tmp_path/store``; eval inputs from eval.parquet beside the seeds when there is one."""
+    import polars as pl
+
+    from distill.elicit import check_capabilities
+    from distill.elicit.features import size_metrics
+    from distill.records import SEED, empty
+    from distill.teacher.engine import EngineSettings
+    from distill.teacher.store import open_store
+    from flows.teacher import run_plan
+    from stages import generate
+
+    evals_path = seeds_path.with_name("eval.parquet")
+    evals = pl.read_parquet(evals_path) if evals_path.exists() else empty(SEED)
+    settings = EngineSettings.from_env()
+    check_capabilities(params)  # as main does: before the store is opened
+    with open_store(tmp_path / "store/generate.jsonl", settings.store_wait_s) as store:
+        frames, metrics = generate.run(params, pl.read_parquet(seeds_path), evals, store, run_plan, settings)
+        for name, frame in frames.items():
+            frame.write_parquet(tmp_path / "gen" / f"{name}.parquet", mkdir=True)
+    return metrics | size_metrics(frames["features"], tmp_path / "gen/features.parquet")
+
+
+@pytest.fixture(scope="session")
+def seed_words() -> list[str]:
+    """Twenty demo words (a copy: change it freely)."""
+    return list(WORDS)
+
+
+@pytest.fixture(scope="session")
+def load_params() -> Callable[..., object]:
+    """``load_params(**generate_updates)``: params.yaml, the shipped templates by absolute path, and the updates in
+    its generate section."""
+    return generate_params
+
+
+@pytest.fixture(scope="session")
+def with_standin() -> Callable[..., object]:
+    """``with_standin(params, **rates)``: the params with those stand-in teacher settings."""
+    return standin_with
+
+
+@pytest.fixture(scope="session")
+def seeds() -> Callable[[list[str]], object]:
+    """``seeds(instructions)``: a SEED frame of those instructions (split train, lines 1..n)."""
+    return seed_frame
+
+
+@pytest.fixture(scope="session")
+def prompt() -> Callable[[object], object]:
+    """``prompt(params)``: the Prompt of params.generate's system and template."""
+    return prompt_of
+
+
+@pytest.fixture(scope="session")
+def completion() -> Callable[..., dict]:
+    """``completion(response_id, *contents, finish="stop")``: an OpenAI-shaped chat completion."""
+    return fake_completion
+
+
+@pytest.fixture(scope="session")
+def run_stage() -> Callable[[object, Path, Path], dict]:
+    """``run_stage(params, tmp_path, seeds_path)``: the generate stage (through flows.teacher.run_plan) with its
+    outputs under ``tmp_path`` (gen/, store/); its metrics."""
+    return run_generate
+
 
 @pytest.fixture
 def forty_seeds(tmp_path: Path) -> Path:
     """Forty demo seeds (reverse and upper of twenty words) as an ingest parquet file."""
-    from stages.io import write_parquet
-    from tests.test_generate import WORDS, seeds
+    from distill.io import write_parquet
 
     path = tmp_path / "ingest" / "train.parquet"
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
+    write_parquet(seed_frame([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
     return path
 
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Callable[..., str]]:
     """``serve(**rates)`` -> base URL of a stand-in with those settings, started once per test module."""
-    from stages.params import StandinParams
-    from stages.teachers.standin import running_standin
+    from demo.standin import Settings as StandinSettings
+    from demo.standin import running_standin
 
     with ExitStack() as stack:
         urls: dict[tuple, str] = {}
@@ -45,7 +451,7 @@ def serve() -> Iterator[Callable[..., str]]:
         def url_for(**rates: float) -> str:
             key = tuple(sorted(rates.items()))
             if key not in urls:
-                urls[key] = stack.enter_context(running_standin(StandinParams(**rates)))
+                urls[key] = stack.enter_context(running_standin(StandinSettings(**rates)))
             return urls[key]
 
         yield url_for
@@ -64,63 +470,299 @@ def billed() -> Callable[[Path], Counter]:
     return billed_requests
 
 
+# --- the elicitation methods and the feature method ---------------------------------------------------------
+
+QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "hard_wrong_rate": 0.0,
+         "malformed_rate": 0.0, "refusal_rate": 0.0}
+
+
+def methods_params(methods: list[str], **sections: dict):
+    """Params with ``generate.methods`` and small per-method settings (``expansion={...}``, ...)."""
+    params = generate_params(methods=methods, max_failed_fraction=0.5)
+    gen = params.generate
+    updates = {name: getattr(gen, name).model_copy(update=values) for name, values in sections.items()}
+    return params.model_copy(update={"generate": gen.model_copy(update=updates)})
+
+
+def generate_outputs(tmp_path: Path):
+    import polars as pl
+
+    from distill.records import GENERATED, REJECT
+
+    gen = tmp_path / "gen"
+    rows, rejects = pl.read_parquet(gen / "rows.parquet"), pl.read_parquet(gen / "rejects.parquet")
+    assert rows.schema == pl.Schema(GENERATED) and rejects.schema == pl.Schema(REJECT)
+    return rows, rejects, pl.read_parquet(gen / "preferences.parquet")
+
+
+def features_params(top_logprobs: int | None = 5, **standin: object):
+    params = generate_params(top_logprobs=top_logprobs, feature_tokenizer=str(TINY_CHAR))
+    return standin_with(params, **({"error_rate": 0.0, "rate_limit_rate": 0.0} | standin))  # no retries: fast
+
+
+@pytest.fixture
+def quiet() -> dict:
+    """Stand-in settings with no faults and no wrong answers."""
+    return dict(QUIET)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git+DVC copy of the repo with the tiny profile after one `dvc repro`. Read only: a test that goes on
-    from it works on its own copy (tests/repos.py: copy_run)."""
-    from tests.repos import run, tiny_repo
-
-    repo = tiny_repo(tmp_path_factory.mktemp("tiny-run") / "repo")
-    run(repo, "dvc", "repro")
-    return repo
+def params_for() -> Callable[..., object]:
+    """``params_for(methods, **sections)``: params with ``generate.methods`` and small per-method settings
+    (``expansion={...}``, ...)."""
+    return methods_params
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server (``prefect server start``) on loopback with its own PREFECT_HOME and SQLite
-    database, started once per test session; yields its API URL."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    server = background(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                        home / "server.log", env={"PREFECT_HOME": str(home), "PREFECT_API_URL": ""})
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_for(f"{api}/health", server, "prefect server", home / "server.log")
-        yield api
-    finally:
-        stop(server)
+def outputs() -> Callable[[Path], tuple]:
+    """``outputs(tmp_path)``: the rows, rejects and preference pairs run_stage wrote there (schemas checked)."""
+    return generate_outputs
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real S3-compatible server (moto in server mode) on loopback, with a bucket ``distill-remote``;
-    yields the environment a DVC or boto3 client needs to reach it (``endpoint`` is its URL)."""
-    import boto3
+def feature_params() -> Callable[..., object]:
+    """``feature_params(top_logprobs=5, **standin)``: params for the feature method with tiny-char's tokenizer,
+    a stand-in without retries (plus ``standin`` settings)."""
+    return features_params
 
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
-    port = free_port()
-    server = background(["moto_server", "-H", "127.0.0.1", "-p", str(port)], log)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        wait_for(f"{endpoint}/moto-api/", server, "moto server", log, timeout_s=60)
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket="distill-remote")
-        yield env | {"endpoint": endpoint}
-    finally:
-        stop(server)
+
+# --- score, dedupe, select on literal rows ----------------------------------------------------------------------
+
+
+def generated_frame(*rows: tuple):
+    """Rows of (id, instruction, response[, finish_reason]) with every other GENERATED column filled."""
+    import polars as pl
+
+    from distill.records import GENERATED
+
+    records = []
+    for row in rows:
+        row_id, instruction, response, finish = (*row, "stop")[:4]
+        records.append({
+            "id": row_id, "seed_id": f"seed-{row_id}", "source_file": "data/seeds/train.jsonl", "source_line": 1,
+            "method": "labelling", "teacher": "standin", "model_requested": "standin-skill-1",
+            "model_answered": "standin-skill-1-2026-11-01", "template_hash": "t" * 16, "sampling_hash": "s" * 16,
+            "request_key": f"key-{row_id}", "response_id": f"chatcmpl-{row_id}", "choice_index": 0,
+            "created_at": "2026-01-01T00:00:00.000+00:00", "prompt_tokens": 10,
+            "completion_tokens": len(response), "finish_reason": finish, "instruction": instruction, "input": "",
+            "response": response,
+        })
+    return pl.DataFrame(records, schema=GENERATED)
+
+
+def deduped_frame(count: int, signals: dict[str, list] | None = None, **bad: str):
+    """``count`` clean rows r00.. (reverse <word>), plus rows named in ``bad`` with a wrong answer."""
+    import polars as pl
+
+    from demo import words as demo_words
+    from distill.params import DedupeParams, ScoreParams
+    from stages import dedupe, score
+
+    words = [f"{chr(97 + i % 26)}{chr(97 + i // 26)}xyz" for i in range(count)]
+    rows = [(f"r{i:02d}", f"reverse {word}", word[::-1]) for i, word in enumerate(words)]
+    rows += [(name, instruction, "nope") for name, instruction in bad.items()]
+    scored = score.score(generated_frame(*rows), ScoreParams(min_response_chars=1, max_response_chars=20),
+                         verify=demo_words.verify)
+    for name, values in (signals or {}).items():
+        scored = scored.with_columns(pl.Series(name, values + [None] * (scored.height - len(values)),
+                                               dtype=pl.Float64))
+    return dedupe.dedupe(scored, DedupeParams())
 
 
 @pytest.fixture(scope="session")
-def prefect_worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A real process worker (``prefect worker start --pool distill``) polling the test server every second;
-    yields its log file."""
-    log = tmp_path_factory.mktemp("prefect-worker") / "worker.log"
-    worker = background(["prefect", "worker", "start", "--pool", "distill", "--type", "process"], log,
-                        env={"PREFECT_API_URL": prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "1"})
-    try:
-        yield log
-    finally:
-        stop(worker)
+def generated() -> Callable[..., object]:
+    """``generated(*rows)``: a GENERATED frame of (id, instruction, response[, finish_reason]) rows, every other
+    column filled."""
+    return generated_frame
+
+
+@pytest.fixture(scope="session")
+def deduped_rows() -> Callable[..., object]:
+    """``deduped_rows(count, signals=None, **bad)``: scored and deduped rows, ``count`` clean ones r00..
+    (reverse <word>) plus the rows named in ``bad`` with a wrong answer; ``signals`` adds Float64 columns."""
+    return deduped_frame
+
+
+# --- students, teachers and training ---------------------------------------------------------------------------
+
+STUDENT_TEMPLATE = (TEMPLATES / "student.txt").read_text(encoding="utf-8")
+
+
+def make_tiny_llama(folder: Path, hidden_size: int, layers: int, heads: int, vocab_size: int | None = None,
+                    tokenizer: bool = True) -> Path:
+    """A config-only Llama in ``folder`` shaped like tiny-char (with its tokenizer files unless told not to)."""
+    from transformers import LlamaConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES if tokenizer else ():
+        shutil.copy(TINY_CHAR / name, folder / name)
+    config = LlamaConfig.from_pretrained(TINY_CHAR)
+    config.update({"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size, "num_hidden_layers": layers,
+                   "num_attention_heads": heads, "num_key_value_heads": heads, "head_dim": hidden_size // heads,
+                   "vocab_size": vocab_size or config.vocab_size})
+    config.save_pretrained(folder)
+    return folder
+
+
+def state_of(model) -> dict:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def weights_equal(left: dict, right: dict) -> bool:
+    import torch
+
+    return left.keys() == right.keys() and all(torch.equal(left[name], right[name]) for name in left)
+
+
+def params_of_train(student_dir: Path, **updates: object):
+    from distill import params as params_module
+
+    base = params_module.load(REPO / "params.yaml").train
+    return base.model_copy(
+        update={"student": str(student_dir), "prompt_template": str(TEMPLATES / "student.txt"),
+                "method": "sft", "max_steps": 8, "batch_size": 8, "warmup_steps": 0, **updates}
+    )
+
+
+def corrupt(answer: str, rng: random.Random) -> str:
+    """A wrong answer of the kind a weak student gives: a letter lost, changed or the word left as is."""
+    kind = rng.choice(["drop", "change", "reverse"])
+    if kind == "drop" and len(answer) > 1:
+        return answer[:-1]
+    if kind == "reverse" and answer[::-1] != answer:
+        return answer[::-1]
+    position = rng.randrange(len(answer))
+    letter = "z" if answer[position].lower() != "z" else "a"
+    return answer[:position] + (letter.upper() if answer.isupper() else letter) + answer[position + 1:]
+
+
+def preference_rows(count: int = 16, seed: int = 0) -> list[dict]:
+    """Feedback-style pairs from the demo skill: chosen = the right answer, rejected = a corrupted one."""
+    from demo import words
+    from distill.prompts import student_prompt
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        instruction = words.random_instruction(rng)
+        right = words.solve(instruction)
+        rows.append({"prompt": student_prompt(STUDENT_TEMPLATE, instruction), "chosen": right,
+                     "rejected": corrupt(right, rng)})
+    assert all(row["chosen"] != row["rejected"] for row in rows)
+    return rows
+
+
+def tiny_config(folder: Path, **extra):
+    """tiny-char's config shrunk to 1 layer, 32 wide, with its tokenizer files copied beside it."""
+    from transformers import LlamaConfig
+
+    for name in TOKENIZER_FILES:
+        shutil.copy(TINY_CHAR / name, folder / name)
+    config = LlamaConfig.from_pretrained(TINY_CHAR, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, head_dim=16, **extra)
+    config.save_pretrained(folder)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_char() -> Path:
+    """The shipped tiny-char student (config and character tokenizer). Read only."""
+    return TINY_CHAR
+
+
+@pytest.fixture(scope="session")
+def tokenizer_files() -> tuple[str, ...]:
+    """The tokenizer files a student folder holds."""
+    return TOKENIZER_FILES
+
+
+@pytest.fixture(scope="session")
+def student_template() -> str:
+    """templates/student.txt, the student's prompt template."""
+    return STUDENT_TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> Callable[..., Path]:
+    """``tiny_llama(folder, hidden_size, layers, heads, vocab_size=None, tokenizer=True)``: a config-only Llama
+    shaped like tiny-char, with its tokenizer files unless told not to."""
+    return make_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config-only student even smaller than tiny-char: 1 layer, 32 wide, same tokenizer. Read only: every test
+    of the session shares it (a test that changes it works on a copy)."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-student"), hidden_size=32, layers=1, heads=2)
+
+
+@pytest.fixture(scope="session")
+def _skill_pairs() -> list[dict]:
+    from demo import words
+    from distill.prompts import student_prompt
+
+    rng = random.Random(0)
+    instructions = [words.random_instruction(rng) for _ in range(64)]
+    return [{"prompt": student_prompt(STUDENT_TEMPLATE, text), "completion": words.solve(text)}
+            for text in instructions]
+
+
+@pytest.fixture
+def skill_pairs(_skill_pairs: list[dict]) -> list[dict]:
+    """64 seeded (prompt, completion) pairs of the demo skill (a fresh copy for each test)."""
+    return [dict(pair) for pair in _skill_pairs]
+
+
+@pytest.fixture(scope="session")
+def train_params() -> Callable[..., object]:
+    """``train_params(student_dir, **updates)``: params.yaml's train section for a short SFT run of that student
+    (8 steps of 8, no warmup) with the updates."""
+    return params_of_train
+
+
+@pytest.fixture
+def base_params():
+    """params.yaml as it is."""
+    from distill import params as params_module
+
+    return params_module.load(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def state() -> Callable[[object], dict]:
+    """``state(model)``: a detached copy of the model's state dict."""
+    return state_of
+
+
+@pytest.fixture(scope="session")
+def same_weights() -> Callable[[dict, dict], bool]:
+    """``same_weights(left, right)``: two state dicts with the same names and equal tensors."""
+    return weights_equal
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in tmp_path: the train stage keeps its resumable checkpoints under ./.distill."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synthetic_preferences() -> Callable[..., list[dict]]:
+    """``synthetic_preferences(count=16, seed=0)``: feedback-style pairs from the demo skill (chosen = the right
+    answer, rejected = a corrupted one)."""
+    return preference_rows
+
+
+@pytest.fixture(scope="session")
+def tiny_reward(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded 1-label LlamaForSequenceClassification saved with weights, as TRL's RewardTrainer would. Read
+    only."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-reward")
+    config = tiny_config(folder, num_labels=1)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    return folder

@@ -13,15 +13,15 @@ import polars as pl
 import pytest
 import yaml
 
-from stages import generate
-from stages import params as params_module
-from stages.io import write_parquet
-from stages.params import PriceParams
-from stages.teachers.engine import TeacherRequest, cost_usd
-from stages.teachers.estimate import chars_per_token, estimate
-from stages.teachers.store import RequestStore
-from tests.test_generate import REPO, WORDS, load_params, prompt, run_stage, seeds, with_standin
+from distill import params as params_module
+from distill.elicit import answering
+from distill.io import write_parquet
+from distill.params import PriceParams
+from distill.teacher.engine import TeacherRequest, cost_usd
+from distill.teacher.estimate import chars_per_token, estimate
+from distill.teacher.store import RequestStore
 
+REPO = Path(__file__).resolve().parents[1]
 PRICE = PriceParams(prompt_per_mtok=1000.0, completion_per_mtok=2000.0)
 
 
@@ -69,27 +69,29 @@ def test_estimate_on_a_literal_plan(tmp_path: Path) -> None:
     assert table[6].split() == ["dollars", "0.0550", "0.1110"]
 
 
-def test_chars_per_token_follows_the_endpoint() -> None:
+def test_chars_per_token_follows_the_endpoint(load_params) -> None:
     teacher = load_params().teacher
     assert chars_per_token(teacher) == 1.0  # the stand-in bills one token per character
-    assert chars_per_token(teacher.model_copy(update={"base_url": "http://127.0.0.1:9/v1"})) == 4.0
+    real = teacher.model_copy(update={"provider": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    assert chars_per_token(real) == 4.0
+    assert chars_per_token(teacher.model_copy(update={"provider": "hf"})) == 1.0
 
 
 # --- the hard budget, against the stand-in -------------------------------------------------------
 
 
 @pytest.fixture
-def forty(tmp_path: Path) -> Path:
-    path = tmp_path / "ingest" / "train.parquet"
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), path)
-    return path
+def worst_cases(prompt):
+    """``worst_cases(params, seeds_path)``: (dollars, tokens) each request reserves: prompt at 1 char/token plus
+    max_tokens x n."""
 
+    def reserved(params: params_module.Params, seeds_path: Path) -> list[tuple[float, int]]:
+        requests = answering.plan(pl.read_parquet(seeds_path), prompt(params), params.generate, params.teacher)
+        price = params.teacher.price
+        return [(cost_usd(r.prompt_estimate(1.0), r.completion_limit(), price), r.token_estimate(1.0))
+                for r in requests]
 
-def worst_cases(params: params_module.Params, seeds_path: Path) -> list[tuple[float, int]]:
-    """(dollars, tokens) each request reserves: prompt at 1 char/token plus max_tokens x n."""
-    requests = generate.plan(pl.read_parquet(seeds_path), prompt(params), params.generate, params.teacher)
-    price = params.teacher.price
-    return [(cost_usd(r.prompt_estimate(1.0), r.completion_limit(), price), r.token_estimate(1.0)) for r in requests]
+    return reserved
 
 
 def spent(store_path: Path, price: PriceParams) -> tuple[float, int]:
@@ -100,22 +102,35 @@ def spent(store_path: Path, price: PriceParams) -> tuple[float, int]:
     return cost_usd(prompt_tokens, completion_tokens, price), prompt_tokens + completion_tokens
 
 
-def budget_params(**updates: object) -> params_module.Params:
-    return with_standin(load_params(**updates), error_rate=0.0, rate_limit_rate=0.0)
+@pytest.fixture
+def budget_params(load_params, with_standin):
+    """``budget_params(**generate_updates)``: load_params with a stand-in that never fails."""
+
+    def params_with(**updates: object) -> params_module.Params:
+        return with_standin(load_params(**updates), error_rate=0.0, rate_limit_rate=0.0)
+
+    return params_with
 
 
 @pytest.mark.parametrize("cap", ["budget_usd", "budget_tokens"])
 def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
-        cap: str, tmp_path: Path, forty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cap: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worst_cases,
+    budget_params,
+    run_stage,
+    forty_seeds,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
-    worst = worst_cases(budget_params(), forty)
+    worst = worst_cases(budget_params(), forty_seeds)
     column = 0 if cap == "budget_usd" else 1
     limit = sum(case[column] for case in worst[:10])  # about ten requests' worth
     largest = max(case[column] for case in worst)
     params = budget_params(**{cap: limit})
     store_path = tmp_path / "store/generate.jsonl"
 
-    first = run_stage(params, tmp_path, forty)
+    first = run_stage(params, tmp_path, forty_seeds)
     paid = spent(store_path, params.teacher.price)[column]
     assert limit - largest < paid <= limit + 1e-9  # float slack only
     assert first["stopped_by_budget"] is True
@@ -133,7 +148,7 @@ def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
         answered = len(store)
     assert answered == first["requests_sent"]
 
-    rerun = run_stage(budget_params(), tmp_path, forty)
+    rerun = run_stage(budget_params(), tmp_path, forty_seeds)
     assert (rerun["requests_sent"], rerun["cache_hits"]) == (40 - answered, answered)
     assert rerun["stopped_by_budget"] is False
     assert rerun["rejects_by_reason"].get("budget") is None
@@ -152,17 +167,23 @@ def project_copy(tmp_path: Path) -> Path:
 
 def distill_estimate(cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(REPO), "DISTILL_PREFECT": "0"}
-    return subprocess.run([sys.executable, "-m", "stages.cli", "estimate"], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "distill.cli", "estimate"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
-def test_distill_estimate_prints_the_table_and_sends_nothing(tmp_path: Path) -> None:
+def test_distill_estimate_prints_the_table_and_sends_nothing(
+    tmp_path: Path,
+    load_params,
+    prompt,
+    seeds,
+    seed_words,
+) -> None:
     root = project_copy(tmp_path)
     missing = distill_estimate(root)
     assert missing.returncode != 0
     assert "run `dvc repro ingest` first" in missing.stderr
 
-    frame = seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")])
+    frame = seeds([f"{op} {word}" for word in seed_words for op in ("reverse", "upper")])
     write_parquet(frame, root / "data/ingest/train.parquet")
     result = distill_estimate(root)
     assert result.returncode == 0, result.stderr
@@ -172,7 +193,7 @@ def test_distill_estimate_prints_the_table_and_sends_nothing(tmp_path: Path) -> 
     assert not (root / "data/store").exists()  # nothing sent, no store created
 
     params = load_params()
-    first = generate.plan(frame, prompt(params), params.generate, params.teacher)[0]
+    first = answering.plan(frame, prompt(params), params.generate, params.teacher)[0]
     with RequestStore(root / "data/store/generate.jsonl") as store:
         store.put(first.key, first.payload(), {"choices": [{"index": 0}], "usage": {"completion_tokens": 5}})
     before = (root / "data/store/generate.jsonl").read_bytes()
@@ -183,9 +204,9 @@ def test_distill_estimate_prints_the_table_and_sends_nothing(tmp_path: Path) -> 
     assert (root / "data/store/generate.jsonl").read_bytes() == before
 
 
-def test_distill_estimate_covers_every_method_and_teacher(tmp_path: Path) -> None:
+def test_distill_estimate_covers_every_method_and_teacher(tmp_path: Path, seeds, seed_words) -> None:
     root = project_copy(tmp_path)
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]),
+    write_parquet(seeds([f"{op} {word}" for word in seed_words for op in ("reverse", "upper")]),
                   root / "data/ingest/train.parquet")
     shutil.copytree(REPO / "data/seeds", root / "data/seeds")
     raw = yaml.safe_load((root / "params.yaml").read_text())

@@ -1,4 +1,4 @@
-"""Distillation losses (stages/divergences.py) against plain-loop references, TRL, and their properties."""
+"""Distillation losses (distill/transfer/divergences.py) against plain-loop references, TRL, and their properties."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.divergences import (
+from distill.transfer.divergences import (
     DIVERGENCES,
     divergence,
     mix_sparse_teachers,

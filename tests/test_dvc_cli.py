@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.dvc_cli import DvcFailed, run_dvc
-from tests.repos import run
+from distill.dvc_cli import DvcFailed, run_dvc
 
 PROGRESS = """import sys, time
 for i in range(60):  # a progress bar: 60 in-place updates in about 1.2 s
@@ -22,7 +21,7 @@ GATE = "import sys\nsys.exit('gate bar failed: rows: observed 0, expected >= 1')
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, run) -> Path:
     run(tmp_path, "git", "init", "-q")
     run(tmp_path, "dvc", "init", "-q")
     (tmp_path / "progress.py").write_text(PROGRESS)

@@ -1,5 +1,5 @@
 """dvc.yaml agrees with the code: every stage lists the project modules it imports (a missing
-one silently keeps stale outputs) and the paths in stages/paths.py that it writes."""
+one silently keeps stale outputs) and the paths in distill/paths.py that it writes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import paths
-from tests.project_imports import ROOT, project_files
+from distill import paths
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-STAGES = ["ingest", "generate", "score", "dedupe", "select", "train", "evaluate"]  # each with a gate
-REPORTS = ["sweep"]  # stages whose outputs are reports, not tables a later stage reads: no gate
+STAGES = ["ingest", "generate", "score", "dedupe", "select", "train", "evaluate"]  # a chain, each after its gate
+REPORTS = ["sweep"]  # stages whose outputs are reports, not tables a later stage reads
 
 
 def names(entries: list) -> set[str]:
@@ -25,17 +26,48 @@ def code_deps(stage: dict) -> set[str]:
     return {dep for dep in names(stage["deps"]) if dep.endswith(".py")}
 
 
+# Plugins are imported by name, not by an import statement: the stages that use the task or the teacher
+# provider that params.yaml names list that module (and what it imports) too.
+TASK_USERS = {"generate", "score", "evaluate", "sweep"}  # verifier (score, self_knowledge), metric, groups
+PROVIDER_USERS = {"generate", "score", "evaluate"}  # the stages that ask the teacher
+
+
+def plugin_modules(stage: str) -> set[str]:
+    from distill.params import load
+    from distill.teacher import providers
+
+    params = load(ROOT / "params.yaml")
+    modules = set()
+    if stage in TASK_USERS and params.task:
+        modules.add(params.task.partition(":")[0])
+    if stage in PROVIDER_USERS:
+        modules |= {providers.PLUGINS.get(teacher.provider, teacher.provider) for teacher in params.all_teachers
+                    if providers.is_plugin(teacher.provider)}
+    return modules
+
+
 @pytest.mark.parametrize("stage", STAGES + REPORTS)
-def test_stage_lists_exactly_the_modules_it_imports(stage: str) -> None:
-    assert code_deps(PIPELINE[stage]) == project_files(f"stages.{stage}")
+def test_stage_lists_exactly_the_modules_it_imports(stage: str, project_files) -> None:
+    plugins = set().union(*(project_files(module) for module in plugin_modules(stage)))
+    assert code_deps(PIPELINE[stage]) == project_files(f"stages.{stage}") | plugins
+    assert ("task" in PIPELINE[stage]["params"]) == (stage in TASK_USERS)
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_each_gate_lists_the_modules_it_imports(stage: str) -> None:
-    gate = PIPELINE["validate"]["do"]
+@pytest.mark.parametrize("stage", STAGES + REPORTS)
+def test_each_stage_has_a_gate_listing_the_modules_it_imports(stage: str, project_files) -> None:
+    gate = PIPELINE["gate"]["do"]
     listed = {dep.replace("${key}", stage) for dep in code_deps(gate)}
-    assert listed == project_files("stages.validate") | project_files(f"stages.expectations.{stage}")
-    assert set(PIPELINE["validate"]["foreach"]) == set(STAGES)
+    assert listed == project_files(f"stages.gates.{stage}")
+    assert gate["cmd"].replace("${key}", stage) == f"python -m stages.gates.{stage}"
+    assert set(PIPELINE["gate"]["foreach"]) == set(STAGES + REPORTS)
+
+
+def test_stages_holds_only_entry_points_and_gates() -> None:
+    entries = {path.stem for path in (ROOT / "stages").glob("*.py")}
+    gates = {path.stem for path in (ROOT / "stages/gates").glob("*.py")}
+    assert entries == gates == set(STAGES + REPORTS)
+    assert {path.name for path in (ROOT / "stages").iterdir() if path.name != "__pycache__"} == {
+        f"{stage}.py" for stage in STAGES + REPORTS} | {"gates"}
 
 
 @pytest.mark.parametrize("stage", STAGES + REPORTS)
@@ -44,14 +76,14 @@ def test_stage_writes_its_metrics_file_and_reads_only_its_params(stage: str) -> 
     assert names(entry["metrics"]) == {str(paths.metrics(stage))}
     own = {param.split(".")[0] for param in entry["params"]}
     assert stage in own
-    assert own <= {stage, "teacher", "teachers", "generate", "train", "evaluate"}  # sections read besides its own
+    assert own <= {stage, "task", "teacher", "teachers", "generate", "train", "evaluate"}  # read besides its own
 
 
 def test_every_path_in_paths_py_is_an_out_of_some_stage() -> None:
     outs = set()
     for stage in STAGES + REPORTS:
         outs |= names(PIPELINE[stage]["outs"]) | names(PIPELINE[stage].get("plots", []))
-    outs.add(str(paths.GATE_REPORTS))  # validate@<stage> writes reports/gates/<stage>.json
+    outs.add(str(paths.GATE_REPORTS))  # gate@<stage> writes reports/gates/<stage>.json
     for name, value in vars(paths).items():
         for path in value.values() if isinstance(value, dict) else [value]:
             if isinstance(path, Path):

@@ -8,14 +8,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from demo.words import demo_seeds
+from distill.io import write_parquet
+from distill.task import load as load_task
 from stages import score
-from stages.io import write_parquet
-from stages.skill import demo_seeds
-from tests.test_generate import load_params, run_stage, seeds, with_standin
 
 
 def test_ten_percent_transient_faults_and_five_percent_malformed_lose_no_seed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_params, run_stage, seeds, with_standin
 ) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_TIMEOUT_S", "1")  # a hung request costs 1 s, then is retried
@@ -36,7 +36,7 @@ def test_ten_percent_transient_faults_and_five_percent_malformed_lose_no_seed(
     assert set(metrics["retries_by_class"]) == {"RateLimitError", "InternalServerError", "APITimeoutError"}
     assert metrics["failed_fraction"] <= params.generate.max_failed_fraction
 
-    scored = score.score(rows, params.score)
+    scored = score.score(rows, params.score, verify=load_task(params.task).verify)
     malformed = scored.filter(pl.col("response").str.starts_with("Sure!"))  # cut by max_tokens or not
     assert malformed.height > 0
     assert set(malformed["drop_reason"]) <= {"verifier_failed", "truncated", "length"}

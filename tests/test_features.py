@@ -12,24 +12,17 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer
 
-from stages import generate
-from stages import params as params_module
-from stages.entry import StageError
-from stages.features import FeatureTokenizer, extract
-from stages.io import content_hash
-from stages.records import FEATURES
-from stages.teachers import capabilities
-from stages.teachers.endpoint import teacher_identity
-from tests.test_generate import load_params, run_stage, with_standin
+from distill import params as params_module
+from distill.elicit import answering
+from distill.elicit.features import FeatureTokenizer, extract
+from distill.entry import StageError
+from distill.io import content_hash
+from distill.records import FEATURES
+from distill.teacher import capabilities
+from distill.teacher.endpoint import teacher_identity
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "data/students/tiny-char"
-QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0}  # no retries: the tests stay fast
-
-
-def feature_params(top_logprobs: int | None = 5, **standin: object) -> params_module.Params:
-    params = load_params(top_logprobs=top_logprobs, feature_tokenizer=str(TINY))
-    return with_standin(params, **(QUIET | standin))
 
 
 def with_teacher(params: params_module.Params, **updates: object) -> params_module.Params:
@@ -37,7 +30,7 @@ def with_teacher(params: params_module.Params, **updates: object) -> params_modu
 
 
 def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, forty_seeds: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, feature_params, run_stage) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     metrics = run_stage(feature_params(5), tmp_path, forty_seeds)
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
@@ -74,16 +67,16 @@ def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, forty_seeds: P
 
 
 def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
-        tmp_path: Path, forty_seeds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, forty_seeds: Path, monkeypatch: pytest.MonkeyPatch, feature_params, run_stage) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = feature_params(None)
-    assert generate.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
+    assert answering.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
     # the later stand-in switches, at their defaults, leave the stand-in's identity (and so every stored key) as
     # it was; idempotency changes billing, never answers, so it is never part of it
-    before = params.teacher.standin.model_dump(exclude={"ignore_logprobs", "idempotency"})
+    before = {key: value for key, value in params.teacher.settings.items()
+              if key not in {"ignore_logprobs", "idempotency"}}
     assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
-    billing_off = params.teacher.model_copy(update={"standin": params.teacher.standin.model_copy(
-        update={"idempotency": False})})
+    billing_off = params.teacher.model_copy(update={"settings": params.teacher.settings | {"idempotency": False}})
     assert teacher_identity(billing_off) == teacher_identity(params.teacher)
     metrics = run_stage(params, tmp_path, forty_seeds)
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
@@ -91,14 +84,19 @@ def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
     assert (metrics["feature_rows"], metrics["feature_bytes_per_token"], metrics["tokenizer"]) == (0, None, None)
 
 
-def test_capability_check_refuses_before_any_request(tmp_path: Path, forty_seeds: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_capability_check_refuses_before_any_request(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    feature_params,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
     caps = params_module.CapabilityParams(logprobs=False)
     # a real endpoint URL where nothing listens: a request would fail with a connection error
-    params = with_teacher(feature_params(5), base_url="http://127.0.0.1:9/v1", api_key_env="DISTILL_TEST_KEY",
-                          capabilities=caps)
+    params = with_teacher(feature_params(5), provider="openai", base_url="http://127.0.0.1:9/v1",
+                          api_key_env="DISTILL_TEST_KEY", capabilities=caps)
     with pytest.raises(StageError, match=r"generate\.top_logprobs=5 asks for log-probabilities, but "
                                          r"teacher\.capabilities\.logprobs is false for standin"):
         run_stage(params, tmp_path, forty_seeds)
@@ -106,7 +104,7 @@ def test_capability_check_refuses_before_any_request(tmp_path: Path, forty_seeds
     assert not (tmp_path / "gen").exists()
 
 
-def test_capability_check_rules() -> None:
+def test_capability_check_rules(feature_params) -> None:
     sampling = {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
     asked = sampling | {"logprobs": True, "top_logprobs": 8}
     capabilities.check(asked, params_module.CapabilityParams())  # the OpenAI defaults allow it
@@ -121,8 +119,13 @@ def test_capability_check_rules() -> None:
     capabilities.check(asked | {"n": 3}, capabilities.of(teacher))
 
 
-def test_endpoint_that_ignores_logprobs_fails_the_stage(tmp_path: Path, forty_seeds: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_endpoint_that_ignores_logprobs_fails_the_stage(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    feature_params,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     with pytest.raises(StageError, match=r"none of the \d+ answers of standin has them: the endpoint ignored "
                                          r"`logprobs`"):

@@ -1,8 +1,8 @@
-"""Tests of the data-quality gates (``stages/validate.py``, ``stages/expectations/``).
+"""Tests of the data-quality gates (``distill/gate.py``, ``stages/gates/<stage>.py``).
 
 For every stage: a good frame passes, a broken one fails naming the expectation and the
 failing row ids, and an unreachable ``min_rows`` fails. Two subprocess runs check the CLI
-(``python -m stages.validate ingest``): exit code, stderr message and the JSON report.
+(``python -m stages.gates.ingest``): exit code, stderr message and the JSON report.
 Great Expectations is imported once per test session (by the first ``validate`` call).
 
     GX_ANALYTICS_ENABLED=false .venv/bin/python -m pytest tests/test_gates.py -q
@@ -10,6 +10,7 @@ Great Expectations is imported once per test session (by the first ``validate`` 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -21,8 +22,19 @@ from typing import Any
 import polars as pl
 import pytest
 
-from stages.params import DedupeGate, EvaluateGate, GenerateGate, IngestGate, ScoreGate, SelectGate, TrainGate
-from stages.records import (
+from demo import words
+from distill.gate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
+from distill.params import (
+    DedupeGate,
+    EvaluateGate,
+    GenerateGate,
+    IngestGate,
+    ScoreGate,
+    SelectGate,
+    SweepGate,
+    TrainGate,
+)
+from distill.records import (
     DEDUPED,
     FEATURES,
     GENERATED,
@@ -31,12 +43,14 @@ from stages.records import (
     SCORED,
     SEED,
     SELECTED,
+    SWEEP_POINT,
     SYSTEMS,
     TRAIN_LOG,
 )
-from stages.validate import GateResult, Outcome, validate  # sets GX_ANALYTICS_ENABLED=false
 
 REPO = Path(__file__).resolve().parents[1]
+SUITES = {stage: importlib.import_module(f"stages.gates.{stage}") for stage in
+          ("ingest", "generate", "score", "dedupe", "select", "train", "evaluate", "sweep")}
 NEVER = 10**9  # a row threshold no test data can meet
 
 INGEST = IngestGate(min_rows=3, min_eval_rows=2, max_instruction_chars=100)
@@ -148,7 +162,7 @@ def assert_passes(result: GateResult) -> None:
 # --- ingest ------------------------------------------------------------------------------------
 
 def test_ingest_good_passes() -> None:
-    result = validate("ingest", INGEST, ingest_frames())
+    result = validate(SUITES["ingest"], INGEST, ingest_frames())
     assert_passes(result)
     assert result.rows == {"train": 4, "eval": 3}
 
@@ -160,7 +174,7 @@ def test_ingest_bad_rows_fail_with_ids() -> None:
     eval_ = seed_rows(3, "eval")
     eval_[0]["reference"] = None
     eval_[2]["split"] = "train"
-    fails = failed(validate("ingest", INGEST, ingest_frames(train, eval_)))
+    fails = failed(validate(SUITES["ingest"], INGEST, ingest_frames(train, eval_)))
     assert set(fails) == {
         "train: expect_column_values_to_be_unique(id)",
         "train: expect_column_value_lengths_to_be_between(instruction)",
@@ -175,7 +189,7 @@ def test_ingest_bad_rows_fail_with_ids() -> None:
 
 def test_ingest_min_rows_fails() -> None:
     gate = IngestGate(min_rows=NEVER, min_eval_rows=NEVER, max_instruction_chars=100)
-    fails = failed(validate("ingest", gate, ingest_frames()))
+    fails = failed(validate(SUITES["ingest"], gate, ingest_frames()))
     assert set(fails) == {"train: expect_table_row_count_to_be_between()",
                           "eval: expect_table_row_count_to_be_between()"}
     assert fails["eval: expect_table_row_count_to_be_between()"].observed == 3
@@ -185,7 +199,7 @@ def test_schema_mismatch_skips_content_checks() -> None:
     frames = ingest_frames()
     frames["train"] = frames["train"].drop("source_hash")
     frames["eval"] = frames["eval"].with_columns(pl.col("source_line").cast(pl.String))
-    result = validate("ingest", INGEST, frames)
+    result = validate(SUITES["ingest"], INGEST, frames)
     fails = failed(result)
     columns, dtypes = ("train: expect_table_columns_to_match_set()",
                        "eval.dtypes: expect_column_pair_values_to_be_equal(dtype, expected)")
@@ -198,8 +212,8 @@ def test_schema_mismatch_skips_content_checks() -> None:
 # --- generate ----------------------------------------------------------------------------------
 
 def test_generate_good_passes() -> None:
-    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4))))  # no features asked
-    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4), feature_rows(3))))
+    assert_passes(validate(SUITES["generate"], GENERATE, generated_frames(generated_rows(4))))  # no features asked
+    assert_passes(validate(SUITES["generate"], GENERATE, generated_frames(generated_rows(4), feature_rows(3))))
 
 
 def test_generate_bad_features_fail_with_ids() -> None:
@@ -209,7 +223,7 @@ def test_generate_bad_features_fail_with_ids() -> None:
     features[2]["top_ids"] = [5]  # not len(token_ids) * k
     features[3]["tail_mass"] = [0.5, 1.5]
     features[4]["id"] = features[3]["id"]
-    fails = failed(validate("generate", GENERATE, generated_frames(generated_rows(5), features)))
+    fails = failed(validate(SUITES["generate"], GENERATE, generated_frames(generated_rows(5), features)))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "features.shapes: expect_column_values_to_be_in_set(in_rows)": ["not-a-row"],
         "features: expect_column_values_to_be_between(k)": ["g1"],
@@ -220,13 +234,14 @@ def test_generate_bad_features_fail_with_ids() -> None:
 
 
 def test_generate_preferences_good_passes_and_bad_fail_with_ids() -> None:
-    assert_passes(validate("generate", GENERATE, generated_frames(generated_rows(4), preferences=preference_rows(3))))
+    frames = generated_frames(generated_rows(4), preferences=preference_rows(3))
+    assert_passes(validate(SUITES["generate"], GENERATE, frames))
     pairs = preference_rows(4)
     pairs[0]["rejected"] = pairs[0]["chosen"]  # no preference at all
     pairs[1]["score_rejected"] = 7.0  # a 0-10 grade not scaled to [0, 1]
     pairs[2]["chosen"] = ""
     pairs[3]["id"] = "p2"
-    fails = failed(validate("generate", GENERATE, generated_frames(generated_rows(4), preferences=pairs)))
+    fails = failed(validate(SUITES["generate"], GENERATE, generated_frames(generated_rows(4), preferences=pairs)))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "preferences.pairs: expect_column_values_to_be_in_set(differs)": ["p0"],
         "preferences: expect_column_values_to_be_between(score_rejected)": ["p1"],
@@ -242,7 +257,7 @@ def test_generate_bad_rows_fail_with_ids() -> None:
     rows[2]["finish_reason"] = "eos"
     rows[3]["completion_tokens"] = -1
     rows[4]["id"] = rows[3]["id"]
-    fails = failed(validate("generate", GENERATE, generated_frames(rows)))
+    fails = failed(validate(SUITES["generate"], GENERATE, generated_frames(rows)))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_not_be_null(response)": ["g0"],
         "rows: expect_column_value_lengths_to_be_between(response)": ["g1"],
@@ -254,14 +269,14 @@ def test_generate_bad_rows_fail_with_ids() -> None:
 
 def test_generate_min_rows_fails() -> None:
     gate = GenerateGate(min_rows=NEVER, max_response_chars=50)
-    fails = failed(validate("generate", gate, generated_frames(generated_rows(4))))
+    fails = failed(validate(SUITES["generate"], gate, generated_frames(generated_rows(4))))
     assert set(fails) == {"rows: expect_table_row_count_to_be_between()"}
 
 
 # --- score -------------------------------------------------------------------------------------
 
 def test_score_good_passes() -> None:
-    assert_passes(validate("score", SCORE, {"rows": frame(scored_rows(4), SCORED)}))
+    assert_passes(validate(SUITES["score"], SCORE, {"rows": frame(scored_rows(4), SCORED)}))
 
 
 def test_score_bad_rows_fail_with_ids() -> None:
@@ -270,7 +285,7 @@ def test_score_bad_rows_fail_with_ids() -> None:
     rows[1]["drop_reason"] = "refusal"  # kept, yet a drop reason
     rows[3]["drop_reason"] = None  # dropped without a reason
     rows[2]["repetition"] = -0.2
-    fails = failed(validate("score", SCORE, {"rows": frame(rows, SCORED)}))
+    fails = failed(validate(SUITES["score"], SCORE, {"rows": frame(rows, SCORED)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_be_between(quality)": ["g0"],
         "rows: expect_column_values_to_be_between(repetition)": ["g2"],
@@ -285,7 +300,7 @@ def test_score_kept_fraction_and_min_rows_fail() -> None:
     for row in rows[:2]:
         row |= {"keep": False, "drop_reason": "truncated"}
     gate = ScoreGate(min_rows=NEVER, min_kept_fraction=0.5)
-    fails = failed(validate("score", gate, {"rows": frame(rows, SCORED)}))
+    fails = failed(validate(SUITES["score"], gate, {"rows": frame(rows, SCORED)}))
     assert set(fails) == {"rows: expect_table_row_count_to_be_between()",
                           "rows: expect_column_mean_to_be_between(keep)"}
     assert fails["rows: expect_column_mean_to_be_between(keep)"].observed == pytest.approx(0.25)
@@ -294,14 +309,14 @@ def test_score_kept_fraction_and_min_rows_fail() -> None:
 # --- dedupe ------------------------------------------------------------------------------------
 
 def test_dedupe_good_passes() -> None:
-    assert_passes(validate("dedupe", DEDUPE, {"rows": frame(deduped_rows(5), DEDUPED)}))
+    assert_passes(validate(SUITES["dedupe"], DEDUPE, {"rows": frame(deduped_rows(5), DEDUPED)}))
 
 
 def test_dedupe_bad_rows_fail_with_ids() -> None:
     rows = deduped_rows(5)
     rows[2]["norm_hash"] = rows[1]["norm_hash"]  # two kept rows with the same normalised text
     rows[4]["dup_of"] = None  # a duplicate that does not name its twin
-    fails = failed(validate("dedupe", DEDUPE, {"rows": frame(rows, DEDUPED)}))
+    fails = failed(validate(SUITES["dedupe"], DEDUPE, {"rows": frame(rows, DEDUPED)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_be_unique(norm_hash) where keep == True": ["g1", "g2"],
         "rows: expect_column_values_to_not_be_null(dup_of) where drop_reason == 'duplicate'": ["g4"],
@@ -313,14 +328,14 @@ def test_dedupe_contamination_fails_naming_the_kept_rows_that_copy_eval_rows() -
     rows[1] |= {"contaminated_by": "eval-7", "contamination_similarity": 1.0}
     rows[3] |= {"contaminated_by": "eval-2", "contamination_similarity": 0.85}
     rows[4] |= {"contaminated_by": "eval-9", "contamination_similarity": 0.9}  # dropped anyway: not training data
-    fails = failed(validate("dedupe", DEDUPE, {"rows": frame(rows, DEDUPED)}))
+    fails = failed(validate(SUITES["dedupe"], DEDUPE, {"rows": frame(rows, DEDUPED)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_be_null(contaminated_by) where keep == True": ["g1", "g3"],
     }
 
 
 def test_dedupe_min_rows_counts_kept_rows() -> None:
-    fails = failed(validate("dedupe", DedupeGate(min_rows=5), {"rows": frame(deduped_rows(5), DEDUPED)}))
+    fails = failed(validate(SUITES["dedupe"], DedupeGate(min_rows=5), {"rows": frame(deduped_rows(5), DEDUPED)}))
     assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
     assert fails["rows: expect_column_sum_to_be_between(keep)"].observed == 4  # 5 rows, 4 kept
 
@@ -328,7 +343,7 @@ def test_dedupe_min_rows_counts_kept_rows() -> None:
 # --- select ------------------------------------------------------------------------------------
 
 def test_select_good_passes() -> None:
-    assert_passes(validate("select", SELECT, {"rows": frame(selected_rows(5), SELECTED)}))
+    assert_passes(validate(SUITES["select"], SELECT, {"rows": frame(selected_rows(5), SELECTED)}))
 
 
 def test_select_bad_rows_fail_with_ids() -> None:
@@ -337,7 +352,7 @@ def test_select_bad_rows_fail_with_ids() -> None:
     rows[2]["select_rank"] = 2  # two rows with one rank
     rows[1]["contaminated_by"] = "eval-3"  # a selected row copying an eval row
     rows[3]["drop_reason"] = None  # cut by the budget without saying so
-    fails = failed(validate("select", SELECT, {"rows": frame(rows, SELECTED)}))
+    fails = failed(validate(SUITES["select"], SELECT, {"rows": frame(rows, SELECTED)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "rows: expect_column_values_to_not_be_null(select_rank) where keep == True": ["g0"],
         "rows: expect_column_values_to_be_unique(select_rank)": ["g1", "g2"],
@@ -347,7 +362,7 @@ def test_select_bad_rows_fail_with_ids() -> None:
 
 
 def test_select_min_rows_counts_selected_rows() -> None:
-    fails = failed(validate("select", SelectGate(min_rows=4), {"rows": frame(selected_rows(5), SELECTED)}))
+    fails = failed(validate(SUITES["select"], SelectGate(min_rows=4), {"rows": frame(selected_rows(5), SELECTED)}))
     assert set(fails) == {"rows: expect_column_sum_to_be_between(keep)"}
     assert fails["rows: expect_column_sum_to_be_between(keep)"].observed == 3
 
@@ -355,7 +370,7 @@ def test_select_min_rows_counts_selected_rows() -> None:
 # --- train -------------------------------------------------------------------------------------
 
 def test_train_good_passes() -> None:
-    assert_passes(validate("train", TRAIN, {"log": frame(log_rows(20), TRAIN_LOG)}))
+    assert_passes(validate(SUITES["train"], TRAIN, {"log": frame(log_rows(20), TRAIN_LOG)}))
 
 
 def test_train_bad_loss_fails_with_steps() -> None:
@@ -363,7 +378,7 @@ def test_train_bad_loss_fails_with_steps() -> None:
     rows[4]["loss"] = float("nan")
     rows[6]["loss"] = float("inf")
     rows[8]["step"] = rows[7]["step"]
-    fails = failed(validate("train", TRAIN, {"log": frame(rows, TRAIN_LOG)}))
+    fails = failed(validate(SUITES["train"], TRAIN, {"log": frame(rows, TRAIN_LOG)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "log: expect_column_values_to_not_be_null(loss)": [5],
         "log: expect_column_values_to_be_between(loss)": [7],
@@ -374,17 +389,17 @@ def test_train_bad_loss_fails_with_steps() -> None:
 def test_train_negative_loss_fails_except_for_rl_policy_objective() -> None:
     rows = log_rows(20)
     rows[3]["loss"] = -0.5
-    fails = failed(validate("train", TRAIN, {"log": frame(rows, TRAIN_LOG)}))
+    fails = failed(validate(SUITES["train"], TRAIN, {"log": frame(rows, TRAIN_LOG)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "log.losses: expect_column_values_to_be_between(loss)": [4]}
     policy = [row | {"objective": "policy"} for row in rows]
-    assert_passes(validate("train", TRAIN, {"log": frame(policy, TRAIN_LOG)}))
+    assert_passes(validate(SUITES["train"], TRAIN, {"log": frame(policy, TRAIN_LOG)}))
 
 
 def test_train_final_loss_and_min_steps_fail() -> None:
     rows = [row | {"loss": 2.0} for row in log_rows(20)]
     gate = TrainGate(min_steps=NEVER, max_final_loss=1.0)
-    fails = failed(validate("train", gate, {"log": frame(rows, TRAIN_LOG)}))
+    fails = failed(validate(SUITES["train"], gate, {"log": frame(rows, TRAIN_LOG)}))
     assert set(fails) == {"log: expect_column_max_to_be_between(step)",
                           "log.tail: expect_column_mean_to_be_between(loss)"}
     assert fails["log: expect_column_max_to_be_between(step)"].observed == 20
@@ -392,21 +407,21 @@ def test_train_final_loss_and_min_steps_fail() -> None:
 
 
 def test_train_empty_log_fails() -> None:
-    fails = failed(validate("train", TRAIN, {"log": frame([], TRAIN_LOG)}))
+    fails = failed(validate(SUITES["train"], TRAIN, {"log": frame([], TRAIN_LOG)}))
     assert "log: expect_table_row_count_to_be_between()" in fails
 
 
 # --- evaluate ----------------------------------------------------------------------------------
 
 def test_evaluate_good_passes() -> None:
-    assert_passes(validate("evaluate", EVALUATE, {"predictions": frame(prediction_rows(3), PREDICTION)}))
+    assert_passes(validate(SUITES["evaluate"], EVALUATE, {"predictions": frame(prediction_rows(3), PREDICTION)}))
 
 
 def test_evaluate_bad_rows_fail_with_ids() -> None:
     rows = prediction_rows(4)
     rows[0]["score"] = 2.0
     rows[1]["system"] = "student_middle"
-    fails = failed(validate("evaluate", EVALUATE, {"predictions": frame(rows, PREDICTION)}))
+    fails = failed(validate(SUITES["evaluate"], EVALUATE, {"predictions": frame(rows, PREDICTION)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "predictions: expect_column_values_to_be_between(score)": ["eval-0"],
         "predictions: expect_column_values_to_be_in_set(system)": ["eval-1"],
@@ -415,20 +430,48 @@ def test_evaluate_bad_rows_fail_with_ids() -> None:
 
 def test_evaluate_min_rows_is_per_system() -> None:
     rows = [row for row in prediction_rows(4) if row["system"] != "teacher"]  # 8 rows, no teacher
-    fails = failed(validate("evaluate", EVALUATE, {"predictions": frame(rows, PREDICTION)}))
+    fails = failed(validate(SUITES["evaluate"], EVALUATE, {"predictions": frame(rows, PREDICTION)}))
     assert {key: outcome.failing_ids for key, outcome in fails.items()} == {
         "predictions.per_system: expect_column_values_to_be_between(rows)": ["teacher"]}
     gate = EvaluateGate(min_rows=NEVER)
-    fails = failed(validate("evaluate", gate, {"predictions": frame(prediction_rows(3), PREDICTION)}))
+    fails = failed(validate(SUITES["evaluate"], gate, {"predictions": frame(prediction_rows(3), PREDICTION)}))
     per_system = fails["predictions.per_system: expect_column_values_to_be_between(rows)"]
     assert per_system.failing_ids == list(SYSTEMS)
+
+
+def sweep_frames(selected: list[tuple], random: list[tuple] | None = None) -> dict[str, pl.DataFrame]:
+    """Curves of (teacher_tokens, rows, fraction, score) points, as the sweep stage writes them."""
+    def curve(points: list[tuple]) -> pl.DataFrame:
+        return pl.DataFrame(points, schema=SWEEP_POINT, orient="row")
+    return {"selected": curve(selected), "random": curve(selected if random is None else random)}
+
+
+SWEEP_GOOD = [(1000, 40, 0.5, 0.95), (2000, 80, 1.0, 0.875)]
+
+
+def test_sweep_good_passes_and_a_missing_random_curve_is_allowed() -> None:
+    assert_passes(validate(SUITES["sweep"], SweepGate(min_points=2), sweep_frames(SWEEP_GOOD)))
+    assert_passes(validate(SUITES["sweep"], SweepGate(min_points=2), sweep_frames(SWEEP_GOOD, [])))
+    assert_passes(validate(SUITES["sweep"], SweepGate(min_points=2), sweep_frames([], [])))  # sweep.enabled: false
+
+
+def test_sweep_bad_points_fail_naming_the_subset() -> None:
+    bad = [(1000, 40, 0.5, 1.5), (2000, 80, 1.0, 0.875), (-1, 80, 0.0, 0.5)]
+    fails = failed(validate(SUITES["sweep"], SweepGate(min_points=2), sweep_frames(bad, SWEEP_GOOD[:1])))
+    assert fails["selected: expect_column_values_to_be_between(score)"].failing_ids == [40]
+    assert fails["selected: expect_column_values_to_be_unique(rows)"].failing_ids == [80]
+    assert fails["selected: expect_column_values_to_be_between(fraction)"].failing_ids == [80]
+    assert fails["selected: expect_column_values_to_be_between(teacher_tokens)"].failing_ids == [80]
+    assert "ends: expect_column_distinct_values_to_equal_set(rows)" in fails
+    fails = failed(validate(SUITES["sweep"], SweepGate(min_points=NEVER), sweep_frames(SWEEP_GOOD)))
+    assert list(fails) == ["selected: expect_table_row_count_to_be_between()"]
 
 
 def test_failing_ids_are_capped() -> None:
     rows = generated_rows(30)
     for row in rows:
         row["response"] = None
-    outcome = failed(validate("generate", GENERATE, generated_frames(rows)))[
+    outcome = failed(validate(SUITES["generate"], GENERATE, generated_frames(rows)))[
         "rows: expect_column_values_to_not_be_null(response)"]
     assert outcome.failing_ids == [f"g{i}" for i in range(20)] and outcome.more_ids == 10
     assert outcome.line("generate", Path("r.json")).endswith("'g19'] (+10 more) (report: r.json)")
@@ -438,7 +481,7 @@ def test_failing_ids_are_capped() -> None:
 
 def run_gate(workdir: Path, stage: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"PYTHONPATH": str(REPO), "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([sys.executable, "-m", "stages.validate", stage], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, "-m", f"stages.gates.{stage}"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -487,10 +530,24 @@ def test_cli_missing_input_names_the_file(workdir: Path) -> None:
     assert json.loads((workdir / "reports/gates/ingest.json").read_text())["success"] is False
 
 
+def test_cli_reads_the_sweep_curves_from_csv(workdir: Path) -> None:
+    plots = workdir / "reports/plots"
+    plots.mkdir(parents=True)
+    for name, frame_ in sweep_frames(SWEEP_GOOD).items():
+        frame_.write_csv(plots / f"sweep_{name}.csv")
+    proc = run_gate(workdir, "sweep")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("gate sweep OK:") and "selected (2 rows), random (2 rows)" in proc.stdout
+    frame_ = sweep_frames(SWEEP_GOOD[:1])["selected"]  # params.yaml: gates.sweep.min_points = 2
+    frame_.write_csv(plots / "sweep_selected.csv")
+    proc = run_gate(workdir, "sweep")
+    assert proc.returncode == 1 and "gate sweep failed: selected: expect_table_row_count_to_be_between()" in proc.stderr
+
+
 def test_planted_eval_rows_make_the_contamination_gate_fail_naming_them(workdir: Path) -> None:
     """The dedupe stage marks training rows that copy eval rows; its gate stops the pipeline."""
+    from distill.params import DedupeParams, ScoreParams
     from stages import dedupe, score
-    from stages.params import DedupeParams, ScoreParams
 
     train, evals = seed_rows(150, "train"), seed_rows(50, "eval")
     for row in train:
@@ -501,7 +558,8 @@ def test_planted_eval_rows_make_the_contamination_gate_fail_naming_them(workdir:
     for i, j in ((10, 3), (20, 4), (30, 5)):  # plant three eval rows, one with other spacing and case
         rows[i]["instruction"] = evals[j]["instruction"] if i != 30 else evals[j]["instruction"].upper() + "  "
     write_ingest(workdir, train, evals)
-    scored = score.score(frame(rows, GENERATED), ScoreParams(min_response_chars=1, max_response_chars=50))
+    scored = score.score(frame(rows, GENERATED), ScoreParams(min_response_chars=1, max_response_chars=50),
+                         verify=words.verify)
     deduped = dedupe.dedupe(scored, DedupeParams(), frame(evals, SEED))
     (workdir / "data/dedupe").mkdir(parents=True)
     deduped.write_parquet(workdir / "data/dedupe/rows.parquet")

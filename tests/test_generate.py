@@ -7,57 +7,26 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.teacher import run_plan
-from stages import generate
-from stages import params as params_module
-from stages.entry import StageError
-from stages.io import content_hash
-from stages.methods import answering
-from stages.prompts import Prompt
-from stages.records import GENERATED, REJECT, SEED
-from stages.teachers.endpoint import TeacherConfigError, teacher_identity
-from stages.teachers.store import RequestStore, request_key
+from distill import params as params_module
+from distill.elicit import answering
+from distill.entry import StageError
+from distill.io import content_hash
+from distill.records import GENERATED, REJECT
+from distill.teacher.endpoint import TeacherConfigError, teacher_identity
+from distill.teacher.store import RequestStore, request_key
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
-WORDS = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", "cloud", "amber",
-         "delta", "quartz", "piano", "cedar", "fjord", "globe", "harbor", "ivory", "jungle", "kayak"]
-
-
-def load_params(**generate_updates: object) -> params_module.Params:
-    params = params_module.load(REPO / "params.yaml")
-    updates = {"template": str(TEMPLATES / "labelling.txt"), "system": str(TEMPLATES / "system.txt")}
-    return params.model_copy(update={"generate": params.generate.model_copy(update=updates | generate_updates)})
-
-
-def with_standin(params: params_module.Params, **rates: float) -> params_module.Params:
-    teacher = params.teacher.model_copy(update={"standin": params.teacher.standin.model_copy(update=rates)})
-    return params.model_copy(update={"teacher": teacher})
-
-
-def seeds(instructions: list[str]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [{"id": content_hash({"instruction": text, "input": ""}), "instruction": text, "input": "", "reference": None,
-          "split": "train", "source_file": "seeds/train.jsonl", "source_line": line, "source_hash": "h" * 16}
-         for line, text in enumerate(instructions, start=1)],
-        schema=SEED,
-    )
-
-
-def prompt(params: params_module.Params) -> Prompt:
-    return Prompt(params.generate.system, params.generate.template)
-
-
 # --- plan ----------------------------------------------------------------------------------------
 
 
-def test_plan_one_request_per_seed_with_stable_keys() -> None:
+def test_plan_one_request_per_seed_with_stable_keys(load_params, seeds, prompt) -> None:
     params = load_params()
     params = params.model_copy(update={"generate": params.generate.model_copy(update={"top_logprobs": None})})
     frame = seeds(["reverse planet", "upper cat", "reverse river"])
-    requests = generate.plan(frame, prompt(params), params.generate, params.teacher)
+    requests = answering.plan(frame, prompt(params), params.generate, params.teacher)
     assert len(requests) == 3
-    assert [r.key for r in requests] == [r.key for r in generate.plan(frame, prompt(params), params.generate,
+    assert [r.key for r in requests] == [r.key for r in answering.plan(frame, prompt(params), params.generate,
                                                                       params.teacher)]
     assert len({r.key for r in requests}) == 3
     first = requests[0]
@@ -70,14 +39,20 @@ def test_plan_one_request_per_seed_with_stable_keys() -> None:
                                     first.sampling)
 
 
-def keys(params: params_module.Params, frame: pl.DataFrame) -> list[str]:
-    return [r.key for r in generate.plan(frame, prompt(params), params.generate, params.teacher)]
+def keys(params: params_module.Params, frame: pl.DataFrame, prompt) -> list[str]:
+    return [r.key for r in answering.plan(frame, prompt(params), params.generate, params.teacher)]
 
 
-def test_keys_change_with_template_model_sampling_and_standin(tmp_path: Path) -> None:
+def test_keys_change_with_template_model_sampling_and_standin(
+    tmp_path: Path,
+    load_params,
+    with_standin,
+    seeds,
+    prompt,
+) -> None:
     params = load_params()
     frame = seeds(["reverse planet", "upper cat"])
-    base = keys(params, frame)
+    base = keys(params, frame, prompt)
     template = tmp_path / "labelling.txt"
     template.write_text((TEMPLATES / "labelling.txt").read_text() + "Be brief.\n")
     variants = {
@@ -89,29 +64,19 @@ def test_keys_change_with_template_model_sampling_and_standin(tmp_path: Path) ->
         "standin": with_standin(params, wrong_rate=0.5),
     }
     for name, variant in variants.items():
-        changed = keys(variant, frame)
+        changed = keys(variant, frame, prompt)
         assert not set(changed) & set(base), name
     # shards and the failure threshold are not part of what is asked
-    assert keys(load_params(shards=1, max_failed_fraction=0.5), frame) == base
+    assert keys(load_params(shards=1, max_failed_fraction=0.5), frame, prompt) == base
 
 
 # --- build_rows ----------------------------------------------------------------------------------
 
 
-def completion(response_id: str, *contents: str | None, finish: str = "stop") -> dict:
-    return {
-        "id": response_id,
-        "model": "standin-skill-1-2026-11-01",
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                    for i, text in enumerate(contents)],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 6},
-    }
-
-
-def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
+def test_build_rows_provenance_and_rejects(tmp_path: Path, load_params, seeds, prompt, completion) -> None:
     params = load_params(n=2)
     frame = seeds(["reverse planet", "upper cat", "reverse river", "reverse stone"])
-    requests = generate.plan(frame, prompt(params), params.generate, params.teacher)
+    requests = answering.plan(frame, prompt(params), params.generate, params.teacher)
     with RequestStore(tmp_path / "s.jsonl") as store:
         store.put(requests[0].key, requests[0].payload(), completion("chatcmpl-a", " tenalp\n", "tenlap"))
         store.put(requests[1].key, requests[1].payload(), completion("chatcmpl-b", "CAT", "   ", finish="length"))
@@ -166,14 +131,15 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path) -> None:
 # --- the stage against the stand-in --------------------------------------------------------------
 
 
-def run_stage(params: params_module.Params, tmp_path: Path, seeds_path: Path) -> dict:
-    return generate.run(params, seeds_path=seeds_path, rows_path=tmp_path / "gen/rows.parquet",
-                        rejects_path=tmp_path / "gen/rejects.parquet", store_path=tmp_path / "store/generate.jsonl",
-                        send=run_plan)
-
-
-def test_run_then_rerun_is_all_cache_hits(tmp_path: Path, forty_seeds: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_then_rerun_is_all_cache_hits(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    load_params,
+    with_standin,
+    prompt,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(load_params(), error_rate=0.0, rate_limit_rate=0.0)
     first = run_stage(params, tmp_path, forty_seeds)
@@ -184,7 +150,7 @@ def test_run_then_rerun_is_all_cache_hits(tmp_path: Path, forty_seeds: Path,
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     assert rows.height == first["rows"]
     assert set(rows["model_answered"]) == {"standin-skill-1-2026-11-01"}
-    assert set(rows["sampling_hash"]) == {content_hash(generate.sampling_of(params.generate))}
+    assert set(rows["sampling_hash"]) == {content_hash(answering.sampling_of(params.generate))}
     assert dict(rows.select("instruction", "response").rows())["reverse planet"] == "tenalp"
     assert len((tmp_path / "store/generate.jsonl").read_text().splitlines()) == 40
 
@@ -194,8 +160,14 @@ def test_run_then_rerun_is_all_cache_hits(tmp_path: Path, forty_seeds: Path,
     assert len((tmp_path / "store/generate.jsonl").read_text().splitlines()) == 40
 
 
-def test_teacher_down_fails_the_stage_and_writes_no_rows(tmp_path: Path, forty_seeds: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_teacher_down_fails_the_stage_and_writes_no_rows(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    load_params,
+    with_standin,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
     store_path = tmp_path / "store/generate.jsonl"
@@ -206,8 +178,14 @@ def test_teacher_down_fails_the_stage_and_writes_no_rows(tmp_path: Path, forty_s
     assert store_path.read_text() == ""
 
 
-def test_partial_failure_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path: Path, forty_seeds: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_failure_keeps_answers_and_rerun_pays_only_for_the_rest(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    load_params,
+    with_standin,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
     # 429s carry retry-after-ms: 50, so the retries here wait 50 ms each
@@ -228,12 +206,17 @@ def test_partial_failure_keeps_answers_and_rerun_pays_only_for_the_rest(tmp_path
     assert (tmp_path / "gen/rows.parquet").exists()
 
 
-def test_configured_endpoint_without_key_names_the_variable(tmp_path: Path, forty_seeds: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configured_endpoint_without_key_names_the_variable(
+    tmp_path: Path,
+    forty_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    load_params,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.delenv("DISTILL_TEST_UNSET_KEY", raising=False)
     params = load_params()
-    teacher = params.teacher.model_copy(update={"base_url": "http://127.0.0.1:9/v1",
+    teacher = params.teacher.model_copy(update={"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
                                                 "api_key_env": "DISTILL_TEST_UNSET_KEY"})
     expected = r"teacher\.api_key_env names \$DISTILL_TEST_UNSET_KEY, which is not set"
     with pytest.raises(TeacherConfigError, match=expected):

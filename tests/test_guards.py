@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import forgetting, guards, replay, train
-from stages.entry import StageError
-from stages.params import ReplayParams
-from tests.test_train_evaluate import STUDENT_TEMPLATE, skill_pairs, tiny_student, train_params  # noqa: F401
+from demo import words
+from distill.entry import StageError
+from distill.measure import forgetting
+from distill.params import ReplayParams
+from distill.transfer import data as train_data
+from distill.transfer import guards, replay
+from stages import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,27 +41,31 @@ def test_replay_mixes_the_ratio_of_general_rows_seeded(tmp_path: Path) -> None:
     assert replay.general_rows(ReplayParams(data="nowhere.jsonl", ratio=0.0), 4, 0).is_empty()
 
 
-def test_replayed_rows_join_the_training_rows_and_train_kd_on_cross_entropy(tmp_path: Path) -> None:
+def test_replayed_rows_join_the_training_rows_and_train_kd_on_cross_entropy(
+    tmp_path: Path,
+    train_params,
+    student_template,
+) -> None:
     import polars as pl
 
-    from stages import kd
-    from stages.student import load_tokenizer
+    from distill.student import load_tokenizer
+    from distill.transfer import kd
 
     general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(5)])
     rows = pl.DataFrame({"id": ["a", "b", "c", "d"],
                          "instruction": ["reverse cat", "upper dog", "reverse ox", "upper ox"],
                          "input": [""] * 4, "response": ["tac", "DOG", "xo", "OX"], "keep": [True, True, True, False]})
     params = train_params(REPO / "data/students/tiny-char", replay=ReplayParams(data=str(general), ratio=1.0))
-    mixed = train.training_rows(rows, params)
+    mixed = train_data.training_rows(rows, params)
     assert mixed.height == 6 and mixed["id"].str.starts_with("general-").sum() == 3
-    assert len(train.training_data(rows, STUDENT_TEMPLATE, params).pairs) == 6
+    assert len(train.training_data(rows, student_template, params).pairs) == 6
     features = pl.DataFrame({"id": ["a"], "k": [1], "token_ids": [[0]], "top_ids": [[0]], "top_logprobs": [[0.0]]})
-    found = kd.examples(mixed, features, STUDENT_TEMPLATE, load_tokenizer(params.student), 64)
+    found = kd.examples(mixed, features, student_template, load_tokenizer(params.student), 64)
     assert len(found.examples) == 6 and found.without_teacher == 6  # general rows: cross-entropy only
 
 
 def test_a_checkpoint_cut_off_while_being_written_is_skipped(tmp_path: Path) -> None:
-    from stages.train_args import resume_point
+    from distill.transfer.arguments import resume_point
 
     assert resume_point(tmp_path / "none") is None
     for step, state in ((5, '{"global_step": 5}'), (10, '{"global_st'), (15, None)):
@@ -81,12 +88,11 @@ def test_bad_general_data_names_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_shipped_general_data_is_disjoint_from_the_skill() -> None:
-    from stages import skill
-
-    rows = replay.read_general(REPO / "data/general/train.jsonl") + replay.read_general(replay.GENERAL_EVAL)
-    assert len(rows) == 2200 and all(skill.parse(row["instruction"]) is None for row in rows)
+    general = REPO / "data/general"
+    rows = replay.read_general(general / "train.jsonl") + replay.read_general(general / "eval.jsonl")
+    assert len(rows) == 2200 and all(words.parse(row["instruction"]) is None for row in rows)
     train_set = {row["instruction"] for row in replay.read_general(REPO / "data/general/train.jsonl")}
-    assert not train_set & {row["instruction"] for row in replay.read_general(REPO / replay.GENERAL_EVAL)}
+    assert not train_set & {row["instruction"] for row in replay.read_general(REPO / "data/general/eval.jsonl")}
 
 
 def test_reference_kl_is_zero_for_the_reference_and_matches_a_direct_computation() -> None:
@@ -99,9 +105,9 @@ def test_reference_kl_is_zero_for_the_reference_and_matches_a_direct_computation
     assert guards.reference_kl(logits, reference, labels).item() == pytest.approx(direct)
 
 
-def test_reference_kl_keeps_the_student_closer_to_where_it_started(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
-                                                                   tmp_path: Path) -> None:
-    from stages.student import load_model
+def test_reference_kl_keeps_the_student_closer_to_where_it_started(tiny_student: Path, skill_pairs: list[dict],
+                                                                   tmp_path: Path, train_params) -> None:
+    from distill.student import load_model
 
     start = load_model(str(tiny_student), 0).state_dict()
 
@@ -117,12 +123,17 @@ def test_reference_kl_keeps_the_student_closer_to_where_it_started(tiny_student:
     assert drift(tmp_path / "guarded") < drift(tmp_path / "free")
 
 
-def test_forgetting_probe_reports_before_after_and_the_difference(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
-                                                                  tmp_path: Path) -> None:
+def test_forgetting_probe_reports_before_after_and_the_difference(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    tmp_path: Path,
+    train_params,
+    student_template,
+) -> None:
     train.train(skill_pairs, train_params(tiny_student), tmp_path / "model")
     general = write_jsonl(tmp_path / "g.jsonl", [{"instruction": f"copy w{i}", "response": f"w{i}"} for i in range(9)])
     found = forgetting.probe({"student_before": str(tiny_student), "student_after": str(tmp_path / "model")},
-                             general, STUDENT_TEMPLATE, 64, seed=0)
+                             general, student_template, 64, seed=0)
     before, after = found["loss"]["student_before"], found["loss"]["student_after"]
     assert found["rows"] == 9 and 0 < before and 0 < after and before != after
     assert found["forgetting"] == pytest.approx(after - before, abs=1e-4)
@@ -134,9 +145,10 @@ DRIVER = """
 import random, sys, time
 from pathlib import Path
 import transformers
-from stages import skill, train
-from stages.prompts import student_prompt
-from tests.test_train_evaluate import STUDENT_TEMPLATE, train_params
+from demo import words
+from stages import train
+from distill.params import TrainParams
+from distill.prompts import student_prompt
 
 step = transformers.Trainer.training_step
 def slow_step(*args, **kwargs):  # slow enough to be killed midway; the numbers are unchanged
@@ -144,20 +156,25 @@ def slow_step(*args, **kwargs):  # slow enough to be killed midway; the numbers 
     return step(*args, **kwargs)
 transformers.Trainer.training_step = slow_step
 rng = random.Random(0)
-texts = [skill.random_instruction(rng) for _ in range(128)]
-pairs = [{"prompt": student_prompt(STUDENT_TEMPLATE, t), "completion": skill.solve(t)} for t in texts]
-params = train_params(Path(sys.argv[1]), max_steps=20, batch_size=8, checkpoint_every=5, learning_rate=0.01)
+texts = [words.random_instruction(rng) for _ in range(128)]
+params = TrainParams.model_validate_json(Path(sys.argv[1]).read_text())  # the test's train_params
+template = Path(params.prompt_template).read_text(encoding="utf-8")
+pairs = [{"prompt": student_prompt(template, t), "completion": words.solve(t)} for t in texts]
 history = train.train(pairs, params, Path(sys.argv[2]))
 print("FINAL", [e["loss"] for e in history if "loss" in e][-1])
 """
 
 
-def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_student: Path, tmp_path: Path, train_params) -> None:
     """kill -9 midway, run again: the log says it resumes, and it ends where an uninterrupted run ends."""
     env = os.environ | {"PYTHONPATH": str(REPO)}
+    params = tmp_path / "train_params.json"
+    params.write_text(train_params(tiny_student, max_steps=20, batch_size=8, checkpoint_every=5,
+                                   learning_rate=0.01).model_dump_json())
 
     def start(out: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", DRIVER, str(tiny_student), str(tmp_path / out)], cwd=tmp_path,
+        return subprocess.Popen([sys.executable, "-c", DRIVER, str(params), str(tmp_path / out)], cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 

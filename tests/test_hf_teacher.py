@@ -12,15 +12,12 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer
 
-from flows.teacher import run_plan
-from stages import generate
-from stages import params as params_module
-from stages.io import write_parquet
-from stages.teachers import capabilities
-from stages.teachers.endpoint import hf_url, teacher_endpoint, teacher_identity
-from stages.teachers.hf_local import HFTransport, parse_url
-from stages.teachers.transports import make_transport
-from tests.test_generate import WORDS, load_params, seeds
+from distill import params as params_module
+from distill.io import write_parquet
+from distill.teacher import capabilities
+from distill.teacher.endpoint import hf_url, teacher_endpoint, teacher_identity
+from distill.teacher.hf_local import HFTransport, parse_url
+from distill.teacher.transports import make_transport
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHAR = REPO / "data/students/tiny-char"
@@ -54,9 +51,9 @@ def complete_all(transport: HFTransport, payloads: list[dict]) -> list[dict]:
     return asyncio.run(go())
 
 
-def test_concurrent_requests_run_as_one_batch(teacher_dir: Path) -> None:
+def test_concurrent_requests_run_as_one_batch(teacher_dir: Path, seed_words) -> None:
     transport = HFTransport(str(teacher_dir), batch_size=16, max_wait_ms=200)
-    answers = complete_all(transport, [payload(f"reverse {word}") for word in WORDS[:5]])
+    answers = complete_all(transport, [payload(f"reverse {word}") for word in seed_words[:5]])
     assert transport.batch_sizes == [5]
     for answer in answers:
         assert answer["object"] == "chat.completion" and answer["id"] and answer["model"] == "tiny"
@@ -69,12 +66,12 @@ def test_concurrent_requests_run_as_one_batch(teacher_dir: Path) -> None:
         if choice["finish_reason"] == "length":
             assert usage["completion_tokens"] == 6
     # the char tokenizer counts one token per character of the prompt (system + "\n" + user)
-    assert answers[0]["usage"]["prompt_tokens"] == len("Answer briefly.\nreverse " + WORDS[0])
+    assert answers[0]["usage"]["prompt_tokens"] == len("Answer briefly.\nreverse " + seed_words[0])
 
 
-def test_batch_size_caps_a_batch(teacher_dir: Path) -> None:
+def test_batch_size_caps_a_batch(teacher_dir: Path, seed_words) -> None:
     transport = HFTransport(str(teacher_dir), batch_size=2, max_wait_ms=200)
-    complete_all(transport, [payload(f"upper {word}") for word in WORDS[:5]])
+    complete_all(transport, [payload(f"upper {word}") for word in seed_words[:5]])
     assert transport.batch_sizes == [2, 2, 1]
 
 
@@ -109,14 +106,20 @@ def test_n_answers_per_request(teacher_dir: Path) -> None:
     assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2]
 
 
-def hf_params(teacher_dir: Path, **generate_updates: object) -> params_module.Params:
-    params = load_params(**generate_updates)
-    teacher = params.teacher.model_copy(update={"name": "tiny-hf", "provider": "hf", "model": str(teacher_dir),
-                                                "base_url": None})
-    return params.model_copy(update={"teacher": teacher})
+@pytest.fixture
+def hf_params(load_params):
+    """``hf_params(teacher_dir, **generate_updates)``: load_params with the local HF teacher in that folder."""
+
+    def params_with(teacher_dir: Path, **generate_updates: object) -> params_module.Params:
+        params = load_params(**generate_updates)
+        teacher = params.teacher.model_copy(update={"name": "tiny-hf", "provider": "hf", "model": str(teacher_dir),
+                                                    "base_url": None})
+        return params.model_copy(update={"teacher": teacher})
+
+    return params_with
 
 
-def test_hf_endpoint_url_identity_and_capabilities(teacher_dir: Path) -> None:
+def test_hf_endpoint_url_identity_and_capabilities(teacher_dir: Path, hf_params, load_params) -> None:
     params = hf_params(teacher_dir)
     with teacher_endpoint(params.teacher) as (base_url, api_key_env):
         assert base_url == hf_url(params.teacher) and base_url.startswith("hf://") and api_key_env is None
@@ -129,27 +132,32 @@ def test_hf_endpoint_url_identity_and_capabilities(teacher_dir: Path) -> None:
     faster = params.teacher.model_copy(update={"hf": params.teacher.hf.model_copy(update={"batch_size": 4})})
     assert teacher_identity(faster) == teacher_identity(params.teacher)  # throughput is not identity
     default = load_params().teacher
-    assert default.provider == "openai" and teacher_identity(default).startswith("standin:standin:")
+    assert default.provider == "standin" and teacher_identity(default).startswith("standin:standin:")
 
 
-def test_generate_end_to_end_with_features(teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generate_end_to_end_with_features(
+    teacher_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hf_params,
+    seeds,
+    seed_words,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = hf_params(teacher_dir, top_logprobs=5, feature_tokenizer=str(teacher_dir), max_tokens=8, shards=2)
     seeds_path = tmp_path / "ingest/train.parquet"
-    write_parquet(seeds([f"reverse {word}" for word in WORDS[:8]]), seeds_path)
-    out = {"seeds_path": seeds_path, "rows_path": tmp_path / "gen/rows.parquet",
-           "rejects_path": tmp_path / "gen/rejects.parquet", "store_path": tmp_path / "store/generate.jsonl",
-           "send": run_plan}
-    metrics = generate.run(params, **out)
+    write_parquet(seeds([f"reverse {word}" for word in seed_words[:8]]), seeds_path)
+    metrics = run_stage(params, tmp_path, seeds_path)
     assert metrics["requests_sent"] == 8 and metrics["rows"] == 8 and metrics["feature_rows"] == 8
-    rows = pl.read_parquet(out["rows_path"])
+    rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
     assert set(rows["teacher"]) == {"tiny-hf"} and set(features["k"]) == {5}
     char = Tokenizer.from_file(str(teacher_dir / "tokenizer.json"))
     for row in rows.join(features, on="id").iter_rows(named=True):
         assert char.decode(row["token_ids"]).strip() == row["response"]
         assert row["top_ids"][::5] == row["token_ids"]
-    stored = [json.loads(line) for line in out["store_path"].read_text().splitlines()]
+    stored = [json.loads(line) for line in (tmp_path / "store/generate.jsonl").read_text().splitlines()]
     assert len(stored) == 8 and all(entry["response"]["choices"][0]["logprobs"]["content"] for entry in stored)
-    again = generate.run(params, **out)
+    again = run_stage(params, tmp_path, seeds_path)
     assert again["requests_sent"] == 0 and again["cache_hits"] == 8 and again["rows"] == 8

@@ -8,50 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from stages import student
-from stages.ifd import ifd_scores, passes
-from stages.prompts import student_prompt
-from stages.reward import reward_scores
+from distill import student
+from distill.curate.ifd import ifd_scores, passes
+from distill.curate.reward import reward_scores
+from distill.prompts import student_prompt
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CHAR = REPO / "data" / "students" / "tiny-char"
 STUDENT_TEMPLATE = (REPO / "templates" / "student.txt").read_text(encoding="utf-8")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 INSTRUCTIONS = ["reverse planet", "upper planet", "reverse a", "upper distillation", "reverse ox", "upper zebra"]
 ANSWERS = ["tenalp", "PLANET", "a", "DISTILLATION", "xo", "ARBEZ"]
 PROMPTS = [student_prompt(STUDENT_TEMPLATE, text) for text in INSTRUCTIONS]
-
-
-def tiny_config(folder: Path, **extra):
-    """tiny-char's config shrunk to 1 layer, 32 wide, with its tokenizer files copied beside it."""
-    from transformers import LlamaConfig
-
-    for name in TOKENIZER_FILES:
-        shutil.copy(TINY_CHAR / name, folder / name)
-    config = LlamaConfig.from_pretrained(TINY_CHAR, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, head_dim=16, **extra)
-    config.save_pretrained(folder)
-    return config
-
-
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-student")
-    tiny_config(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_reward(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded 1-label LlamaForSequenceClassification saved with weights, as TRL's RewardTrainer would."""
-    import torch
-    from transformers import LlamaForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("tiny-reward")
-    config = tiny_config(folder, num_labels=1)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(folder)
-    return folder
 
 
 def direct_loss(model, context: list[int], scored: list[int]) -> float:
@@ -63,7 +29,7 @@ def direct_loss(model, context: list[int], scored: list[int]) -> float:
         return float(model(input_ids=ids, labels=labels).loss)
 
 
-# --- stages.ifd --------------------------------------------------------------------------------------
+# --- distill.curate.ifd --------------------------------------------------------------------------------------
 
 
 def test_passes_score_the_same_answer_ids(tiny_student: Path) -> None:
@@ -112,7 +78,7 @@ def test_ifd_rejects_unpaired_rows(tiny_student: Path) -> None:
         ifd_scores(str(tiny_student), PROMPTS[:2], ANSWERS[:1])
 
 
-# --- stages.reward -----------------------------------------------------------------------------------
+# --- distill.curate.reward -----------------------------------------------------------------------------------
 
 
 def direct_rewards(folder: Path, texts: list[str], add_special_tokens: bool = True) -> list[float]:

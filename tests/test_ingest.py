@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from stages.ingest import SeedError, normalise, read_records, run
-from stages.io import file_hash
-from stages.params import IngestParams
-from stages.records import SEED
+from distill.io import file_hash
+from distill.params import IngestParams
+from distill.records import SEED
+from distill.seeds import SeedError, normalise, read_records
+from stages.ingest import run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -170,27 +177,29 @@ def test_parquet_instruction_int(tmp_path: Path) -> None:
     assert seed_error(path) == f"{path}:1: field 'instruction' must be a string, got int"
 
 
-def test_run_writes_both_splits_and_metrics(tmp_path: Path) -> None:
+def test_run_returns_both_splits_and_metrics(tmp_path: Path) -> None:
     train = write(tmp_path / "train.jsonl", '{"instruction": "reverse planet"}\n{"instruction": "reverse planet"}\n'
                                             '{"instruction": "upper cat"}\n')
     evals = write(tmp_path / "eval.csv", "instruction,reference\nreverse dog,god\n")
-    outs = {"train": tmp_path / "out/train.parquet", "eval": tmp_path / "out/eval.parquet"}
-    metrics = run(IngestParams(train=str(train), eval=str(evals)), outs)
+    frames, metrics = run(IngestParams(train=str(train), eval=str(evals)))
     assert metrics == {
         "train": {"source": str(train), "records_read": 3, "rows": 2, "duplicates_collapsed": 1},
         "eval": {"source": str(evals), "records_read": 1, "rows": 1, "duplicates_collapsed": 0},
     }
-    assert pl.read_parquet(outs["train"])["instruction"].to_list() == ["reverse planet", "upper cat"]
-    assert pl.read_parquet(outs["eval"]).select("instruction", "reference", "split").rows() == [
+    assert frames["train"]["instruction"].to_list() == ["reverse planet", "upper cat"]
+    assert frames["eval"].select("instruction", "reference", "split").rows() == [
         ("reverse dog", "god", "eval")
     ]
 
 
-def test_run_with_bad_eval_writes_nothing(tmp_path: Path) -> None:
-    train = write(tmp_path / "train.jsonl", '{"instruction": "reverse planet"}\n')
-    evals = write(tmp_path / "eval.jsonl", '{"instruction": "reverse dog"}\n')  # no reference
-    outs = {"train": tmp_path / "out/train.parquet", "eval": tmp_path / "out/eval.parquet"}
-    with pytest.raises(SeedError, match=r"eval\.jsonl:1: eval records need a 'reference' answer"):
-        run(IngestParams(train=str(train), eval=str(evals)), outs)
-    assert not outs["train"].exists()
-    assert not outs["eval"].exists()
+def test_stage_with_bad_eval_writes_nothing(tmp_path: Path) -> None:
+    """python -m stages.ingest: one line naming file and line, exit 1, neither split written."""
+    (tmp_path / "data/seeds").mkdir(parents=True)
+    write(tmp_path / "data/seeds/train.jsonl", '{"instruction": "reverse planet"}\n')
+    write(tmp_path / "data/seeds/eval.jsonl", '{"instruction": "reverse dog"}\n')  # no reference
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    proc = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=tmp_path, capture_output=True, text=True,
+                          env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == "ingest: data/seeds/eval.jsonl:1: eval records need a 'reference' answer\n"
+    assert not (tmp_path / "data/ingest").exists()

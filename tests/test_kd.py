@@ -10,23 +10,23 @@ import polars as pl
 import pytest
 import torch
 
-from stages import kd, train
-from stages.entry import StageError
-from stages.io import write_parquet
-from stages.params import KDParams
-from stages.student import load_tokenizer
-from stages.train_data import TrainData
-from tests.test_features import TINY, feature_params
-from tests.test_generate import WORDS, run_stage, seeds
-from tests.test_train_evaluate import STUDENT_TEMPLATE, tiny_student, train_params  # noqa: F401 -- a fixture
+from distill.entry import StageError
+from distill.io import write_parquet
+from distill.params import KDParams
+from distill.student import load_tokenizer
+from distill.transfer import data as train_data
+from distill.transfer import kd
+from distill.transfer.data import TrainData
+from stages import train
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
+def served(tmp_path_factory: pytest.TempPathFactory, seeds, seed_words: list[str], feature_params,
+           run_stage) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows and features (k = 5) of 40 seeds, from the stand-in over HTTP, every row kept."""
     folder = tmp_path_factory.mktemp("kd")
     seeds_path = folder / "ingest/train.parquet"
-    write_parquet(seeds([f"{op} {word}" for word in WORDS for op in ("reverse", "upper")]), seeds_path)
+    write_parquet(seeds([f"{op} {word}" for word in seed_words for op in ("reverse", "upper")]), seeds_path)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DISTILL_PREFECT", "0")
         run_stage(feature_params(5, wrong_rate=0.0, hard_wrong_rate=0.0, malformed_rate=0.0, refusal_rate=0.0),
@@ -55,20 +55,25 @@ def test_loss_is_the_weighted_cross_entropy_and_forward_kl_of_a_direct_computati
     assert loss.item() == pytest.approx(0.25 * direct_ce.item() + 0.75 * direct_kl)
 
 
-def test_features_of_another_tokenizer_are_refused_before_training() -> None:
+def test_features_of_another_tokenizer_are_refused_before_training(tiny_char) -> None:
     features = pl.DataFrame({"tokenizer": ["gpt2@0123456789abcdef"]})
     with pytest.raises(StageError, match=r"train.method=kd: .* token ids of gpt2@0123456789abcdef, but the "
                                          r"student .* uses another tokenizer"):
-        kd.check_tokenizer(features, str(TINY))
-    kd.check_tokenizer(pl.DataFrame({"tokenizer": [f"anywhere@{kd.tokenizer_identity(str(TINY))}"]}), str(TINY))
+        kd.check_tokenizer(features, str(tiny_char))
+    identity = kd.tokenizer_identity(str(tiny_char))
+    kd.check_tokenizer(pl.DataFrame({"tokenizer": [f"anywhere@{identity}"]}), str(tiny_char))
 
 
-def test_examples_align_the_teacher_with_the_answer_tokens(served: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+def test_examples_align_the_teacher_with_the_answer_tokens(
+    served: tuple[pl.DataFrame, pl.DataFrame],
+    tiny_char,
+    student_template,
+) -> None:
     rows, features = served
     edited = rows.with_columns(response=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("zzz"))
                                .otherwise(pl.col("response")))
-    tokenizer = load_tokenizer(str(TINY))
-    found = kd.examples(edited, features, STUDENT_TEMPLATE, tokenizer, 64)
+    tokenizer = load_tokenizer(str(tiny_char))
+    found = kd.examples(edited, features, student_template, tokenizer, 64)
     assert (found.with_teacher, found.without_teacher) == (rows.height - 1, 1)  # "zzz" is not what was served
     example = found.examples[1]
     answer = [i for i, label in enumerate(example["labels"]) if label != kd.IGNORE]
@@ -80,14 +85,14 @@ def test_examples_align_the_teacher_with_the_answer_tokens(served: tuple[pl.Data
 
 
 def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFrame, pl.DataFrame],
-                                                       tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+                                                       tiny_student: Path, tmp_path: Path, train_params) -> None:
     rows, features = served
     params = train_params(tiny_student, method="kd", max_steps=6, batch_size=8)
     params = params.model_copy(update={"kd": KDParams(divergence="skew_forward_kl", temperature=2.0)})
     template = Path(params.prompt_template).read_text()
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
     assert found.with_teacher == rows.height
-    history = train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    history = train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
     assert (tmp_path / "model/model.safetensors").exists()
@@ -95,8 +100,8 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
         train.train([], params, tmp_path / "other")
 
 
-def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame], tiny_student: Path,  # noqa: F811
-                                       tmp_path: Path) -> None:
+def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame], tiny_student: Path,
+                                       tmp_path: Path, train_params) -> None:
     from stages.evaluate import heldout_kl
 
     rows, features = served
@@ -106,16 +111,16 @@ def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame]
     template = Path(params.prompt_template).read_text()
     before = heldout_kl(str(tiny_student), evals, answers, features, template, params.max_length)
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
-    train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     after = heldout_kl(str(tmp_path / "model"), evals, answers, features, template, params.max_length)
     assert 0 < after < before
     assert heldout_kl(str(tiny_student), evals, answers, features.clear(), template, params.max_length) is None
 
 
 def test_local_teachers_mix_with_the_stored_top_k(served: tuple[pl.DataFrame, pl.DataFrame],
-                                                  tiny_student: Path, tmp_path: Path) -> None:  # noqa: F811
+                                                  tiny_student: Path, tmp_path: Path, train_params) -> None:
     """Two teachers: the stored top-k and a local model scoring the same answer tokens, mixed 1:1."""
-    from stages.params import KDTeacher
+    from distill.params import KDTeacher
 
     rows, features = served
     template = Path(train_params(tiny_student).prompt_template).read_text()
@@ -141,7 +146,7 @@ def test_local_teachers_mix_with_the_stored_top_k(served: tuple[pl.DataFrame, pl
     expected += 0.5 * float(local[b, t - 1, token].exp()) if token in local_top else 0.0
     assert listed[token] == pytest.approx(expected, rel=1e-4)
     params = train_params(tiny_student, method="kd", max_steps=3, batch_size=8).model_copy(update={"kd": settings})
-    history = train.train(TrainData(train.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    history = train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     assert all(math.isfinite(entry["kd"]) for entry in history if "kd" in entry)
     other = tmp_path / "other-tokenizer"
     other.mkdir()

@@ -8,25 +8,32 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages import generate, skill
-from stages import params as params_module
-from stages.entry import StageError
-from stages.io import content_hash, write_parquet
-from stages.methods import answering
-from stages.params import StandinParams
-from stages.prompts import Prompt, final_answer
-from stages.teachers.standin import compose, question_of
-from stages.teachers.store import RequestStore
-from tests.test_generate import REPO, TEMPLATES, completion, load_params, run_stage, seeds, with_standin
+from demo import words
+from demo.standin import Settings as StandinSettings
+from demo.standin import compose, question_of
+from distill import params as params_module
+from distill.elicit import answering
+from distill.entry import StageError
+from distill.io import content_hash, write_parquet
+from distill.prompts import Prompt, final_answer
+from distill.teacher.store import RequestStore
 
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
 DEMOS = str(TEMPLATES / "demonstrations.jsonl")
 COT = str(TEMPLATES / "cot.txt")
 CLEAN = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "hard_wrong_rate": 0.0,
          "malformed_rate": 0.0, "refusal_rate": 0.0}
 
 
-def options(**updates: object) -> params_module.Params:
-    return load_params(**{"demonstrations_file": DEMOS, "cot_template": COT} | updates)
+@pytest.fixture
+def options(load_params):
+    """``options(**updates)``: load_params with the shipped demonstrations file and CoT template, and the updates."""
+
+    def with_options(**updates: object) -> params_module.Params:
+        return load_params(**{"demonstrations_file": DEMOS, "cot_template": COT} | updates)
+
+    return with_options
 
 
 def plain_messages(instruction: str) -> list[dict]:
@@ -36,32 +43,32 @@ def plain_messages(instruction: str) -> list[dict]:
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
 
-def test_shipped_params_leave_requests_and_hash_exactly_as_before() -> None:
+def test_shipped_params_leave_requests_and_hash_exactly_as_before(load_params, seeds) -> None:
     params = load_params()  # params.yaml: demonstrations 0, chain_of_thought false
     assert (params.generate.demonstrations, params.generate.chain_of_thought) == (0, False)
     frame = seeds(["reverse planet", "upper cat", "reverse falcon"])
-    prompt = generate.prompt_of(params.generate)
+    prompt = answering.prompt_of(params.generate)
     plain = Prompt(params.generate.system, params.generate.template)
     for instruction in frame["instruction"]:
         assert prompt.messages(instruction) == plain.messages(instruction) == plain_messages(instruction)
     assert prompt.hash == plain.hash == content_hash({"system": plain.system, "user": plain.user})
-    keys = [r.key for r in generate.plan(frame, prompt, params.generate, params.teacher)]
-    assert keys == [r.key for r in generate.plan(frame, plain, params.generate, params.teacher)]
+    keys = [r.key for r in answering.plan(frame, prompt, params.generate, params.teacher)]
+    assert keys == [r.key for r in answering.plan(frame, plain, params.generate, params.teacher)]
 
 
 def test_demonstrations_file_is_hand_written_and_disjoint_from_eval() -> None:
     demos = [json.loads(line) for line in Path(DEMOS).read_text().splitlines() if line.strip()]
     assert len(demos) >= 10
-    assert {skill.op_of(d["instruction"]) for d in demos} == {"reverse", "upper"}
-    assert all(skill.solve(d["instruction"]) == d["answer"] for d in demos)
-    eval_words = {skill.parse(json.loads(line)["instruction"])[1]
+    assert {words.op_of(d["instruction"]) for d in demos} == {"reverse", "upper"}
+    assert all(words.solve(d["instruction"]) == d["answer"] for d in demos)
+    eval_words = {words.parse(json.loads(line)["instruction"])[1]
                   for line in (REPO / "data/seeds/eval.jsonl").read_text().splitlines() if line.strip()}
-    assert not {skill.parse(d["instruction"])[1] for d in demos} & eval_words
+    assert not {words.parse(d["instruction"])[1] for d in demos} & eval_words
 
 
-def test_k_demonstrations_are_prior_turns_deterministic_and_never_the_seed() -> None:
+def test_k_demonstrations_are_prior_turns_deterministic_and_never_the_seed(options) -> None:
     params = options(demonstrations=3)
-    prompt = generate.prompt_of(params.generate)
+    prompt = answering.prompt_of(params.generate)
     plain = Prompt(params.generate.system, params.generate.template)
     for seed in ["reverse planet", "upper cat", "reverse falcon", "Upper  GARDEN"]:
         messages = prompt.messages(seed)
@@ -70,25 +77,25 @@ def test_k_demonstrations_are_prior_turns_deterministic_and_never_the_seed() -> 
         shown = [m["content"] for m in messages[1:-1:2]]
         instructions = [d["instruction"] for d in prompt.chosen(seed)]
         assert shown == [plain.messages(i)[-1]["content"] for i in instructions]  # same user template
-        assert [m["content"] for m in messages[2:-1:2]] == [skill.solve(i) for i in instructions]
+        assert [m["content"] for m in messages[2:-1:2]] == [words.solve(i) for i in instructions]
         assert " ".join(seed.lower().split()) not in instructions
-        assert generate.prompt_of(params.generate).messages(seed) == messages  # reproducible
+        assert answering.prompt_of(params.generate).messages(seed) == messages  # reproducible
     assert len({tuple(d["instruction"] for d in prompt.chosen(s)) for s in ["upper cat", "reverse dog", "upper owl",
                                                                              "reverse sky"]}) > 1  # varies by seed
 
 
-def test_template_hash_changes_only_with_the_options_on(tmp_path: Path) -> None:
-    base = generate.prompt_of(options().generate).hash
-    hashes = {generate.prompt_of(options(demonstrations=k, chain_of_thought=c).generate).hash
+def test_template_hash_changes_only_with_the_options_on(tmp_path: Path, options) -> None:
+    base = answering.prompt_of(options().generate).hash
+    hashes = {answering.prompt_of(options(demonstrations=k, chain_of_thought=c).generate).hash
               for k in (0, 3) for c in (False, True)}
     assert len(hashes) == 4 and base in hashes
-    assert generate.prompt_of(options(demonstrations=2).generate).hash not in hashes
+    assert answering.prompt_of(options(demonstrations=2).generate).hash not in hashes
     other = tmp_path / "cot.txt"
     other.write_text("Reason first. End with `Answer: <result>`.\n")
-    assert generate.prompt_of(options(cot_template=str(other)).generate).hash == base  # unused: not hashed
-    assert generate.prompt_of(options(chain_of_thought=True, cot_template=str(other)).generate).hash not in hashes
+    assert answering.prompt_of(options(cot_template=str(other)).generate).hash == base  # unused: not hashed
+    assert answering.prompt_of(options(chain_of_thought=True, cot_template=str(other)).generate).hash not in hashes
     with pytest.raises(StageError, match="needs at least 13 demonstrations"):
-        generate.prompt_of(options(demonstrations=12).generate)
+        answering.prompt_of(options(demonstrations=12).generate)
 
 
 def test_final_answer_is_the_text_after_the_last_answer_line() -> None:
@@ -99,21 +106,21 @@ def test_final_answer_is_the_text_after_the_last_answer_line() -> None:
     assert final_answer("Answer:   ") is None
 
 
-def test_standin_finds_the_instruction_before_the_cot_line_and_reasons() -> None:
+def test_standin_finds_the_instruction_before_the_cot_line_and_reasons(options) -> None:
     cot = Path(COT).read_text().strip()
-    messages = generate.prompt_of(options(chain_of_thought=True).generate).messages("reverse planet")
+    messages = answering.prompt_of(options(chain_of_thought=True).generate).messages("reverse planet")
     assert messages[-1]["content"].endswith(cot) and question_of(messages) == "reverse planet"
-    reply = compose("reverse planet", StandinParams(), "k", reasoning=True)
+    reply = compose("reverse planet", StandinSettings(), "k", reasoning=True)
     assert reply.splitlines()[-1] == "Answer: tenalp" and len(reply.splitlines()) == 2
-    malformed = [compose("reverse planet", StandinParams(malformed_rate=1.0), f"k{i}", reasoning=True)
+    malformed = [compose("reverse planet", StandinSettings(malformed_rate=1.0), f"k{i}", reasoning=True)
                  for i in range(20)]
     assert {final_answer(r) for r in malformed} == {None, "Sure! tenalp :)"}  # some drop the Answer: line
 
 
-def test_unparseable_answer_is_rejected_with_its_start(tmp_path: Path) -> None:
+def test_unparseable_answer_is_rejected_with_its_start(tmp_path: Path, options, seeds, completion) -> None:
     params = options(chain_of_thought=True)
     frame = seeds(["reverse planet", "upper cat"])
-    requests = generate.plan(frame, generate.prompt_of(params.generate), params.generate, params.teacher)
+    requests = answering.plan(frame, answering.prompt_of(params.generate), params.generate, params.teacher)
     rambling = "Let me think about the word cat letter by letter. " * 4
     with RequestStore(tmp_path / "s.jsonl") as store:
         store.put(requests[0].key, requests[0].payload(), completion("a", "Reversing planet.\nAnswer: tenalp"))
@@ -126,24 +133,31 @@ def test_unparseable_answer_is_rejected_with_its_start(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def stage_seeds(tmp_path: Path) -> Path:
+def stage_seeds(tmp_path: Path, seeds) -> Path:
     path = tmp_path / "ingest" / "train.parquet"
     words = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", "cloud", "amber"]
     write_parquet(seeds([f"{op} {word}" for word in words for op in ("reverse", "upper")] + ["reverse falcon"]), path)
     return path
 
 
-def test_stage_with_demonstrations_and_cot_stores_bare_answers(tmp_path: Path, stage_seeds: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_with_demonstrations_and_cot_stores_bare_answers(
+    tmp_path: Path,
+    stage_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options,
+    load_params,
+    with_standin,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(options(demonstrations=3, chain_of_thought=True, max_tokens=160), **CLEAN)
     metrics = run_stage(params, tmp_path, stage_seeds)
     assert (metrics["rows"], metrics["rejects"]) == (21, 0)
-    assert metrics["template_hash"] == generate.prompt_of(params.generate).hash != generate.prompt_of(
+    assert metrics["template_hash"] == answering.prompt_of(params.generate).hash != answering.prompt_of(
         load_params().generate).hash
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     assert dict(rows.select("instruction", "response").rows())["reverse planet"] == "tenalp"
-    assert all(skill.solve(i) == r for i, r in rows.select("instruction", "response").rows())
+    assert all(words.solve(i) == r for i, r in rows.select("instruction", "response").rows())
     assert set(rows["template_hash"]) == {metrics["template_hash"]}
     with RequestStore(tmp_path / "store/generate.jsonl") as store:
         key = rows.filter(pl.col("instruction") == "reverse falcon")["request_key"][0]
@@ -154,8 +168,14 @@ def test_stage_with_demonstrations_and_cot_stores_bare_answers(tmp_path: Path, s
     assert content.endswith("\nAnswer: noclaf") and content != "noclaf"  # the reasoning stays in the store
 
 
-def test_stage_rejects_cot_answers_without_an_answer_line(tmp_path: Path, stage_seeds: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_rejects_cot_answers_without_an_answer_line(
+    tmp_path: Path,
+    stage_seeds: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options,
+    with_standin,
+    run_stage,
+) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(options(chain_of_thought=True, max_tokens=160, max_failed_fraction=1.0),
                           **CLEAN | {"malformed_rate": 1.0})

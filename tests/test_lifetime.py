@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = """
 import subprocess, sys, time
-from stages.lifetime import scratch
+from distill.lifetime import scratch
 with scratch("plan") as folder:
     (folder / "plan.jsonl").write_text("prompts")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -54,7 +54,7 @@ def test_a_killed_stage_takes_its_processes_and_scratch_with_it(tmp_path: Path) 
 
 
 def test_scratch_of_dead_stages_is_removed_at_the_next_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages import lifetime
+    from distill import lifetime
 
     monkeypatch.chdir(tmp_path)
     dead = tmp_path / ".distill/tmp/999999999-1"  # no such process

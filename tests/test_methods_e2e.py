@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.repos import run, stages_run, tiny_repo
-from tests.test_train_evaluate import tiny_llama
-
 pytestmark = pytest.mark.slow
 TEACHER_DIR = "data/students/tiny-teacher"  # config-only, wider than the student, same tokenizer
 
@@ -34,12 +31,11 @@ PROFILE = {
 }
 
 
-def white_box_teacher(repo: Path) -> None:
-    tiny_llama(repo / TEACHER_DIR, hidden_size=256, layers=2, heads=4)
-
-
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_repo, run, tiny_llama) -> Path:
+    def white_box_teacher(repo: Path) -> None:
+        tiny_llama(repo / TEACHER_DIR, hidden_size=256, layers=2, heads=4)
+
     repo = tiny_repo(tmp_path_factory.mktemp("methods"), PROFILE, setup=white_box_teacher)
     run(repo, "dvc", "repro")
     return repo
@@ -60,7 +56,7 @@ def test_default_sft_run_has_the_forgetting_probe_and_the_replayed_rows(repo: Pa
 
 
 @pytest.mark.parametrize("method", ["kd", "on_policy", "similarity", "dpo", "rl"])
-def test_dvc_exp_run_switches_the_method(repo: Path, method: str) -> None:
+def test_dvc_exp_run_switches_the_method(repo: Path, method: str, run, stages_run) -> None:
     result = run(repo, "dvc", "exp", "run", "-S", f"train.method={method}")
     ran = stages_run(result.stdout)
     assert "train" in ran and "evaluate" in ran and "generate" not in ran  # no teacher call is paid twice

@@ -1,4 +1,4 @@
-"""stages/near_duplicates.py on literal texts: exact similarities, thresholds, cross pairs, clusters."""
+"""distill/curate/near_duplicates.py on literal texts: exact similarities, thresholds, cross pairs, clusters."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import near_duplicates as nd
-from stages.near_duplicates import NearDuplicateParams, clusters, cross_pairs, find_pairs, jaccard, shingles
+from distill.curate import near_duplicates as nd
+from distill.curate.near_duplicates import NearDuplicateParams, clusters, cross_pairs, find_pairs, jaccard, shingles
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("model data system network energy water market policy city river forest teacher student language "
@@ -111,7 +111,7 @@ def test_clusters_are_transitive_and_labelled_by_the_smallest_index() -> None:
 def test_same_input_same_output_across_processes() -> None:
     texts = [sentence(seed % 30) + (" x" if seed >= 30 else "") for seed in range(60)]
     here = find_pairs(texts)
-    script = ("import json, sys; from stages.near_duplicates import find_pairs; "
+    script = ("import json, sys; from distill.curate.near_duplicates import find_pairs; "
               "print(json.dumps(find_pairs(json.loads(sys.stdin.read()))))")
     env = os.environ | {"PYTHONHASHSEED": "12345"}  # word hashes must not depend on Python's salted hash()
     out = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True,

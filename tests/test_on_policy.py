@@ -1,4 +1,4 @@
-"""On-policy distillation (stages/on_policy.py): TRL's DistillationTrainer with a teacher sharing the student's
+"""On-policy distillation: TRL's DistillationTrainer with a teacher sharing the student's
 tokenizer, GOLD with a teacher on another tokenizer or with lmbda < 1, and a clear error without a teacher."""
 
 from __future__ import annotations
@@ -8,24 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from stages import on_policy, student, train
-from stages.entry import StageError
-from stages.train_args import common_args
-from stages.train_data import TrainData
-from tests import test_train_evaluate
-from tests.test_train_evaluate import same_weights, state, tiny_llama, train_params
-
-tiny_student = test_train_evaluate.tiny_student  # fixtures shared with the SFT tests
-skill_pairs = test_train_evaluate.skill_pairs
+from distill import student
+from distill.entry import StageError
+from distill.transfer import on_policy
+from distill.transfer.arguments import common_args
+from distill.transfer.data import TrainData
+from stages import train
 
 
 @pytest.fixture(scope="module")
-def same_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def same_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_llama) -> Path:
     return tiny_llama(tmp_path_factory.mktemp("teacher-same"), hidden_size=48, layers=2, heads=3)
 
 
 @pytest.fixture(scope="module")
-def other_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def other_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_llama) -> Path:
     """A teacher on another character tokenizer: characters in reverse order, and four more (unused) tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -42,11 +39,18 @@ def other_tokenizer_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_llama(folder, hidden_size=48, layers=2, heads=3, vocab_size=len(vocab), tokenizer=False)
 
 
-def on_policy_params(student_dir: Path, lmbda: float, **updates: object):
-    params = train_params(student_dir, **{"method": "on_policy", "max_steps": 4, "batch_size": 4, **updates})
-    return params.model_copy(
-        update={"on_policy": params.on_policy.model_copy(update={"lmbda": lmbda, "max_new_tokens": 4})}
-    )
+@pytest.fixture
+def on_policy_params(train_params):
+    """``on_policy_params(student_dir, lmbda, **updates)``: train_params for a short on-policy run (4 steps of 4,
+    answers of 4 tokens) with that lmbda and the updates."""
+
+    def params_with(student_dir: Path, lmbda: float, **updates: object):
+        params = train_params(student_dir, **{"method": "on_policy", "max_steps": 4, "batch_size": 4, **updates})
+        return params.model_copy(
+            update={"on_policy": params.on_policy.model_copy(update={"lmbda": lmbda, "max_new_tokens": 4})}
+        )
+
+    return params_with
 
 
 def run_train(data: TrainData, params, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[dict]]:
@@ -59,13 +63,20 @@ def run_train(data: TrainData, params, model_dir: Path, monkeypatch: pytest.Monk
     return built[0], history
 
 
-def check_trained(history: list[dict], model_dir: Path, start: dict, steps: int) -> None:
-    from transformers import AutoModelForCausalLM
+@pytest.fixture
+def check_trained(state, same_weights):
+    """``check_trained(history, model_dir, start, steps)``: ``steps`` finite losses, and a saved model whose weights
+    moved from ``start``."""
 
-    losses = [entry["loss"] for entry in history if "loss" in entry]
-    assert len(losses) == steps and all(math.isfinite(loss) for loss in losses)
-    assert (model_dir / "model.safetensors").is_file()
-    assert not same_weights(state(AutoModelForCausalLM.from_pretrained(model_dir)), start)
+    def check(history: list[dict], model_dir: Path, start: dict, steps: int) -> None:
+        from transformers import AutoModelForCausalLM
+
+        losses = [entry["loss"] for entry in history if "loss" in entry]
+        assert len(losses) == steps and all(math.isfinite(loss) for loss in losses)
+        assert (model_dir / "model.safetensors").is_file()
+        assert not same_weights(state(AutoModelForCausalLM.from_pretrained(model_dir)), start)
+
+    return check
 
 
 def check_mixed(history: list[dict]) -> None:
@@ -84,6 +95,9 @@ def test_distillation_trainer_with_a_shared_tokenizer(
     same_tokenizer_teacher: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    on_policy_params,
+    check_trained,
+    state,
 ) -> None:
     from trl import DistillationTrainer
 
@@ -102,6 +116,9 @@ def test_gold_with_another_tokenizer(
     other_tokenizer_teacher: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    on_policy_params,
+    check_trained,
+    state,
 ) -> None:
     from trl.experimental.gold import GOLDTrainer
 
@@ -121,6 +138,7 @@ def test_gold_mixes_in_teacher_answers_when_lmbda_is_below_one(
     skill_pairs: list[dict],
     same_tokenizer_teacher: Path,
     tmp_path: Path,
+    on_policy_params,
 ) -> None:
     from trl.experimental.gold import GOLDTrainer
 
@@ -144,6 +162,7 @@ def test_missing_local_teacher_is_a_stage_error(
     tiny_student: Path,
     skill_pairs: list[dict],
     tmp_path: Path,
+    on_policy_params,
 ) -> None:
     params = on_policy_params(tiny_student, lmbda=1.0)
     with pytest.raises(StageError, match="train.local_teacher"):

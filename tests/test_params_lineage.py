@@ -14,13 +14,17 @@ import polars as pl
 import pytest
 import yaml
 
-from stages import dedupe, generate, lineage, paths, score
+from distill import lineage, paths
+from distill.elicit import answering
+from distill.io import write_parquet
+from distill.params import Params, ParamsError, load, parse
+from distill.prompts import Prompt
+from distill.task import load as load_task
+from distill.teacher import capabilities
+from distill.teacher.endpoint import teacher_identity
+from distill.teacher.store import RequestStore
+from stages import dedupe, score
 from stages.ingest import normalise, read_records
-from stages.io import write_parquet
-from stages.methods import answering
-from stages.params import Params, ParamsError, load, parse
-from stages.prompts import Prompt
-from stages.teachers.store import RequestStore
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -37,9 +41,9 @@ def params_error(edit) -> str:
 def test_repo_params_load() -> None:
     params = load(REPO / "params.yaml")
     assert isinstance(params, Params)
-    assert params.teacher.base_url is None
+    assert params.teacher.provider == "standin" and params.teacher.base_url is None
     assert params.generate.max_tokens == 16
-    assert params.teacher.standin.wrong_rate == 0.04
+    assert params.teacher.settings["wrong_rate"] == 0.04
     assert params.train.lora.enabled is False
 
 
@@ -61,8 +65,30 @@ def test_missing_section_is_named() -> None:
 
 @pytest.mark.parametrize(("value", "bound"), [(-0.1, "greater than or equal to 0"), (1.5, "less than or equal to 1")])
 def test_rate_outside_unit_interval(value: float, bound: str) -> None:
-    message = params_error(lambda raw: raw["teacher"]["standin"].update(wrong_rate=value))
-    assert message == f"params.yaml: teacher.standin.wrong_rate: Input should be {bound} (got {value})"
+    message = params_error(lambda raw: raw["teacher"]["settings"].update(wrong_rate=value))
+    assert message == f"params.yaml: teacher.settings.wrong_rate: Input should be {bound} (got {value})"
+
+
+def test_provider_errors_name_the_key() -> None:
+    """The stand-in's knobs are checked by its own schema (demo/standin.py), not the product's teacher fields."""
+    second = {"name": "other", "provider": "standin", "model": "m", "settings": {"latency_ms": -1}}
+    message = params_error(lambda raw: raw.update(teachers=[second]))
+    assert message == "params.yaml: teachers.0.settings.latency_ms: Input should be greater than or equal to 0 (got -1)"
+    message = params_error(lambda raw: raw["teacher"]["settings"].update(colour="blue"))
+    assert message == "params.yaml: teacher.settings.colour: Extra inputs are not permitted (got 'blue')"
+    message = params_error(lambda raw: raw["teacher"].update(provider="nowhere"))
+    assert message.startswith("params.yaml: teacher.provider: unknown provider 'nowhere': expected one of openai, hf")
+    message = params_error(lambda raw: raw["teacher"].update(provider="openai"))
+    assert message.startswith("params.yaml: teacher: Value error, provider openai needs base_url")
+
+
+def test_a_real_endpoint_is_one_params_change(tmp_path: Path) -> None:
+    """provider, base_url and model: the stand-in's settings may stay, unused; its identity is the URL."""
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["teacher"] |= {"provider": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini"}
+    params = parse(raw)
+    assert teacher_identity(params.teacher) == "standin:https://api.openai.com/v1"
+    assert capabilities.of(params.teacher) == params.teacher.capabilities
 
 
 def test_every_error_is_one_line_each() -> None:
@@ -110,7 +136,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
                   paths.INGEST_EVAL)
 
     prompt = Prompt(str(REPO / "templates/system.txt"), str(REPO / "templates/labelling.txt"))
-    requests = generate.plan(seeds, prompt, params.generate, params.teacher)
+    requests = answering.plan(seeds, prompt, params.generate, params.teacher)
     with RequestStore(paths.GENERATE_STORE) as store:
         for number, (seed, request) in enumerate(zip(seeds.iter_rows(named=True), requests, strict=True)):
             answer = ANSWERS[seed["instruction"]]
@@ -123,7 +149,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pl.DataFrame:
             "labelling", list(answering.as_inputs(seeds).iter_rows(named=True)), requests, store, "standin",
             prompt.hash, {}, {}))
     write_parquet(rows, paths.GENERATE_ROWS)
-    scored = score.score(rows, params.score)
+    scored = score.score(rows, params.score, verify=load_task(params.task).verify)
     write_parquet(scored, paths.SCORE_ROWS)
     deduped = dedupe.dedupe(scored, params.dedupe)
     write_parquet(deduped, paths.DEDUPE_ROWS)
@@ -243,7 +269,7 @@ def test_trace_without_lock_has_no_hashes(workspace: pl.DataFrame) -> None:
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "stages.cli", "lineage", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "distill.cli", "lineage", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from demo.standin import Settings as StandinSettings
+from demo.standin import running_standin
+from distill.teacher.engine import EngineSettings, SettingsError, TeacherRequest
+from distill.teacher.plan import write_plan
+from distill.teacher.store import RequestStore, StoreBusy, lock_path, open_store, quarantine_path, request_key
 from flows.teacher import run_plan
-from stages.params import StandinParams
-from stages.teachers.engine import EngineSettings, SettingsError, TeacherRequest
-from stages.teachers.plan import write_plan
-from stages.teachers.standin import running_standin
-from stages.teachers.store import RequestStore, StoreBusy, lock_path, open_store, quarantine_path, request_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_a_reader_skips_bad_lines_and_changes_nothing(tmp_path: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from stages.teachers.store import RequestStore
+from distill.teacher.store import RequestStore
 store = RequestStore(Path(sys.argv[1]))
 print("holding", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -196,7 +196,7 @@ def test_a_key_in_two_shards_is_sent_once(tmp_path: Path, monkeypatch: pytest.Mo
     write_plan(requests, tmp_path / "plan.jsonl")
     assert (tmp_path / "plan.jsonl").stat().st_mode & 0o777 == 0o600  # it holds prompts
     log = tmp_path / "requests.jsonl"
-    with running_standin(StandinParams(idempotency=False), request_log=log) as url:
+    with running_standin(StandinSettings(idempotency=False), request_log=log) as url:
         ledger = run_plan(tmp_path / "plan.jsonl", tmp_path / "store.jsonl", url, None, 2)
     assert (ledger.requests_sent, ledger.attempts) == (2, 2)
     assert sorted(billed(log).values()) == [1, 1]
@@ -255,7 +255,7 @@ def test_a_killed_writer_releases_the_lock(tmp_path: Path) -> None:
 
 
 def test_merge_adds_only_the_answers_this_store_lacks(tmp_path: Path) -> None:
-    """How a store pulled from a DVC remote joins one with answers paid for here (stages/sharing.py)."""
+    """How a store pulled from a DVC remote joins one with answers paid for here (distill/sharing.py)."""
     here, remote = tmp_path / "here.jsonl", tmp_path / "remote.jsonl"
     write_store(here, [entry_line("k0", "ours"), entry_line("local", "l")])
     write_store(remote, [entry_line("k0", "theirs"), b"garbage\n", entry_line("k1", "r1"), entry_line("k1", "r1b")])

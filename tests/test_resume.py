@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 import yaml
 
-from stages.params import StandinParams
-from stages.teachers.standin import running_standin
+from demo.standin import Settings as StandinSettings
+from demo.standin import running_standin
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = 600
@@ -33,7 +33,7 @@ def workdir(tmp: Path, base_url: str) -> Path:
     lines = (ROOT / "data/seeds/train.jsonl").read_text().splitlines()[:SEEDS]
     (tmp / "data/seeds/train.jsonl").write_text("\n".join(lines) + "\n")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["teacher"] |= {"base_url": base_url, "api_key_env": "DISTILL_RESUME_KEY"}
+    params["teacher"] |= {"provider": "openai", "base_url": base_url, "api_key_env": "DISTILL_RESUME_KEY"}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=tmp, env=env(), check=True, capture_output=True)
     return tmp
@@ -55,7 +55,7 @@ def rows(cwd: Path) -> pl.DataFrame:
 
 @pytest.mark.slow
 def test_kill_then_rerun_pays_each_request_once_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    config = StandinParams(latency_ms=30, error_rate=0.05, rate_limit_rate=0.05)
+    config = StandinSettings(latency_ms=30, error_rate=0.05, rate_limit_rate=0.05)
     log = tmp_path / "requests.jsonl"
     with running_standin(config, request_log=log) as url:
         killed = workdir(tmp_path / "killed", url)

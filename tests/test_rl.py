@@ -1,4 +1,4 @@
-"""RL from preference pairs (stages/rl.py): a reward model (TRL RewardTrainer), then GRPO or RLOO against it,
+"""RL from preference pairs (distill/transfer/rl.py): a reward model (TRL RewardTrainer), then GRPO or RLOO against it,
 through the train stage; the recorded reward accuracy, the batch-size adaptation and the refusals."""
 
 from __future__ import annotations
@@ -6,35 +6,47 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from stages import rl, student, train
-from stages.entry import StageError
-from stages.params import LoraParams, RLParams
-from stages.train_data import TrainData
-from tests.test_dpo import in_tmp, synthetic_preferences  # noqa: F401 -- a fixture
-from tests.test_train_evaluate import (  # noqa: F401 -- fixtures
-    STUDENT_TEMPLATE,
-    same_weights,
-    skill_pairs,
-    state,
-    tiny_student,
-    train_params,
-)
+from distill import student
+from distill.entry import StageError
+from distill.params import LoraParams, RLParams
+from distill.transfer import data as train_data
+from distill.transfer import rl
+from distill.transfer.data import TrainData
+from stages import train
 
 
-def rl_params(student_dir: Path, algorithm: str, **updates: object):
-    settings = RLParams(algorithm=algorithm, reward_steps=4, max_steps=2, learning_rate=1e-2, beta=0.05,
-                        num_generations=2, max_new_tokens=4)
-    return train_params(student_dir, method="rl", max_steps=2, batch_size=4, rl=settings, **updates)
+@pytest.fixture
+def rl_params(train_params):
+    """``rl_params(student_dir, algorithm, **updates)``: train_params for a short RL run (2 steps of 4, a reward
+    model of 4 steps, 2 answers per prompt of 4 tokens) with the updates."""
+
+    def params_with(student_dir: Path, algorithm: str, **updates: object):
+        settings = RLParams(algorithm=algorithm, reward_steps=4, max_steps=2, learning_rate=1e-2, beta=0.05,
+                            num_generations=2, max_new_tokens=4)
+        return train_params(student_dir, method="rl", max_steps=2, batch_size=4, rl=settings, **updates)
+
+    return params_with
 
 
 @pytest.mark.parametrize(("algorithm", "lora", "from_checkpoint"),
                          [("grpo", False, False), ("rloo", False, True), ("grpo", True, False)],
                          ids=["grpo", "rloo-from-checkpoint", "grpo-lora"])
-def test_rl_trains_against_a_reward_model(tiny_student: Path, skill_pairs: list[dict], in_tmp: Path,  # noqa: F811
-                                          algorithm: str, lora: bool, from_checkpoint: bool,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rl_trains_against_a_reward_model(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    in_tmp: Path,
+    algorithm: str,
+    lora: bool,
+    from_checkpoint: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    rl_params,
+    synthetic_preferences,
+    state,
+    same_weights,
+) -> None:
     """From the config-only student, or (as the stage does, from the SFT baseline) from a saved checkpoint."""
     built = []
     make_trainer = rl.make_trainer
@@ -67,8 +79,14 @@ def test_rl_trains_against_a_reward_model(tiny_student: Path, skill_pairs: list[
     assert not list((in_tmp / ".distill/checkpoints").iterdir())  # reward model and start copy cleaned up too
 
 
-def test_reward_model_is_built_from_the_policy_and_learns_the_pairs(tiny_student: Path,  # noqa: F811
-                                                                    in_tmp: Path) -> None:  # noqa: F811
+def test_reward_model_is_built_from_the_policy_and_learns_the_pairs(
+    tiny_student: Path,
+    in_tmp: Path,
+    rl_params,
+    synthetic_preferences,
+    state,
+    same_weights,
+) -> None:
     params = rl_params(tiny_student, "grpo", learning_rate=1e-2).model_copy(
         update={"rl": RLParams(reward_steps=12)})
     tokenizer = student.load_tokenizer(str(tiny_student))
@@ -96,16 +114,16 @@ def test_policy_batch_holds_whole_groups() -> None:
             assert rl.policy_batch_size(batch, generations, prompts=7) % generations == 0
 
 
-def test_rl_without_preferences_is_refused(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
-                                           in_tmp: Path) -> None:  # noqa: F811
+def test_rl_without_preferences_is_refused(tiny_student: Path, skill_pairs: list[dict],
+                                           in_tmp: Path, rl_params, student_template) -> None:
     params = rl_params(tiny_student, "grpo")
     with pytest.raises(StageError, match=r"train.method=rl needs preference pairs.*feedback to generate.methods"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")
     with pytest.raises(StageError, match=r"train.method=rl needs preference pairs.*feedback to generate.methods"):
-        train.preference_pairs(STUDENT_TEMPLATE, "rl")
+        train_data.preference_pairs(pl.DataFrame(), student_template, "rl")
 
 
-def test_pairs_longer_than_max_length_are_refused(tiny_student: Path) -> None:  # noqa: F811
+def test_pairs_longer_than_max_length_are_refused(tiny_student: Path, synthetic_preferences) -> None:
     tokenizer = student.load_tokenizer(str(tiny_student))
     with pytest.raises(StageError, match=r"longer than train.max_length \(4 tokens"):
         rl.reward_rows(synthetic_preferences(), tokenizer, 4)

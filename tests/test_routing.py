@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages import generate, skill
-from stages import params as params_module
-from stages.methods.answering import by_price, round_robin
-from tests.test_methods import QUIET, outputs, params_for, run
+from demo import words
+from distill import params as params_module
+from distill.elicit.answering import by_price, round_robin
+from distill.entry import StageError
 
 
 @pytest.fixture(autouse=True)
@@ -20,23 +20,36 @@ def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
 
 
-def teacher(params: params_module.Params, name: str, price: tuple[float, float] = (0.15, 0.60),
+def teacher(params: params_module.Params, name: str, quiet: dict, price: tuple[float, float] = (0.15, 0.60),
             **standin: float) -> params_module.TeacherParams:
     return params.teacher.model_copy(update={
-        "name": name, "standin": params.teacher.standin.model_copy(update=QUIET | standin),
+        "name": name, "settings": params.teacher.settings | quiet | standin,
         "price": params_module.PriceParams(prompt_per_mtok=price[0], completion_per_mtok=price[1])})
 
 
-def with_teachers(routing: str, primary: dict, second: dict) -> params_module.Params:
-    params = params_for(["labelling"])
-    params = params.model_copy(update={"generate": params.generate.model_copy(update={"routing": routing})})
-    return params.model_copy(update={"teacher": teacher(params, "alpha", **primary),
-                                     "teachers": [teacher(params, "beta", **second)]})
+@pytest.fixture
+def with_teachers(params_for, quiet: dict):
+    """``with_teachers(routing, primary, second)``: labelling params with two quiet stand-in teachers, alpha (the
+    primary) and beta, with those settings each, routed so."""
+
+    def params_with(routing: str, primary: dict, second: dict) -> params_module.Params:
+        params = params_for(["labelling"])
+        params = params.model_copy(update={"generate": params.generate.model_copy(update={"routing": routing})})
+        return params.model_copy(update={"teacher": teacher(params, "alpha", quiet, **primary),
+                                         "teachers": [teacher(params, "beta", quiet, **second)]})
+
+    return params_with
 
 
-def test_round_robin_spreads_rows_and_attributes_each(tmp_path: Path, forty_seeds: Path) -> None:
+def test_round_robin_spreads_rows_and_attributes_each(
+    tmp_path: Path,
+    forty_seeds: Path,
+    with_teachers,
+    run_stage,
+    outputs,
+) -> None:
     params = with_teachers("round_robin", {}, {})
-    metrics = run(params, tmp_path, forty_seeds)
+    metrics = run_stage(params, tmp_path, forty_seeds)
     rows, _, _ = outputs(tmp_path)
     counts = dict(rows["teacher"].value_counts().iter_rows())
     assert set(counts) == {"alpha", "beta"} and min(counts.values()) >= 10
@@ -46,29 +59,41 @@ def test_round_robin_spreads_rows_and_attributes_each(tmp_path: Path, forty_seed
     items = list(pl.read_parquet(forty_seeds).iter_rows(named=True))
     alpha_ids = {item["id"] for item in round_robin(items, params.all_teachers)[0]}
     assert set(rows.filter(pl.col("teacher") == "alpha")["seed_id"]) == alpha_ids
-    again = run(params, tmp_path, forty_seeds)
+    again = run_stage(params, tmp_path, forty_seeds)
     assert again["requests_sent"] == 0
 
 
-def test_cheapest_first_and_failures_go_to_the_next(tmp_path: Path, forty_seeds: Path) -> None:
+def test_cheapest_first_and_failures_go_to_the_next(
+    tmp_path: Path,
+    forty_seeds: Path,
+    with_teachers,
+    run_stage,
+    outputs,
+) -> None:
     params = with_teachers("cheapest", {}, {"error_rate": 1.0})
     params = params.model_copy(update={"teachers": [params.teachers[0].model_copy(update={
         "price": params_module.PriceParams(prompt_per_mtok=0.01, completion_per_mtok=0.02)})]})
     assert [t.name for t in by_price(params.all_teachers, params.generate)] == ["beta", "alpha"]
-    metrics = run(params, tmp_path, forty_seeds)
+    metrics = run_stage(params, tmp_path, forty_seeds)
     rows, rejects, _ = outputs(tmp_path)
     assert set(rows["teacher"]) == {"alpha"} and rows.height == 40  # beta failed every request
     assert metrics["by_teacher"]["beta"]["requests_sent"] == 40 and metrics["failures_by_class"]
     assert rejects.filter(pl.col("reason") == "teacher_error").is_empty()  # retried elsewhere, not lost
 
 
-def test_judge_keeps_the_best_answer_of_all_teachers(tmp_path: Path, forty_seeds: Path) -> None:
+def test_judge_keeps_the_best_answer_of_all_teachers(
+    tmp_path: Path,
+    forty_seeds: Path,
+    with_teachers,
+    run_stage,
+    outputs,
+) -> None:
     params = with_teachers("judge", {}, {"wrong_rate": 1.0})  # beta is always a little wrong
-    metrics = run(params, tmp_path, forty_seeds)
+    metrics = run_stage(params, tmp_path, forty_seeds)
     rows, rejects, _ = outputs(tmp_path)
     assert rows.height == 40 and set(rows["teacher"]) == {"alpha"}
     assert (rows["judge_score"] == 1.0).all()
-    assert all(skill.is_correct(r["instruction"], r["response"]) for r in rows.iter_rows(named=True))
+    assert all(words.is_correct(r["instruction"], r["response"]) for r in rows.iter_rows(named=True))
     lost = rejects.filter(pl.col("reason") == "not_best")
     assert lost.height == 40 and lost["detail"][0].startswith("beta scored ")
     assert metrics["failed_fraction"] == 0.0  # losing answers are a choice, not a failure
@@ -84,14 +109,19 @@ def test_teacher_names_must_be_unique() -> None:
         params_module.parse(raw)
 
 
-def test_a_teacher_that_lacks_a_capability_stops_the_run_before_any_request(tmp_path: Path,
-                                                                           forty_seeds: Path) -> None:
+def test_a_teacher_that_lacks_a_capability_stops_the_run_before_any_request(
+    tmp_path: Path,
+    forty_seeds: Path,
+    with_teachers,
+    run_stage,
+) -> None:
     params = with_teachers("round_robin", {}, {})
     real = params.teachers[0].model_copy(update={
-        "base_url": "http://127.0.0.1:9/v1", "capabilities": params_module.CapabilityParams(logprobs=False)})
+        "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+        "capabilities": params_module.CapabilityParams(logprobs=False)})
     gen = params.generate.model_copy(update={"methods": ["labelling", "feature"], "top_logprobs": 5,
                                              "feature_tokenizer": "data/students/tiny-char"})
     params = params.model_copy(update={"teachers": [real], "generate": gen})
-    with pytest.raises(generate.StageError, match=r"teacher\.capabilities\.logprobs is false for beta"):
-        run(params, tmp_path, forty_seeds)
+    with pytest.raises(StageError, match=r"teacher\.capabilities\.logprobs is false for beta"):
+        run_stage(params, tmp_path, forty_seeds)
     assert not (tmp_path / "store/generate.jsonl").exists()

@@ -15,17 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stages.params import StandinParams
-from stages.teachers.standin import running_standin
-from tests.repos import TINY, metrics, run, set_params, tiny_repo
-from tests.servers import background
+from demo.standin import Settings as StandinSettings
+from demo.standin import running_standin
 
 pytestmark = pytest.mark.slow
 RPM = 6000  # the rate limit the deployments' runs share: 100 requests/s
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Path:
+def repo(tmp_path_factory: pytest.TempPathFactory, prefect_server: str, tiny_repo, run) -> Path:
     """A tiny repo (its default DVC remote is ../distill-remote, beside it) with the deployments registered."""
     repo = tiny_repo(tmp_path_factory.mktemp("scheduled") / "repo")
     run(repo, "distill", "deploy", "--teacher-rpm", str(RPM), env={"PREFECT_API_URL": prefect_server})
@@ -69,14 +67,14 @@ def test_deploy_registers_the_nightly_cron_and_generation_on_demand(repo: Path, 
     assert nightly["job_variables"] == {"env": {"DISTILL_TEACHER_RATE_LIMIT": "distill-teacher"}}
     generate = api(prefect_server, "GET", "/deployments/name/distill-pipeline/generate")
     assert generate["schedules"] == []
-    assert generate["parameters"]["targets"] == ["validate@generate"]
+    assert generate["parameters"]["targets"] == ["gate@generate"]
     assert api(prefect_server, "GET", "/work_pools/distill")["type"] == "process"
     limit = api(prefect_server, "GET", "/v2/concurrency_limits/distill-teacher")
     assert (limit["limit"], limit["slot_decay_per_second"]) == (100, 100.0)
 
 
 def test_a_run_whose_gate_fails_ends_failed_with_the_gates_message(
-    repo: Path, prefect_server: str, prefect_worker: Path
+    repo: Path, prefect_server: str, prefect_worker: Path, metrics, set_params
 ) -> None:
     set_params(repo, **{"gates.generate.min_rows": 10**6})
     deployment = api(prefect_server, "GET", "/deployments/name/distill-pipeline/generate")
@@ -89,9 +87,9 @@ def test_a_run_whose_gate_fails_ends_failed_with_the_gates_message(
 
 
 def test_the_nightly_run_completes_and_pushes_to_the_remote(
-    repo: Path, prefect_server: str, prefect_worker: Path
+    repo: Path, prefect_server: str, prefect_worker: Path, run, metrics, set_params, tiny_profile
 ) -> None:
-    set_params(repo, **{"gates.generate.min_rows": TINY["gates.generate.min_rows"]})
+    set_params(repo, **{"gates.generate.min_rows": tiny_profile["gates.generate.min_rows"]})
     started = run(repo, "prefect", "deployment", "run", "distill-pipeline/nightly",
                   env={"PREFECT_API_URL": prefect_server}).stdout
     flow_run_id = re.search(r"flow-run/([0-9a-f-]{36})", started).group(1)
@@ -106,7 +104,14 @@ def test_the_nightly_run_completes_and_pushes_to_the_remote(
     assert "are in sync" in run(repo, "dvc", "status", "--cloud").stdout
 
 
-def test_two_runs_share_one_teacher_rate_limit(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> None:
+def test_two_runs_share_one_teacher_rate_limit(
+    tmp_path_factory: pytest.TempPathFactory,
+    prefect_server: str,
+    run,
+    metrics,
+    tiny_repo,
+    background,
+) -> None:
     """Two repos (two workers) run generate at once against one teacher endpoint, both paced by one global rate
     limit of 1,200 RPM (20/s, a burst of 20): the teacher's own log shows they never went faster together."""
     rpm = 1200
@@ -115,9 +120,10 @@ def test_two_runs_share_one_teacher_rate_limit(tmp_path_factory: pytest.TempPath
     log = tmp_path_factory.mktemp("teacher") / "requests.jsonl"
     env = {"PREFECT_API_URL": prefect_server, "DISTILL_TEACHER_RATE_LIMIT": "test-shared-teacher",
            "DISTILL_TEST_KEY": "unused"}
-    with running_standin(StandinParams(), request_log=log) as url:
+    with running_standin(StandinSettings(), request_log=log) as url:
         repos = [tiny_repo(tmp_path_factory.mktemp(f"worker{n}"),
-                           {"teacher.base_url": url, "teacher.api_key_env": "DISTILL_TEST_KEY"}) for n in (1, 2)]
+                           {"teacher.provider": "openai", "teacher.base_url": url,
+                            "teacher.api_key_env": "DISTILL_TEST_KEY"}) for n in (1, 2)]
         workers = [background(["dvc", "repro", "generate"], repo / "repro.log", env=env, cwd=repo) for repo in repos]
         for repo, worker in zip(repos, workers, strict=True):
             assert worker.wait(timeout=600) == 0, (repo / "repro.log").read_text()[-3000:]
@@ -133,7 +139,7 @@ def test_two_runs_share_one_teacher_rate_limit(tmp_path_factory: pytest.TempPath
     assert times[-1] - times[0] >= (len(times) - burst) / per_second - 1  # unpaced, it takes about 2 s
 
 
-def test_a_rate_limit_missing_on_the_server_is_an_error_not_a_silent_no_op(prefect_server: str) -> None:
+def test_a_rate_limit_missing_on_the_server_is_an_error_not_a_silent_no_op(prefect_server: str, run) -> None:
     script = ("import asyncio; from flows.rate_limit import SharedRateLimit; "
               "asyncio.run(SharedRateLimit('nope').wait(1))")
     result = run(Path.cwd(), "python", "-c", script, check=False, env={"PREFECT_API_URL": prefect_server})

@@ -1,11 +1,11 @@
-"""stages/semantic.py: embeddings of the bundled all-MiniLM-L6-v2, and index pairs against brute force."""
+"""distill/curate/semantic.py: embeddings of the bundled all-MiniLM-L6-v2, and index pairs against brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages import semantic
+from distill.curate import semantic
 
 REVERSE = "How do I reverse a string in Python?"
 REVERSE_TOO = "What's the way to reverse a Python string?"

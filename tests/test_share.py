@@ -15,15 +15,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from stages.io import file_hash
-from tests.repos import copy_run, metrics, run, stages_run
+from distill.io import file_hash
 
 pytestmark = pytest.mark.slow
 STORES = ["data/store/generate.jsonl", "data/store/score.jsonl", "data/store/evaluate.jsonl"]
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+def origin(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, run, copy_run) -> Path:
     """A tiny repo that ran the pipeline, committed its lock and pushed to the default remote."""
     repo = copy_run(tiny_run, tmp_path_factory.mktemp("team") / "origin")
     run(repo, "git", "add", "-A")
@@ -32,19 +31,25 @@ def origin(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
     return repo
 
 
-def clone(origin: Path, name: str) -> Path:
-    target = origin.parent / name
-    run(origin.parent, "git", "clone", "-q", str(origin), name)
-    return target
+@pytest.fixture
+def clone(run):
+    """``clone(origin, name)``: a git clone of the origin beside it."""
+
+    def cloned(origin: Path, name: str) -> Path:
+        target = origin.parent / name
+        run(origin.parent, "git", "clone", "-q", str(origin), name)
+        return target
+
+    return cloned
 
 
-def test_the_default_remote_is_a_directory_beside_the_repo(origin: Path) -> None:
+def test_the_default_remote_is_a_directory_beside_the_repo(origin: Path, run) -> None:
     remote = run(origin, "dvc", "remote", "list").stdout.split()
     assert remote[0] == "local" and Path(remote[1]).resolve() == origin.parent / "distill-remote"
     assert any((origin.parent / "distill-remote" / "files" / "md5").iterdir())
 
 
-def test_a_fresh_clone_that_pulls_reruns_nothing(origin: Path) -> None:
+def test_a_fresh_clone_that_pulls_reruns_nothing(origin: Path, run, clone, stages_run) -> None:
     repo = clone(origin, "pulled")
     run(repo, "dvc", "pull")
     result = run(repo, "dvc", "repro")
@@ -54,7 +59,13 @@ def test_a_fresh_clone_that_pulls_reruns_nothing(origin: Path) -> None:
         assert file_hash(repo / store) == file_hash(origin / store)
 
 
-def test_a_clone_with_only_the_request_stores_regenerates_without_paying(origin: Path) -> None:
+def test_a_clone_with_only_the_request_stores_regenerates_without_paying(
+    origin: Path,
+    run,
+    clone,
+    metrics,
+    stages_run,
+) -> None:
     repo = clone(origin, "stores-only")
     run(repo, "dvc", "pull", *STORES)
     assert not (repo / "data/generate/rows.parquet").exists()
@@ -66,7 +77,13 @@ def test_a_clone_with_only_the_request_stores_regenerates_without_paying(origin:
     assert file_hash(repo / "data/generate/rows.parquet") == file_hash(origin / "data/generate/rows.parquet")
 
 
-def test_pull_merges_a_request_store_changed_here_instead_of_refusing(origin: Path) -> None:
+def test_pull_merges_a_request_store_changed_here_instead_of_refusing(
+    origin: Path,
+    run,
+    clone,
+    metrics,
+    stages_run,
+) -> None:
     """An answer paid for here and not yet recorded in dvc.lock: plain `dvc pull` refuses the whole pull,
     `distill pull` keeps it, merges the remote's answers in and pulls the rest."""
     repo = clone(origin, "changed-here")
@@ -76,7 +93,7 @@ def test_pull_merges_a_request_store_changed_here_instead_of_refusing(origin: Pa
     (repo / STORES[0]).write_text(json.dumps(local) + "\n")
     refused = run(repo, "dvc", "pull", check=False)
     assert refused.returncode != 0 and "unsaved files" in refused.stderr
-    run(repo, sys.executable, "-m", "stages.cli", "pull")
+    run(repo, sys.executable, "-m", "distill.cli", "pull")
     keys = [json.loads(line)["key"] for line in (repo / STORES[0]).read_text().splitlines()]
     assert keys[0] == "paid-here-only" and len(keys) == 151 == len(set(keys))
     assert (repo / "data/train/model/model.safetensors").exists()  # everything else was pulled
@@ -85,7 +102,13 @@ def test_pull_merges_a_request_store_changed_here_instead_of_refusing(origin: Pa
     assert metrics(repo, "generate")["requests_sent"] == 0
 
 
-def test_an_s3_remote_on_a_real_s3_compatible_server(origin: Path, s3_server: dict[str, str]) -> None:
+def test_an_s3_remote_on_a_real_s3_compatible_server(
+    origin: Path,
+    s3_server: dict[str, str],
+    run,
+    clone,
+    stages_run,
+) -> None:
     env = {k: v for k, v in s3_server.items() if k != "endpoint"}
     for repo in (origin, clone(origin, "from-s3")):
         # --local: the remote and its endpoint stay out of the committed config, as a user's own remote would

@@ -1,4 +1,4 @@
-"""Feature distillation (stages/similarity.py): the losses against direct computations, the layer matching, the
+"""Feature distillation: the losses against direct computations, the layer matching, the
 projection (trained, checkpointed, restored on resume, never saved with the student), a short run through the
 train stage, and the teacher refusals."""
 
@@ -11,19 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import similarity, train
-from stages.entry import StageError
-from stages.params import SimilarityParams
-from stages.student import load_model, load_tokenizer
-from stages.train_args import common_args
-from stages.train_data import TrainData
-from tests.test_train_evaluate import (  # noqa: F401 -- fixtures
-    TOKENIZER_FILES,
-    skill_pairs,
-    tiny_llama,
-    tiny_student,
-    train_params,
-)
+from distill.entry import StageError
+from distill.params import SimilarityParams
+from distill.student import load_model, load_tokenizer
+from distill.transfer import similarity
+from distill.transfer.arguments import common_args
+from distill.transfer.data import TrainData
+from stages import train
 
 MASK = torch.tensor([[True, False, True], [False, True, True]])
 
@@ -39,15 +33,14 @@ def states() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in tmp_path: the train stage keeps its resumable checkpoints under ./.distill."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def config_teacher(tiny_llama):
+    """``config_teacher(folder, hidden_size=48, layers=2)``: a config-only Llama teacher with the tiny-char
+    tokenizer, wider and deeper than the tiny student."""
 
+    def teacher_in(folder: Path, hidden_size: int = 48, layers: int = 2) -> Path:
+        return tiny_llama(folder, hidden_size=hidden_size, layers=layers, heads=2)
 
-def config_teacher(folder: Path, hidden_size: int = 48, layers: int = 2) -> Path:
-    """A config-only Llama teacher with the tiny-char tokenizer, wider and deeper than the tiny student."""
-    return tiny_llama(folder, hidden_size=hidden_size, layers=layers, heads=2)
+    return teacher_in
 
 
 # --- the losses ------------------------------------------------------------------------------------------------------
@@ -106,9 +99,13 @@ def test_layers_match_by_depth() -> None:
 # --- the trainer -----------------------------------------------------------------------------------------------------
 
 
-def test_projection_trains_with_the_student_and_is_restored_on_resume(tiny_student: Path,  # noqa: F811
-                                                                      skill_pairs: list[dict],  # noqa: F811
-                                                                      tmp_path: Path) -> None:
+def test_projection_trains_with_the_student_and_is_restored_on_resume(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    tmp_path: Path,
+    config_teacher,
+    train_params,
+) -> None:
     teacher = config_teacher(tmp_path / "teacher")
     params = train_params(tiny_student, method="similarity", max_steps=2, batch_size=4, checkpoint_every=2,
                           learning_rate=1e-2, similarity=SimilarityParams(loss="cosine", layers="all"))
@@ -139,9 +136,13 @@ def test_projection_trains_with_the_student_and_is_restored_on_resume(tiny_stude
     assert torch.equal(resumed.projection.state_dict()["0.weight"], after)
 
 
-def test_similarity_trains_through_the_train_stage_and_saves_a_plain_student(tiny_student: Path,  # noqa: F811
-                                                                             skill_pairs: list[dict],  # noqa: F811
-                                                                             in_tmp: Path) -> None:
+def test_similarity_trains_through_the_train_stage_and_saves_a_plain_student(
+    tiny_student: Path,
+    skill_pairs: list[dict],
+    in_tmp: Path,
+    config_teacher,
+    train_params,
+) -> None:
     from safetensors import safe_open
 
     teacher = config_teacher(in_tmp / "teacher")
@@ -163,8 +164,9 @@ def test_similarity_trains_through_the_train_stage_and_saves_a_plain_student(tin
 # --- refusals --------------------------------------------------------------------------------------------------------
 
 
-def test_a_teacher_with_another_tokenizer_is_refused(tiny_student: Path, skill_pairs: list[dict],  # noqa: F811
-                                                     in_tmp: Path) -> None:
+def test_a_teacher_with_another_tokenizer_is_refused(tiny_student: Path, skill_pairs: list[dict],
+                                                     in_tmp: Path, config_teacher, train_params,
+                                                     tokenizer_files: tuple[str, ...]) -> None:
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -173,7 +175,7 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_student: Path, skill_p
     vocab = {token: i for i, token in enumerate(specials + [chr(c) for c in range(126, 31, -1)] + ["\n"])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    for name in TOKENIZER_FILES:
+    for name in tokenizer_files:
         (teacher / name).unlink()
     PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
                             unk_token="<unk>").save_pretrained(teacher)  # same size, other ids
@@ -183,7 +185,7 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_student: Path, skill_p
     assert not (in_tmp / "model").exists()
 
 
-def test_a_missing_teacher_is_refused(tiny_student: Path, skill_pairs: list[dict], in_tmp: Path) -> None:  # noqa: F811
+def test_a_missing_teacher_is_refused(tiny_student: Path, skill_pairs: list[dict], in_tmp: Path, train_params) -> None:
     params = train_params(tiny_student, method="similarity", max_steps=2, batch_size=4)
     with pytest.raises(StageError, match="train.method=similarity needs a local Hugging Face teacher: set "
                                          "train.local_teacher"):

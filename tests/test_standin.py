@@ -15,9 +15,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from stages import skill
-from stages.params import StandinParams
-from stages.teachers.standin import REFUSAL, canonical, question_of, running_standin, wrong
+from demo import words
+from demo.standin import REFUSAL, canonical, question_of, running_standin, wrong
+from demo.standin import Settings as StandinSettings
 
 MODEL = "standin-skill-1"
 SYSTEM = "You answer with the result only."
@@ -132,7 +132,7 @@ def test_same_request_same_answers(serve: Callable[..., str]) -> None:
 
 def test_content_faults(serve: Callable[..., str]) -> None:
     answer = ask(serve(wrong_rate=1.0)).choices[0].message.content
-    assert answer is not None and answer != skill.solve("reverse planet")
+    assert answer is not None and answer != words.solve("reverse planet")
     assert sorted(answer) == sorted("tenalp") or len(answer) == 5
     malformed = ask(serve(malformed_rate=1.0)).choices[0].message.content
     assert malformed == "Sure! The answer is: tenalp :)"
@@ -191,7 +191,7 @@ SENT = ["reverse again", "reverse again", "reverse again", "upper dog"]
 
 def test_request_log(tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
-    with running_standin(StandinParams(error_rate=0.5), request_log=log) as url:
+    with running_standin(StandinSettings(error_rate=0.5), request_log=log) as url:
         teacher = client(url, api_key=SENTINEL_KEY)
         statuses = []
         for instruction in SENT:
@@ -221,5 +221,5 @@ def test_models_list(serve: Callable[..., str]) -> None:
 
 
 def test_startup_timeout_raises() -> None:
-    with pytest.raises(RuntimeError, match="timed out"), running_standin(StandinParams(), startup_timeout_s=0):
+    with pytest.raises(RuntimeError, match="timed out"), running_standin(StandinSettings(), startup_timeout_s=0):
         pass

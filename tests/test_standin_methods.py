@@ -10,8 +10,8 @@ import openai
 import pytest
 import yaml
 
-from stages import skill
-from stages.teachers.standin import PROJECT_ROOT, REFUSAL, judge_prompt, kind_of
+from demo import words
+from demo.standin import PROJECT_ROOT, REFUSAL, judge_prompt, kind_of
 
 MODEL = "standin-skill-1"
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -101,11 +101,11 @@ def test_judge_refuses_off_skill_and_can_be_wrong(serve: Callable[..., str]) -> 
 def test_expansion_writes_new_tasks(serve: Callable[..., str]) -> None:
     lines = ask(serve(), expansion_prompt(count=12), temperature=0).splitlines()
     assert len(lines) == 12
-    parsed = [skill.parse(line) for line in lines]
+    parsed = [words.parse(line) for line in lines]
     assert all(p is not None and p[0] == "reverse" for p in parsed)  # the examples' only operation
     assert sum(line in EXAMPLES for line in lines) <= 2
     mixed = ask(serve(), expansion_prompt(["upper sun", "reverse moon"], count=40)).splitlines()
-    assert len(mixed) == 40 and {skill.op_of(line) for line in mixed} == {"reverse", "upper"}
+    assert len(mixed) == 40 and {words.op_of(line) for line in mixed} == {"reverse", "upper"}
     # A few are case or spacing variants of an example, for dedupe to find; most are new.
     variants = [line for line in mixed if " ".join(line.lower().split()) in ("upper sun", "reverse moon")]
     assert 0 < len(variants) < 40 // 3 and not set(variants) & {"upper sun", "reverse moon"}
@@ -120,7 +120,7 @@ def test_subtopics_are_distinct_letters(serve: Callable[..., str]) -> None:
 @pytest.mark.parametrize(("topic", "op"), [(TOPICS["topics"][0], "reverse"), (TOPICS["topics"][1], "upper")])
 def test_tasks_follow_topic_and_subtopic(serve: Callable[..., str], topic: str, op: str) -> None:
     lines = ask(serve(), tasks_prompt(topic, 'words starting with "k"', count=7)).splitlines()
-    parsed = [skill.parse(line) for line in lines]
+    parsed = [words.parse(line) for line in lines]
     assert len(parsed) == 7 and all(p is not None and p[0] == op and p[1].startswith("k") for p in parsed)
     assert len({p[1] for p in parsed if p is not None}) == 7
     assert all(3 <= len(p[1]) <= 8 for p in parsed if p is not None)
@@ -148,7 +148,7 @@ def test_malformed_replies_do_not_parse(serve: Callable[..., str]) -> None:
         preamble, *items = ask(url, PROMPTS[kind]).splitlines()
         assert preamble.startswith("Sure!") and len(items) == count
         assert all(item.startswith(f"{i}. ") for i, item in enumerate(items, 1))
-    assert skill.parse(ask(url, PROMPTS["tasks"]).splitlines()[1]) is None
+    assert words.parse(ask(url, PROMPTS["tasks"]).splitlines()[1]) is None
 
 
 @pytest.mark.parametrize("kind", sorted(PROMPTS))

@@ -16,9 +16,8 @@ import polars as pl
 import psutil
 import pytest
 
-from stages.params import StandinParams
-from stages.teachers.standin import running_standin
-from tests.repos import metrics, run, set_params, stages_run, tiny_repo
+from demo.standin import Settings as StandinSettings
+from demo.standin import running_standin
 
 pytestmark = pytest.mark.slow
 STORE = Path("data/store/generate.jsonl")
@@ -26,7 +25,7 @@ QUARANTINE = Path("data/store/generate.quarantine.jsonl")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_repo, run) -> Path:
     repo = tiny_repo(tmp_path_factory.mktemp("store"))
     run(repo, "dvc", "repro", "generate")
     return repo
@@ -51,7 +50,7 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
-def test_a_corrupted_store_loses_no_answer_and_pays_nothing(repo: Path) -> None:
+def test_a_corrupted_store_loses_no_answer_and_pays_nothing(repo: Path, run, metrics, stages_run) -> None:
     store = repo / STORE
     lines = store.read_bytes().splitlines(keepends=True)
     assert len(lines) == 150
@@ -71,23 +70,32 @@ def test_a_corrupted_store_loses_no_answer_and_pays_nothing(repo: Path) -> None:
 
 
 @pytest.mark.parametrize("wait", [False, True], ids=["second-stops", "second-waits"])
-def test_two_runs_at_once_bill_every_request_once(repo: Path, tmp_path: Path, wait: bool, billed) -> None:
+def test_two_runs_at_once_bill_every_request_once(
+    repo: Path,
+    tmp_path: Path,
+    wait: bool,
+    billed,
+    run,
+    set_params,
+) -> None:
     """Against an endpoint that ignores Idempotency-Key: one run pays, the other stops naming it (or waits for
     it, then pays nothing)."""
     (repo / STORE).unlink()
     request_log = tmp_path / "requests.jsonl"
-    config = StandinParams(idempotency=False, latency_ms=200)
+    config = StandinSettings(idempotency=False, latency_ms=200)
     env = {"DISTILL_TEST_KEY": "sk-test", "DISTILL_TEACHER_CONCURRENCY": "2"}  # about 15 s of sending
     env |= {"DISTILL_STORE_WAIT_S": "300"} if wait else {"DISTILL_PREFECT": "0"}
     with running_standin(config, request_log=request_log) as url:
-        set_params(repo, **{"teacher.base_url": url, "teacher.api_key_env": "DISTILL_TEST_KEY"})
+        set_params(repo, **{"teacher.provider": "openai", "teacher.base_url": url,
+                            "teacher.api_key_env": "DISTILL_TEST_KEY"})
         first = start_generate(repo, tmp_path / "first.log", **env)
         if not wait:  # the second starts once the first holds the lock
             while str(first.pid) not in (repo / f"{STORE}.lock").read_text():
                 time.sleep(0.1)
         second = start_generate(repo, tmp_path / "second.log", **env)
         codes = first.wait(timeout=300), second.wait(timeout=300)
-    set_params(repo, **{"teacher.base_url": None, "teacher.api_key_env": "OPENAI_API_KEY"})
+    set_params(repo, **{"teacher.provider": "standin", "teacher.base_url": None,
+                        "teacher.api_key_env": "OPENAI_API_KEY"})
     counts = billed(request_log)
     assert len(counts) == 150 and set(counts.values()) == {1}
     outputs = [(tmp_path / name).read_text() for name in ("first.log", "second.log")]
@@ -103,9 +111,15 @@ def test_two_runs_at_once_bill_every_request_once(repo: Path, tmp_path: Path, wa
     assert len((repo / STORE).read_text().splitlines()) == 150
 
 
-def test_a_killed_run_leaves_nothing_running_or_lying_around(repo: Path, tmp_path: Path) -> None:
+def test_a_killed_run_leaves_nothing_running_or_lying_around(
+    repo: Path,
+    tmp_path: Path,
+    run,
+    metrics,
+    set_params,
+) -> None:
     (repo / STORE).unlink()
-    set_params(repo, **{"teacher.standin.latency_ms": 300})
+    set_params(repo, **{"teacher.settings.latency_ms": 300})
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()
     stage = start_generate(repo, tmp_path / "killed.log", TMPDIR=str(system_tmp), DISTILL_TEACHER_CONCURRENCY="2")
@@ -115,7 +129,7 @@ def test_a_killed_run_leaves_nothing_running_or_lying_around(repo: Path, tmp_pat
         time.sleep(0.2)
     started = psutil.Process(stage.pid).children(recursive=True)
     commands = " ".join(" ".join(child.cmdline()) for child in started)
-    assert "prefect.server" in commands and "stages.teachers.standin" in commands and "stages.lifetime" in commands
+    assert "prefect.server" in commands and "demo.standin" in commands and "distill.lifetime" in commands
     assert [path.name for path in (repo / ".distill/tmp").iterdir()]  # the stage's scratch (its plan) is there
     os.kill(stage.pid, signal.SIGKILL)
     stage.wait()
@@ -125,7 +139,7 @@ def test_a_killed_run_leaves_nothing_running_or_lying_around(repo: Path, tmp_pat
     assert [path for path in system_tmp.rglob("*") if path.is_file()] == []
     kept = len((repo / STORE).read_bytes().splitlines())
     run(repo, "dvc", "repro", "generate")  # same params (the stand-in's latency is part of its request keys)
-    set_params(repo, **{"teacher.standin.latency_ms": 0})
+    set_params(repo, **{"teacher.settings.latency_ms": 0})
     resumed = metrics(repo, "generate")
     assert resumed["requests_sent"] + resumed["cache_hits"] == 150
     assert resumed["cache_hits"] >= kept - 1  # a line torn by the kill is quarantined, never more

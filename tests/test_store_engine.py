@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.teacher import run_plan
-from stages.params import StandinParams
-from stages.teachers.engine import (
+from demo.standin import Settings as StandinSettings
+from demo.standin import running_standin
+from distill.teacher.engine import (
     EngineSettings,
     Ledger,
     RateLimiter,
@@ -20,10 +20,10 @@ from stages.teachers.engine import (
     make_client,
     retry_delay,
 )
-from stages.teachers.plan import read_plan, write_plan
-from stages.teachers.standin import running_standin
-from stages.teachers.store import RequestStore, request_key
-from stages.teachers.transports import Transient, retry_after
+from distill.teacher.plan import read_plan, write_plan
+from distill.teacher.store import RequestStore, request_key
+from distill.teacher.transports import Transient, retry_after
+from flows.teacher import run_plan
 
 MODEL = "standin-skill-1"
 SETTINGS = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01)
@@ -44,7 +44,7 @@ def requests_for(words: list[str], teacher: str = "test") -> list[TeacherRequest
     return result
 
 
-def answer(config: StandinParams, requests: list[TeacherRequest], store_path: Path,
+def answer(config: StandinSettings, requests: list[TeacherRequest], store_path: Path,
            settings: EngineSettings = SETTINGS) -> Ledger:
     async def go(url: str) -> Ledger:
         with RequestStore(store_path) as store:
@@ -113,7 +113,7 @@ def test_retry_delay_backoff_without_headers() -> None:
 def test_all_answered_then_all_cache_hits(tmp_path: Path) -> None:
     requests = requests_for(WORDS[:5])
     store_path = tmp_path / "s.jsonl"
-    first = answer(StandinParams(), requests + requests[:2], store_path)  # duplicates are sent once
+    first = answer(StandinSettings(), requests + requests[:2], store_path)  # duplicates are sent once
     assert (first.requests_sent, first.cache_hits, first.attempts) == (10, 0, 10)
     assert not first.failures and not first.retries and not first.errors
     # usage: one token per character; "tenalp"-style answers are as long as the word
@@ -123,7 +123,7 @@ def test_all_answered_then_all_cache_hits(tmp_path: Path) -> None:
         assert content(store, requests[0].key) == "tenalp"
         assert content(store, requests[1].key) == "PLANET"
         assert store.entry(requests[0].key)["request"] == requests[0].payload()
-    second = answer(StandinParams(), requests, store_path)
+    second = answer(StandinSettings(), requests, store_path)
     assert (second.requests_sent, second.cache_hits, second.attempts) == (0, 10, 0)
     assert len(store_path.read_text().splitlines()) == 10
 
@@ -131,7 +131,7 @@ def test_all_answered_then_all_cache_hits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("transport", ["openai", "aiohttp"])
 def test_transient_faults_are_retried_until_answered(tmp_path: Path, transport: str) -> None:
     requests = requests_for(WORDS)
-    config = StandinParams(error_rate=0.3, rate_limit_rate=0.2, truncated_body_rate=0.1)
+    config = StandinSettings(error_rate=0.3, rate_limit_rate=0.2, truncated_body_rate=0.1)
     settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01, transport=transport)
     ledger = answer(config, requests, tmp_path / "s.jsonl", settings)
     assert ledger.requests_sent == 24
@@ -148,7 +148,7 @@ def test_permanent_errors_fail_every_request_and_store_nothing(tmp_path: Path) -
     requests = requests_for(WORDS[:3])
     settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=2, backoff_base_s=0.01)
     store_path = tmp_path / "s.jsonl"
-    ledger = answer(StandinParams(error_rate=1.0), requests, store_path, settings)
+    ledger = answer(StandinSettings(error_rate=1.0), requests, store_path, settings)
     assert (ledger.requests_sent, ledger.attempts) == (6, 12)
     assert ledger.failures == {"InternalServerError": 6}
     assert ledger.retries == {"InternalServerError": 6}
@@ -164,7 +164,7 @@ def test_bad_request_is_not_retried(tmp_path: Path, transport: str) -> None:
     msgs = messages("reverse cat")
     bad = TeacherRequest("bad", MODEL, msgs, {"temperature": 5.0})
     settings = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01, transport=transport)
-    ledger = answer(StandinParams(), [bad], tmp_path / "s.jsonl", settings)
+    ledger = answer(StandinSettings(), [bad], tmp_path / "s.jsonl", settings)
     assert (ledger.requests_sent, ledger.attempts) == (1, 1)
     assert ledger.failures == {"BadRequestError": 1}
     assert "Invalid 'temperature'" in ledger.errors["bad"]
@@ -222,7 +222,7 @@ def test_run_plan_without_prefect(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
     write_plan(requests, plan_path)
     assert read_plan(plan_path) == requests
-    with running_standin(StandinParams()) as url:
+    with running_standin(StandinSettings()) as url:
         first = run_plan(plan_path, store_path, url, "DISTILL_TEST_TEACHER_KEY", 3)
         second = run_plan(plan_path, store_path, url, None, 3)
     assert (first.requests_sent, first.cache_hits, first.attempts) == (8, 0, 8)
@@ -240,7 +240,7 @@ def test_a_runs_rpm_holds_across_all_its_shards(tmp_path: Path) -> None:
     plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
     write_plan(requests, plan_path)
     settings = EngineSettings(requests_per_minute=600, prefect=False)
-    with running_standin(StandinParams()) as url:
+    with running_standin(StandinSettings()) as url:
         started = time.perf_counter()
         ledger = run_plan(plan_path, store_path, url, None, 4, settings=settings)
         elapsed = time.perf_counter() - started

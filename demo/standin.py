@@ -1,0 +1,635 @@
+"""Offline stand-in teacher: an OpenAI Chat Completions server for the built-in demo skill.
+
+This is an offline stand-in. It exists only so that the pipeline runs with no internet and
+no API key; real use sets ``teacher.base_url`` in ``params.yaml`` to a real endpoint, and
+then this server is never started. It is a real HTTP server on 127.0.0.1 (aiohttp, its own
+process) that answers ``GET /v1/models`` and ``POST /v1/chat/completions`` like the real
+API (usage, ``n``, ``seed``, ``max_tokens`` cut-off, ``logprobs``, OpenAI-style errors) and
+injects the faults set in ``teacher.settings`` so that retries and scoring get exercised.
+
+Tokens: one token per character. ``usage.prompt_tokens`` is the character count of all
+message contents, ``completion_tokens`` the characters returned across all choices.
+
+Determinism: content faults (wrong, malformed, refusal) are drawn from
+sha256(request body without ``n``, choice, seed), so the same request always gets the
+same answers; with temperature 0 every choice shares one draw. ``hard_wrong_rate`` is a
+systematic slip rather than noise: on long words (``hard_min_letters`` or more) the answer loses
+its last letter, the same way every time, as real teachers slip on character-level tasks. A
+student trained on unchecked answers learns such a slip, where it averages random noise away.
+Transient faults (429, 500, hang, truncated body) are drawn per attempt of the same body, so a
+retry can succeed.
+
+Chain of thought: the question is the last line of the last user message that is a skill
+instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
+reply is a short reasoning line, then ``Answer: <result>`` (malformed replies drop it half the time).
+
+Prompt kinds: ``kind_of`` reads the last user message, first match wins. ``Answer to grade:``
+is a judge prompt (templates/judge/grade.txt; the reply is a JSON grade, or ``Score: n/10. ...``
+when malformed); ``new tasks of the same kind`` is Self-Instruct expansion
+(templates/expansion/instructions.txt); ``Subtopic:`` with ``distinct tasks`` asks for the tasks of
+one subtopic and ``distinct subtopics`` for the subtopics of a topic (templates/curation/). Those
+reply one item a line (malformed: a ``Sure!`` preamble and ``1.`` numbering; at most ``MAX_ITEMS``).
+Anything else is a labelling prompt, answered as above. Every kind may be refused.
+
+Run: ``python -m demo.standin --port 8000 [--request-log PATH] [--ready-file PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import Field
+
+from demo import words
+from distill.lifetime import scratch
+from distill.params import CapabilityParams, Fraction, Positive, Strict, load
+
+MODEL_ID = "standin-skill-1"
+SNAPSHOT_SUFFIX = "-2026-11-01"  # real APIs answer with a dated snapshot of the model asked for
+REFUSAL = "I'm sorry, but as an AI I can't help with that."
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+# The provider API (distill/teacher/providers.py): ``teacher.provider: standin`` in params.yaml.
+CAPABILITIES = CapabilityParams(logprobs=True, max_top_logprobs=20, n=True, seed=True)  # whatever params say
+CHARS_PER_TOKEN = 1.0  # it bills one token per character
+
+
+class Settings(Strict):
+    """The stand-in's knobs (``teacher.settings`` with ``teacher.provider: standin``); rates are shares of requests."""
+
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    wrong_rate: Fraction = 0.0
+    hard_wrong_rate: Fraction = 0.0  # share of answers for long words (hard_min_letters+) that lose the last letter
+    hard_min_letters: Positive = 8
+    malformed_rate: Fraction = 0.0
+    refusal_rate: Fraction = 0.0
+    error_rate: Fraction = 0.0
+    rate_limit_rate: Fraction = 0.0
+    timeout_rate: Fraction = 0.0
+    truncated_body_rate: Fraction = 0.0
+    ignore_logprobs: bool = False  # answer without logprobs even when asked, as `transformers serve` does
+    seed: int = 0
+    # Replay a repeated Idempotency-Key's first answer unbilled (false: bill every request, as most endpoints
+    # do). Changes what is billed, never an answer, so it is not part of the request key.
+    idempotency: bool = True
+
+
+def identity(settings: Settings) -> str:
+    """The part of a request key that its knobs make: fault settings change answers, billing does not."""
+    from distill.io import content_hash  # here: distill.io pulls in polars, which the server never needs
+
+    knobs = settings.model_dump(exclude={"idempotency"})
+    if not knobs["ignore_logprobs"]:  # a later switch: off, it leaves the keys of existing stores alone
+        del knobs["ignore_logprobs"]
+    return content_hash(knobs)
+CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so the sum stays < 1
+ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
+MAX_N = 128
+COT_MARKER = "Answer:"  # a chain-of-thought instruction asks for the result on an `Answer:` line
+MAX_ITEMS = 100  # list replies (expansion, subtopics, tasks) hold at most this many lines
+DEFAULT_COUNT = 5  # when a list prompt names no count
+DUPLICATE_RATE = 0.15  # share of expansion lines that are near-duplicates of an example
+GRADE_TAIL = "\n\nReply with a single JSON object"  # ends the graded answer in templates/judge/grade.txt
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value") -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+def canonical(data: object) -> str:
+    # Same form as distill.io.canonical_json; not imported because distill.io pulls in polars,
+    # which would slow every server start.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def draw(*parts: object) -> float:
+    """A uniform number in [0, 1) fixed by ``parts``."""
+    return int(sha(*parts)[:16], 16) / 16**16
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def text_of(content: object) -> str:
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _int(body: dict, key: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise BadRequest(f"Invalid '{key}': expected an integer {bounds}, got {value!r}.", key)
+    return value
+
+
+def validate(body: object) -> dict:
+    """The request's sampling settings; raise BadRequest the way the real API words it."""
+    if not isinstance(body, dict):
+        raise BadRequest("We could not parse the JSON body of your request: expected a JSON object.", None, None)
+    for key in ("model", "messages"):
+        if key not in body:
+            raise BadRequest(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
+    if not isinstance(body["model"], str) or not body["model"]:
+        raise BadRequest("Invalid 'model': expected a non-empty string.", "model")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("Invalid 'messages': expected a non-empty array.", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.", f"messages[{i}]")
+    if body.get("stream"):
+        raise BadRequest("stream=true is not supported by the stand-in teacher.", "stream", "unsupported_value")
+    temperature = body.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise BadRequest(f"Invalid 'temperature': expected a number in [0, 2], got {temperature!r}.", "temperature")
+    logprobs = body.get("logprobs") or False
+    if not isinstance(logprobs, bool):
+        raise BadRequest(f"Invalid 'logprobs': expected a boolean, got {logprobs!r}.", "logprobs")
+    top = _int(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise BadRequest("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
+    _int(body, "seed", -(2**63))
+    limit = _int(body, "max_completion_tokens", 1)
+    return {
+        "n": _int(body, "n", 1, MAX_N) or 1,
+        "max_tokens": limit if limit is not None else _int(body, "max_tokens", 1),
+        "temperature": float(temperature),
+        "top_logprobs": (top or 0) if logprobs else None,
+    }
+
+
+def last_user_text(messages: list[dict]) -> str:
+    user = [m for m in messages if m.get("role") == "user"]
+    return text_of(user[-1].get("content") if user else "")
+
+
+def question_of(messages: list[dict]) -> str:
+    """The last line of the last user message that is a skill instruction (the template puts the seed
+    instruction last; a chain-of-thought instruction may follow it), else its last non-empty line."""
+    lines = [line.strip() for line in last_user_text(messages).splitlines()]
+    return next((line for line in reversed(lines) if line and words.parse(line) is not None),
+                next((line for line in reversed(lines) if line), ""))
+
+
+def wants_reasoning(messages: list[dict]) -> bool:
+    """The chain-of-thought instruction asks for an ``Answer:`` line in the last user message."""
+    return COT_MARKER in last_user_text(messages)
+
+
+def reasoning_of(question: str) -> str:
+    parsed = words.parse(question)
+    if parsed is None:
+        return ""
+    op, word = parsed
+    return {"reverse": f"Reading the letters of {word} from last to first.",
+            "upper": f"Writing each letter of {word} as a capital."}.get(op, f"Applying {op} to {word}.")
+
+
+def wrong(answer: str, u: float) -> str:
+    """A plausible near miss that always differs from ``answer``: swap two adjacent chars or drop one."""
+    swaps = [i for i in range(len(answer) - 1) if answer[i] != answer[i + 1]]
+    if swaps:
+        i = swaps[int(u * len(swaps))]
+        return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2 :]
+    return answer[:-1] if len(answer) > 1 else answer + "s"
+
+
+def is_hard(question: str, config: Settings) -> bool:
+    """A long word: where real teachers slip on character-level tasks (hard_wrong_rate)."""
+    parsed = words.parse(question)
+    return parsed is not None and len(parsed[1]) >= config.hard_min_letters
+
+
+def compose(question: str, config: Settings, key: str, reasoning: bool = False) -> str:
+    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter.
+    With ``reasoning`` (a chain-of-thought request) it is a reasoning line, then ``Answer: <result>``;
+    malformed chatter then drops the ``Answer:`` line half of the time (drawn from ``key``)."""
+    answer = words.solve(question)
+    if answer is None or draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    if is_hard(question, config) and draw(key, "hard") < config.hard_wrong_rate:
+        answer = answer[:-1]  # a systematic slip, the same on every hard input: a student can learn it
+    elif draw(key, "wrong") < config.wrong_rate:
+        answer = wrong(answer, draw(key, "where"))
+    malformed = draw(key, "malformed") < config.malformed_rate
+    if not reasoning:
+        return f"Sure! The answer is: {answer} :)" if malformed else answer
+    if malformed and draw(key, "no_answer_line") < 0.5:
+        return f"{reasoning_of(question)}\nSo the result would be {answer}, I think :)"
+    return f"{reasoning_of(question)}\n{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
+
+
+def kind_of(messages: list[dict]) -> str:
+    """Which template the last user message follows: judge, expansion, tasks, subtopics or labelling."""
+    text = last_user_text(messages)
+    if "Answer to grade:" in text:  # first: the graded answer may contain anything
+        return "judge"
+    if "new tasks of the same kind" in text:
+        return "expansion"
+    if "Subtopic:" in text and "distinct tasks" in text:
+        return "tasks"
+    if "distinct subtopics" in text:
+        return "subtopics"
+    return "labelling"
+
+
+def line_after(text: str, label: str) -> str:
+    """The rest of the first line that starts with ``label`` (e.g. ``Task:``), stripped; "" if none."""
+    return next((line[len(label):].strip() for line in text.splitlines() if line.startswith(label)), "")
+
+
+def count_in(text: str, pattern: str) -> int:
+    match = re.search(pattern, text)
+    return min(int(match[1]), MAX_ITEMS) if match else DEFAULT_COUNT
+
+
+def judge_prompt(text: str) -> tuple[str, str]:
+    """(task, answer): the answer runs from ``Answer to grade: `` to the blank line before the reply format."""
+    head, _, rest = text.partition("Answer to grade:")
+    answer, tail, _ = rest.rpartition(GRADE_TAIL)
+    answer = answer if tail else rest
+    return line_after(head, "Task:"), answer.removeprefix(" ")
+
+
+def expansion_prompt(text: str) -> tuple[list[str], int]:
+    """(examples, count): the ``- `` lines and the number in ``Write {count} new tasks``."""
+    examples = [line[2:].strip() for line in text.splitlines() if line.startswith("- ")]
+    return examples, count_in(text, r"Write (\d+) new tasks")
+
+
+def subtopics_prompt(text: str) -> tuple[int]:
+    return (count_in(text, r"List (\d+) distinct subtopics"),)
+
+
+def tasks_prompt(text: str) -> tuple[str, str, int]:
+    """(topic, letter, count); letter is "" unless the subtopic reads ``... starting with "x"``."""
+    match = re.search(r'starting with\s*"([a-z])"', line_after(text, "Subtopic:"), re.IGNORECASE)
+    return line_after(text, "Topic:"), match[1].lower() if match else "", count_in(text, r"Write (\d+) distinct tasks")
+
+
+def critique_of(task: str, answer: str, expected: str) -> str:
+    """One sentence on why ``answer`` is not ``expected``."""
+    if not answer:
+        return "The answer is empty."
+    if words.op_of(task) == "reverse" and sorted(answer) == sorted(expected):
+        return "The letters are not in reverse order."
+    if words.op_of(task) == "upper" and answer.upper() == expected:
+        return "Not every letter is in upper case."
+    if difflib.SequenceMatcher(None, answer, expected).ratio() >= 0.6:
+        return "Close, but some letters are wrong or missing."
+    return "The answer does not carry out the task."
+
+
+def judge(task: str, answer: str, config: Settings, key: str) -> str:
+    """A JSON grade of ``answer`` against what the grader believes right (with wrong_rate, a near miss)."""
+    expected = words.solve(task)
+    if expected is None or draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    if draw(key, "wrong") < config.wrong_rate:
+        expected = wrong(expected, draw(key, "where"))
+    answer = answer.strip()
+    if answer == expected:
+        score, critique = 10, "Correct."
+    else:  # 0..7, growing with similarity
+        score = min(7, int(8 * difflib.SequenceMatcher(None, answer, expected).ratio()))
+        critique = critique_of(task, answer, expected)
+    if draw(key, "malformed") < config.malformed_rate:
+        return f"Score: {score}/10. {critique}"
+    return json.dumps({"score": score, "critique": critique, "correction": expected})
+
+
+def listing(lines: list[str], what: str, config: Settings, key: str) -> str:
+    """One item a line; malformed: a chatty preamble and numbered items."""
+    if draw(key, "malformed") < config.malformed_rate:
+        return f"Sure! Here are some {what}:\n" + "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+    return "\n".join(lines)
+
+
+def near_duplicate(example: str, u: float) -> str:
+    """A case or spacing variant of an on-skill example, as ``words.demo_seeds`` plants them."""
+    op, word = words.parse(example) or ("", "")
+    variants = [f"{op.capitalize()} {word}", f"{op}  {word}", f"{op} {word.upper()}"]
+    return variants[int(u * len(variants))]
+
+
+def expand(examples: list[str], count: int, config: Settings, key: str) -> str:
+    """``count`` new tasks with the examples' operations; about DUPLICATE_RATE of them near-duplicates."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    on_skill = [example for example in examples if words.parse(example) is not None]
+    ops = sorted({words.op_of(example) for example in on_skill}) or sorted(words.OPS)
+    lines = []
+    for i in range(count):
+        if on_skill and draw(key, "duplicate", i) < DUPLICATE_RATE:
+            example = on_skill[int(draw(key, "example", i) * len(on_skill))]
+            lines.append(near_duplicate(example, draw(key, "variant", i)))
+        else:
+            word = words.random_word(random.Random(sha(key, "word", i)))
+            lines.append(f"{ops[int(draw(key, 'op', i) * len(ops))]} {word}")
+    return listing(lines, "new tasks", config, key)
+
+
+def subtopics(count: int, config: Settings, key: str) -> str:
+    """Up to ``count`` subtopics ``words starting with "x"``, distinct letters."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    letters = random.Random(sha(key, "letters")).sample(string.ascii_lowercase, min(count, 26))
+    return listing([f'words starting with "{letter}"' for letter in letters], "subtopics", config, key)
+
+
+def tasks(topic: str, letter: str, count: int, config: Settings, key: str) -> str:
+    """``count`` distinct ``<op> <word>`` tasks; the op follows the topic, words start with ``letter``."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    ops = [op for op, stem in (("reverse", "revers"), ("upper", "upper")) if stem in topic.lower()]
+    op = ops[0] if ops else sorted(words.OPS)[int(draw(key, "op") * len(words.OPS))]
+    return listing([f"{op} {word}" for word in distinct_words(key, count, letter)], "tasks", config, key)
+
+
+def distinct_words(key: str, count: int, letter: str = "") -> list[str]:
+    """``count`` distinct words of 3-8 lowercase letters, starting with ``letter`` when given."""
+    rng, drawn = random.Random(sha(key, "words")), {}  # a dict: distinct, in drawing order
+    while len(drawn) < count:
+        drawn[letter + words.random_word(rng, 2, 7) if letter else words.random_word(rng)] = None
+    return list(drawn)
+
+
+KINDS: dict[str, tuple[Callable[[str], tuple], Callable[..., str]]] = {
+    "judge": (judge_prompt, judge),
+    "expansion": (expansion_prompt, expand),
+    "subtopics": (subtopics_prompt, subtopics),
+    "tasks": (tasks_prompt, tasks),
+}
+
+
+def responder(messages: list[dict], config: Settings) -> Callable[[str], str]:
+    """The prompt, parsed once: a function from a choice's key to that choice's text."""
+    kind = kind_of(messages)
+    if kind == "labelling":
+        question, reasoning = question_of(messages), wants_reasoning(messages)
+        return lambda key: compose(question, config, key, reasoning)
+    parse, write = KINDS[kind]
+    parsed = parse(last_user_text(messages))
+    return lambda key: write(*parsed, config, key)
+
+
+def token_logprobs(text: str, k: int) -> list[dict]:
+    def entry(token: str, prob: float) -> dict:
+        return {"token": token, "logprob": math.log(prob), "bytes": list(token.encode())}
+
+    result = []
+    for char in text:
+        # The chosen token leads its own top list, as in the real API, so k entries = it + k-1 others.
+        others = [c for c in ALPHABET if c != char][: max(k - 1, 0)]
+        top = [entry(c, (1 - CHOSEN_PROB) / 2 ** (j + 1)) for j, c in enumerate(others)]
+        result.append({**entry(char, CHOSEN_PROB), "top_logprobs": ([entry(char, CHOSEN_PROB)] + top)[:k]})
+    return result
+
+
+class Standin:
+    """Request handlers plus the per-request-hash attempt counter that transient faults key on."""
+
+    def __init__(self, config: Settings, request_log: Path | None) -> None:
+        self.config = config
+        self.attempts: dict[str, int] = {}  # one small entry per distinct body: fine for a pipeline run
+        self.answered: dict[str, str] = {}  # Idempotency-Key -> the answer it was given, replayed unbilled
+        self.log = request_log.open("a", encoding="utf-8") if request_log else None
+
+    def record(self, request_hash: str, attempt: int, status: int, fault: str | None) -> None:
+        # Answered (and billed) = status 200 with no fault, written once the answer was delivered;
+        # "replayed" answers a repeated Idempotency-Key unbilled; "client_gone" was never delivered.
+        # Headers (and so the API key) are never written.
+        if self.log is not None:
+            line = {"time": time.time(), "request_hash": request_hash, "attempt": attempt, "status": status,
+                    "fault": fault}
+            self.log.write(json.dumps(line) + "\n")
+            self.log.flush()
+
+    def transient(self, request_hash: str, attempt: int) -> str | None:
+        c = self.config
+        for fault, rate in (("rate_limit", c.rate_limit_rate), ("server_error", c.error_rate),
+                            ("timeout", c.timeout_rate), ("truncated_body", c.truncated_body_rate)):
+            if draw(request_hash, attempt, c.seed, fault) < rate:
+                return fault
+        return None
+
+    async def models(self, request: web.Request) -> web.Response:
+        model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "standin"}
+        return web.json_response({"object": "list", "data": [model]})
+
+    async def chat(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+            request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
+        except ValueError:
+            body, request_hash = None, hashlib.sha256(raw).hexdigest()
+        attempt = self.attempts[request_hash] = self.attempts.get(request_hash, 0) + 1
+        response_id = sha(request_hash, attempt)[:24]
+        headers = {"x-request-id": f"req_{response_id}"}
+        try:
+            settings = validate(body)
+        except BadRequest as error:
+            self.record(request_hash, attempt, 400, None)
+            payload = error_body(str(error), "invalid_request_error", error.param, error.code)
+            return web.json_response(payload, status=400, headers=headers)
+        idempotency_key = request.headers.get("Idempotency-Key") if self.config.idempotency else None
+        if idempotency_key in self.answered:  # like Stripe's: a retried key gets its first answer, unbilled
+            return await self.deliver(request, self.answered[idempotency_key], headers, request_hash, attempt,
+                                      "replayed")
+        fault = self.transient(request_hash, attempt)
+        status = {"rate_limit": 429, "server_error": 500}.get(fault or "", 200)
+        if status != 200 or fault is not None:
+            self.record(request_hash, attempt, status, fault)
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if fault == "timeout":
+            await asyncio.sleep(600)  # longer than any sane client timeout; the client gives up first
+        if fault == "rate_limit":
+            message = "Rate limit reached for requests (stand-in fault). Please try again in 50ms."
+            headers |= {"retry-after": "1", "retry-after-ms": "50"}
+            return web.json_response(error_body(message, "rate_limit_error", None, "rate_limit_exceeded"),
+                                     status=429, headers=headers)
+        if fault == "server_error":
+            message = "The server had an error while processing your request (stand-in fault)."
+            return web.json_response(error_body(message, "server_error"), status=500, headers=headers)
+        text = json.dumps(self.complete(body, settings, f"chatcmpl-{response_id}"))
+        if fault == "truncated_body":
+            return web.Response(text=text[: len(text) // 2], content_type="application/json", headers=headers)
+        if idempotency_key:
+            self.answered[idempotency_key] = text
+        return await self.deliver(request, text, headers, request_hash, attempt, None)
+
+    async def deliver(self, request: web.Request, text: str, headers: dict, request_hash: str, attempt: int,
+                      fault: str | None) -> web.StreamResponse:
+        """Write the answer, then log it: a client killed mid-request is not counted as answered."""
+        response = web.Response(text=text, content_type="application/json", headers=headers)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.record(request_hash, attempt, 200, "client_gone")
+            raise
+        self.record(request_hash, attempt, 200, fault)
+        return response
+
+    def complete(self, body: dict, settings: dict, response_id: str) -> dict:
+        messages = body["messages"]
+        reply = responder(messages, self.config)
+        # n is left out so that n=1 and n=3 of one prompt share choice 0's answer.
+        content_key = sha(canonical({k: v for k, v in body.items() if k != "n"}), self.config.seed)
+        limit, top = settings["max_tokens"], settings["top_logprobs"]
+        choices = []
+        for index in range(settings["n"]):
+            text = reply(sha(content_key, index if settings["temperature"] > 0 else 0))
+            finish = "length" if limit is not None and len(text) > limit else "stop"
+            text = text[:limit] if finish == "length" else text
+            choices.append({
+                "index": index,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                # ignore_logprobs: answer as if never asked, as `transformers serve` does
+                "logprobs": None if top is None or self.config.ignore_logprobs
+                else {"content": token_logprobs(text, top), "refusal": None},
+                "finish_reason": finish,
+            })
+        prompt_tokens = sum(len(text_of(m.get("content"))) for m in messages)
+        completion_tokens = sum(len(c["message"]["content"]) for c in choices)
+        return {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"] + SNAPSHOT_SUFFIX,
+            "system_fingerprint": "fp_standin",
+            "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    async def close(self, app: web.Application) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def create_app(config: Settings, request_log: Path | None = None) -> web.Application:
+    standin = Standin(config, request_log)
+    app = web.Application()
+    app.router.add_get("/v1/models", standin.models)
+    app.router.add_post("/v1/chat/completions", standin.chat)
+    app.on_cleanup.append(standin.close)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, ready_file: Path | None) -> None:
+    # handler_cancellation frees hung (timeout-fault) handlers once their client hangs up.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    url = f"http://{host}:{runner.addresses[0][1]}/v1"
+    print(f"standin teacher listening on {url}", flush=True)
+    if ready_file is not None:
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(url, encoding="utf-8")
+        os.replace(tmp, ready_file)  # readers never see a half-written URL
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m demo.standin", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="read teacher.settings from it")
+    parser.add_argument("--request-log", type=Path, help="append one JSON line per request received")
+    parser.add_argument("--ready-file", type=Path, help="write the base URL here once listening")
+    parser.add_argument("--config-json", help=argparse.SUPPRESS)  # Settings JSON, from running_standin
+    args = parser.parse_args(argv)
+    if args.config_json:
+        config = Settings.model_validate_json(args.config_json)
+    else:
+        config = Settings.model_validate(load(args.params).teacher.settings)
+    asyncio.run(serve(create_app(config, args.request_log), args.host, args.port, args.ready_file))
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the stage that started it dies, even by kill -9."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the context manager's cleanup still stops it on a normal exit
+
+
+@contextmanager
+def running_standin(
+    config: Settings, request_log: Path | None = None, startup_timeout_s: float = 30
+) -> Iterator[str]:
+    """Run the stand-in in a child process; yield its base URL, e.g. ``http://127.0.0.1:41234/v1``."""
+    with scratch("standin") as tmp:  # in the repo, removed even if the caller is killed (distill/lifetime.py)
+        ready, stderr_path = tmp / "url", tmp / "stderr.txt"
+        command = [sys.executable, "-m", "demo.standin", "--host", "127.0.0.1", "--port", "0",
+                   "--ready-file", str(ready), "--config-json", config.model_dump_json()]
+        if request_log is not None:
+            command += ["--request-log", str(request_log.resolve())]  # the child runs from PROJECT_ROOT
+        # stderr goes to a file, not a pipe nobody reads, so a chatty child can never block on it.
+        with stderr_path.open("wb") as stderr:
+            child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     preexec_fn=die_with_parent)
+        try:
+            deadline = time.monotonic() + startup_timeout_s
+            while not ready.exists():
+                if child.poll() is not None or time.monotonic() > deadline:
+                    why = f"exited with {child.returncode}" if child.returncode is not None else "timed out"
+                    raise RuntimeError(f"stand-in teacher {why} before it was ready; its stderr:\n"
+                                       + stderr_path.read_text(encoding="utf-8", errors="replace"))
+                time.sleep(0.02)
+            yield ready.read_text(encoding="utf-8")
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+running = running_standin  # the provider API's name
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The ``distill`` command.
+
+    distill lineage <id> [--json]        trace a row back to its seed file and line
+    distill teacher serve [--port 8000]  run the offline stand-in teacher by hand
+    distill run [--pull] [--push] [target ...]  run the pipeline (dvc repro) as a Prefect flow
+    distill pull                         dvc pull that keeps local changes and merges request stores
+    distill deploy [--cron C] [--teacher-rpm N]  register the Prefect deployments (PREFECT_API_URL)
+    distill estimate                     what the generate stage would cost now; sends nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    lineage = commands.add_parser("lineage", help="trace a row back to its seed file and line")
+    lineage.add_argument("id")
+    lineage.add_argument("--json", action="store_true", help="print the chain as JSON")
+    teacher = commands.add_parser("teacher", help="serve params.yaml's teacher provider (the stand-in)")
+    teacher.add_argument("action", choices=["serve"])
+    run = commands.add_parser("run", help="run the pipeline through the Prefect pipeline flow")
+    run.add_argument("--pull", action="store_true", help="dvc pull before")
+    run.add_argument("--push", action="store_true", help="dvc push after")
+    run.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
+    commands.add_parser("pull", help="dvc pull that never overwrites local changes; request stores are merged")
+    deploying = commands.add_parser("deploy", help="register the Prefect deployments against PREFECT_API_URL")
+    deploying.add_argument("--pool", default="distill", help="the process work pool (created when missing)")
+    deploying.add_argument("--cron", default="0 2 * * *", help="the nightly run's schedule (default: 02:00 daily)")
+    deploying.add_argument("--timezone", help="the schedule's time zone, e.g. Europe/Paris (default: UTC)")
+    deploying.add_argument("--teacher-rpm", type=float,
+                        help="teacher requests per minute shared by every run and worker (a Prefect rate limit)")
+    deploying.add_argument("--rate-limit", default="distill-teacher", help="that rate limit's name")
+    commands.add_parser("estimate", help="print what the generate stage would send and cost; sends nothing")
+    args, rest = parser.parse_known_args(argv)
+
+    if args.command == "teacher":
+        from distill.params import load
+        from distill.teacher import providers
+
+        provider = load().teacher.provider
+        if not providers.is_plugin(provider) or not hasattr(providers.plugin(provider), "main"):
+            sys.exit(f"distill teacher: teacher.provider {provider} is not a provider this command can serve")
+        providers.plugin(provider).main(rest)
+    elif rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    elif args.command == "lineage":
+        from distill.lineage import render, trace
+
+        try:
+            chain = trace(args.id)
+        except KeyError as error:
+            sys.exit(f"distill lineage: {error.args[0]}")
+        print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
+    elif args.command == "estimate":
+        sys.exit(estimate_generate())
+    elif args.command == "run":
+        from distill.entry import StageError
+        from flows.pipeline import pipeline
+
+        try:
+            pipeline(pull=args.pull, push=args.push, targets=args.targets)
+        except StageError as error:
+            sys.exit(f"distill run: {error}")
+    elif args.command == "pull":
+        from distill import sharing
+        from distill.entry import StageError
+
+        try:
+            sharing.pull()
+        except StageError as error:
+            sys.exit(f"distill pull: {error}")
+    elif args.command == "deploy":
+        sys.exit(register_deployments(args))
+
+
+def register_deployments(args: argparse.Namespace) -> str | None:
+    """Register the deployments of flows/deployments.py for this repo and say how to run them."""
+    from pathlib import Path
+
+    from distill.entry import StageError
+    from flows.deployments import api_url, deploy
+
+    try:
+        deployed = deploy(Path("."), args.pool, args.cron, args.timezone, args.teacher_rpm, args.rate_limit)
+    except StageError as error:
+        return f"distill deploy: {error}"
+    for d in deployed:
+        print(f"distill-pipeline/{d.name}: {d.cron or 'on demand'}; {d.parameters}")
+    if args.teacher_rpm:
+        print(f"teacher requests of every run share the rate limit {args.rate_limit!r}: {args.teacher_rpm:g}/min")
+    print(f"next: `prefect worker start --pool {args.pool}` in this repo; runs: {api_url().removesuffix('/api')}"
+          f"/runs; now: `prefect deployment run distill-pipeline/nightly`")
+    return None
+
+
+def estimate_generate() -> str | None:
+    """Print what the generate stage would send and cost, per method and teacher, from params, the
+    seeds and the store (read only)."""
+    import polars as pl
+
+    from distill import params as params_module
+    from distill import paths
+    from distill.elicit.forecast import forecast
+    from distill.entry import StageError
+    from distill.teacher.estimate import chars_per_token, estimate
+    from distill.teacher.store import RequestStore
+
+    try:
+        params = params_module.load()
+    except params_module.ParamsError as error:
+        return f"distill estimate: {error}"
+    if not paths.INGEST_TRAIN.exists():
+        return f"distill estimate: {paths.INGEST_TRAIN} is missing: run `dvc repro ingest` first"
+    seeds = pl.read_parquet(paths.INGEST_TRAIN)
+    try:
+        plans = forecast(params, seeds)
+    except StageError as error:
+        return f"distill estimate: {error}"
+    totals: dict[str, list[float]] = {}
+    with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
+        for plan in plans:
+            planned = estimate(plan.requests, store, plan.teacher.price, chars_per_token(plan.teacher),
+                               params.generate.expected_completion_tokens)
+            print(planned.table(f"{plan.label} ({plan.teacher.name})"))
+            total = totals.setdefault(plan.teacher.name, [0, 0.0, 0.0])
+            total[0] += planned.to_send
+            total[1] += planned.cost_usd_expected
+            total[2] += planned.cost_usd_max
+    print(f"{'per teacher':<28}{'to send':>12}{'expected $':>12}{'upper $':>12}")
+    for name, (to_send, expected, most) in totals.items():
+        print(f"  {name:<26}{int(to_send):>12}{expected:>12.4f}{most:>12.4f}")
+    caps = {"budget_usd": params.generate.budget_usd, "budget_tokens": params.generate.budget_tokens}
+    print("  budget: " + (", ".join(f"{k}={v}" for k, v in caps.items() if v is not None) or "none"))
+    return None
+
+
+if __name__ == "__main__":
+    main()

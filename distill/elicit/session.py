@@ -1,0 +1,86 @@
+"""One generation run's shared state: params, the request store, the budget left, a ledger per teacher.
+
+Every elicitation method asks its teachers through ``Session.ask``, so that all of them share
+one request store (a re-run pays only for what is missing), one hard budget (each call gets
+what the earlier calls left) and one ledger (spend by teacher, for the metrics). The store is
+the stage's open writable one (``open_store``): its writer lock is held for the whole stage, and
+the answers a call receives are in it when the call returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from distill.params import Params, TeacherParams
+from distill.teacher.ask import ask
+from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest, cost_usd
+from distill.teacher.store import RequestStore
+
+
+@dataclass
+class Session:
+    params: Params
+    store: RequestStore  # open and writable for the whole stage (distill.teacher.store.open_store)
+    send: Callable[..., Ledger]  # sends a plan: flows.teacher.run_plan, handed in by the stage's main
+    settings: EngineSettings = field(default_factory=EngineSettings.from_env)  # read once, before anything starts
+    ledgers: dict[str, Ledger] = field(default_factory=dict)  # teacher name -> what it cost in this run
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def primary(self) -> TeacherParams:
+        """Writes inputs (expansion, curation) and judges (feedback, self_knowledge, routing: judge)."""
+        return self.params.teacher
+
+    def spent(self) -> tuple[float, int]:
+        """Dollars and tokens this run has spent so far, over all teachers."""
+        dollars = tokens = 0
+        for teacher in self.params.all_teachers:
+            ledger = self.ledgers.get(teacher.name)
+            if ledger is not None:
+                dollars += cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price)
+                tokens += ledger.prompt_tokens + ledger.completion_tokens
+        return dollars, tokens
+
+    def ask(self, requests: list[TeacherRequest], teacher: TeacherParams, label: str) -> Ledger:
+        """Answer ``requests`` through the store, within what the budget has left."""
+        gen = self.params.generate
+        dollars, tokens = self.spent()
+        budget_usd = None if gen.budget_usd is None else max(gen.budget_usd - dollars, 0.0)
+        budget_tokens = None if gen.budget_tokens is None else max(gen.budget_tokens - tokens, 0)
+        ledger = ask(requests, teacher, self.store, self.send, gen.shards, label=f"{label} ({teacher.name})",
+                     budget_usd=budget_usd, budget_tokens=budget_tokens,
+                     expected_completion_tokens=gen.expected_completion_tokens, settings=self.settings)
+        self.ledgers.setdefault(teacher.name, Ledger()).merge(ledger)
+        return ledger
+
+
+def ledger_metrics(session: Session) -> dict:
+    """The ledger: totals over all teachers, and dollars, tokens and requests by teacher."""
+    total = Ledger()
+    by_teacher = {}
+    for teacher in session.params.all_teachers:
+        ledger = session.ledgers.get(teacher.name)
+        if ledger is None:
+            continue
+        total.merge(ledger)
+        by_teacher[teacher.name] = {
+            "requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits,
+            "prompt_tokens": ledger.prompt_tokens, "completion_tokens": ledger.completion_tokens,
+            "cost_usd": round(cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price), 6)}
+    return {
+        "requests_planned": total.requests_sent + total.cache_hits + total.skipped_budget,
+        "requests_sent": total.requests_sent,
+        "cache_hits": total.cache_hits,
+        "attempts": total.attempts,
+        "retries_by_class": dict(total.retries),
+        "failures_by_class": dict(total.failures),
+        "prompt_tokens_sent": total.prompt_tokens,
+        "completion_tokens_received": total.completion_tokens,
+        "cost_usd": round(sum(t["cost_usd"] for t in by_teacher.values()), 6),
+        "estimated_cost_usd": round(total.estimated_cost_usd, 6),
+        "skipped_budget": total.skipped_budget,
+        "stopped_by_budget": total.skipped_budget > 0,
+        "by_teacher": by_teacher,
+    }

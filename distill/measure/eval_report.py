@@ -1,0 +1,73 @@
+"""The eval report a person reads: reports/eval.md (scores, held-out KL, forgetting, per group, mistakes) and
+the per-group bar chart reports/eval.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from distill.records import OPTIONAL_SYSTEMS, SYSTEMS
+
+
+def chart(by_group: pl.DataFrame, target: Path) -> None:
+    """Grouped bars: each system's score per group, as a PNG a person can glance at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [column for column in by_group.columns if column != "group"]
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        positions = [x + i * width for x in range(by_group.height)]
+        axes.bar(positions, by_group[system].to_list(), width, label=system.replace("_", " "))
+    axes.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(by_group.height)], by_group["group"].to_list())
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("held-out score")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, format="png", dpi=120)
+    plt.close(figure)
+
+
+def report(metrics: dict, by_group: pl.DataFrame, examples: pl.DataFrame) -> str:
+    lines = [
+        "# Eval report",
+        "",
+        f"Held-out split: {metrics['rows']} rows; metric: {metrics.get('metric', 'exact_match')} "
+        f"(task {metrics.get('task', 'generic')}).",
+        "",
+        "| system | score |",
+        "|---|---|",
+        *(f"| {name} | {metrics[name]:.3f} |" for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in metrics),
+        "",
+        *(["Held-out KL to the teacher, per answer token: "
+           + ", ".join(f"{name} {value}" for name, value in metrics["heldout_kl_to_teacher"].items()) + ".", ""]
+          if any(v is not None for v in metrics.get("heldout_kl_to_teacher", {}).values()) else []),
+        f"Teacher gap closed: {metrics['gap_closed']}; student/teacher ratio: {metrics['student_vs_teacher']}.",
+        "",
+        f"Forgetting probe ({metrics['forgetting_probe']['rows']} general held-out rows, "
+        f"{metrics['forgetting_probe']['general_eval']}), loss per answer token: "
+        + ", ".join(f"{name} {value}" for name, value in metrics["forgetting_probe"]["loss"].items())
+        + f"; after - before = {metrics['forgetting_probe']['forgetting']} (> 0: the student forgot).",
+        "",
+        "## By group",
+        "",
+        "| group | " + " | ".join(c for c in by_group.columns if c != "group") + " |",
+        "|---" * by_group.width + "|",
+        *("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+          for row in by_group.iter_rows()),
+        "",
+        "## Student mistakes after training (first 10)",
+        "",
+    ]
+    if examples.is_empty():
+        lines += ["None: every held-out answer was right.", ""]
+    else:
+        lines += ["| instruction | reference | prediction |", "|---|---|---|"]
+        rows = examples.iter_rows(named=True)
+        lines += [f"| {r['instruction']} | {r['reference']} | {r['prediction']} |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)

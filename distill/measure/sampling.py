@@ -1,0 +1,76 @@
+"""Answers from the student: greedy or sampled, batched, with the model's confidence in each.
+
+Used by eval (greedy answers) and by the feedback and self_knowledge elicitation methods
+(the student answers seed inputs; the teacher grades them, or a filter keeps the good ones).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from distill import params as params_module
+from distill.student import load_model, load_tokenizer
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    mean_logprob: float  # mean log-probability of the generated tokens: the student's confidence
+
+
+def sample_answers(
+    model_path: str,
+    prompts: list[str],
+    seed: int,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    samples: int = 1,
+    temperature: float = 0.0,
+) -> list[list[Sample]]:
+    """``samples`` answers per prompt (greedy when ``temperature`` is 0), left-padded batches;
+    seeded, so the same call gives the same answers."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = load_tokenizer(model_path)
+    tokenizer.padding_side = "left"
+    model = load_model(model_path, seed).eval()
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    generator_seed = torch.Generator().manual_seed(seed)
+    answers: list[list[Sample]] = []
+    progress = tqdm(total=len(prompts), unit="prompt", desc="student", file=sys.stderr, mininterval=1.0,
+                    disable=len(prompts) <= batch_size)  # one batch: nothing worth a bar
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
+        with torch.no_grad():
+            output = model.generate(
+                **batch, max_new_tokens=max_new_tokens, num_return_sequences=samples, output_scores=True,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, return_dict_in_generate=True,
+                **sampling,
+            )
+        new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
+        logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        generated = new_tokens != tokenizer.pad_token_id
+        means = (logprobs.masked_fill(~generated, 0).sum(1) / generated.sum(1).clamp(min=1)).tolist()
+        flat = [Sample(text.strip(), round(float(mean), 6)) for text, mean in zip(texts, means, strict=True)]
+        answers += [flat[i : i + samples] for i in range(0, len(flat), samples)]
+        progress.update(min(batch_size, len(prompts) - start))
+    progress.close()
+    return answers
+
+
+def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_tokens: int, batch_size: int = 64
+                   ) -> list[str]:
+    """One greedy answer per prompt (eval and the data sweep score these)."""
+    return [samples[0].text for samples in sample_answers(model_path, prompts, seed, max_new_tokens, batch_size)]
+
+
+def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    return greedy_answers(model_path, prompts, seed, params.max_new_tokens, params.batch_size)

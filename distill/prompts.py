@@ -1,0 +1,134 @@
+"""Prompt rendering and answer parsing: pure functions over versioned template files.
+
+Labelling options (``generate.demonstrations``, ``generate.chain_of_thought``): k hand-written
+demonstrations are rendered as prior user/assistant turns, chosen per seed by a hash (so runs are
+reproducible), and the chain-of-thought instruction is appended to each user message; the answer is
+then the text after the last ``Answer:`` line (``final_answer``). With both off the messages, and
+so the request keys, are exactly those of a plain labelling prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from distill.io import content_hash
+
+_ANSWER_LINE = re.compile(r"^[ \t]*answer[ \t]*:(?P<answer>.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def load_demonstrations(path: str) -> list[dict]:
+    """``{"instruction", "answer"[, "input", "reasoning"]}`` per JSONL line; a bad line is a ValueError."""
+    demos = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            demo = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: not JSON: {error}") from None
+        if (not isinstance(demo, dict) or not isinstance(demo.get("instruction"), str)
+                or not isinstance(demo.get("answer"), str)):
+            raise ValueError(f"{path}:{number}: expected an object with string 'instruction' and 'answer'")
+        demos.append(demo)
+    return demos
+
+
+class Prompt:
+    """A system + user template pair, plus the labelling options; its hash goes into every row it produced.
+
+    ``demonstrations`` (k) prior turns come from ``demonstrations_path``; ``cot_path`` (None = off) is
+    the chain-of-thought instruction. Each file enters the hash only when it is used.
+    """
+
+    def __init__(self, system_path: str, user_path: str, demonstrations: int = 0,
+                 demonstrations_path: str | None = None, cot_path: str | None = None):
+        self.system = Path(system_path).read_text(encoding="utf-8")
+        self.user = Path(user_path).read_text(encoding="utf-8")
+        self.k = demonstrations
+        self.demos: list[dict] = []
+        self.cot: str | None = None
+        hashed: dict = {"system": self.system, "user": self.user}
+        if demonstrations > 0:
+            if demonstrations_path is None:
+                raise ValueError(f"demonstrations={demonstrations} needs a demonstrations file")
+            self.demos = load_demonstrations(demonstrations_path)
+            if len(self.demos) < demonstrations + 1:  # one may equal the seed and is left out
+                raise ValueError(f"demonstrations={demonstrations} needs at least {demonstrations + 1} "
+                                 f"demonstrations in {demonstrations_path} (one may equal a seed), it has "
+                                 f"{len(self.demos)}")
+            hashed["demonstrations"] = {"k": demonstrations, "file": Path(demonstrations_path).read_text("utf-8")}
+        if cot_path is not None:
+            self.cot = Path(cot_path).read_text(encoding="utf-8").strip()
+            hashed["chain_of_thought"] = self.cot
+        self.hash = content_hash(hashed)
+
+    @property
+    def chain_of_thought(self) -> bool:
+        return self.cot is not None
+
+    def user_message(self, instruction: str, input_text: str = "") -> str:
+        user = self.user.format(instruction=instruction, input=input_text).strip()
+        return user if self.cot is None else f"{user}\n\n{self.cot}"
+
+    def chosen(self, instruction: str) -> list[dict]:
+        """The k demonstrations shown with this seed: first k by a hash of (seed, demo), none equal to the seed."""
+        if not self.k:
+            return []
+        seed = _normal(instruction)
+
+        def rank(demo: dict) -> str:
+            return hashlib.sha256(f"{seed}\x00{_normal(demo['instruction'])}".encode()).hexdigest()
+
+        return sorted((d for d in self.demos if _normal(d["instruction"]) != seed), key=rank)[: self.k]
+
+    def demo_answer(self, demo: dict) -> str:
+        if self.cot is None:
+            return demo["answer"].strip()
+        reasoning = (demo.get("reasoning") or "").strip()
+        return (f"{reasoning}\n" if reasoning else "") + f"Answer: {demo['answer'].strip()}"
+
+    def messages(self, instruction: str, input_text: str = "") -> list[dict]:
+        messages = [{"role": "system", "content": self.system.strip()}]
+        for demo in self.chosen(instruction):
+            messages += [{"role": "user", "content": self.user_message(demo["instruction"], demo.get("input", ""))},
+                         {"role": "assistant", "content": self.demo_answer(demo)}]
+        return messages + [{"role": "user", "content": self.user_message(instruction, input_text)}]
+
+
+class Template:
+    """A system + user template pair filled with named fields (``{examples}``, ``{answer}``, ...);
+    its hash goes into the rows it produced, so editing a template re-asks the teacher."""
+
+    def __init__(self, system_path: str, user_path: str):
+        self.system = Path(system_path).read_text(encoding="utf-8").strip()
+        self.user = Path(user_path).read_text(encoding="utf-8")
+        self.hash = content_hash({"system": self.system, "user": self.user})
+
+    def messages(self, **fields: object) -> list[dict]:
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": self.user.format(**fields).strip()}]
+
+
+def parse_choice(choice: dict) -> str | None:
+    """Labelling's parse step: the answer text, or None when there is none."""
+    content = (choice.get("message") or {}).get("content")
+    return content.strip() if isinstance(content, str) and content.strip() else None
+
+
+def final_answer(text: str) -> str | None:
+    """Chain-of-thought parse step: the text after the last ``Answer:`` line; None when there is none."""
+    matches = _ANSWER_LINE.findall(text)
+    answer = matches[-1].strip() if matches else ""
+    return answer or None
+
+
+def student_prompt(template: str, instruction: str, input_text: str = "") -> str:
+    """What the student sees: the same text in training and in eval."""
+    return template.format(instruction=instruction, input=input_text)

@@ -1,0 +1,343 @@
+"""Render the measured figures in README.md and docs/*.md from the results files.
+
+Every measured figure in the docs comes from a JSON file: ``metrics/*.json`` (the pipeline's
+metrics, tracked in git) or ``benchmarks/results/*.json`` (the benchmarks). Two kinds of markers:
+
+- a block, a whole table or paragraph rendered by one function of ``BLOCKS`` below::
+
+      <!-- figures:eval -->
+      ...generated text...
+      <!-- /figures:eval -->
+
+- an inline figure: a file, a dotted key (list items by index) and an optional Python format spec::
+
+      <!-- fig metrics/eval.json:heldout_kl_to_teacher.student_after .3f -->0.811<!-- /fig -->
+
+  Without a spec, integers get thousands separators (8,203) and other values print as they are.
+
+Run: ``python docs/figures.py`` rewrites the markers in place; ``python docs/figures.py --check``
+changes nothing and exits 1 listing every block or figure that differs from the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("metrics/*.json", "benchmarks/results/*.json")
+
+Data = dict[str, dict]  # relative path of a results file -> its parsed JSON
+
+BLOCK = re.compile(r"(?P<open><!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /figures:(?P=name) -->)",
+                   re.S)
+INLINE = re.compile(r"(?P<open><!--\s+fig\s+(?P<file>[\w./-]+\.json):(?P<key>[\w.-]+)(?:\s+(?P<spec>[^\s>]+))?\s+-->)"
+                    r"(?P<body>[^<]*)(?P<close><!-- /fig -->)")
+OPENINGS = {"block": (re.compile(r"<!-- figures:"), BLOCK), "inline figure": (re.compile(r"<!--\s+fig\s"), INLINE)}
+
+
+class FigureError(KeyError):
+    """A marker names a block, a file or a key that does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def load(root: Path = ROOT) -> Data:
+    """Every results file, keyed by its path relative to the repo (``metrics/eval.json``)."""
+    return {path.relative_to(root).as_posix(): json.loads(path.read_text(encoding="utf-8"))
+            for pattern in SOURCES for path in sorted(root.glob(pattern))}
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The documents whose figures are rendered: the README and every page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def value(data: Data, file: str, key: str):
+    """``data[file]`` followed along a dotted key; digits index lists."""
+    if file not in data:
+        raise FigureError(f"{file} not found (results files: {', '.join(sorted(data))})")
+    node = data[file]
+    for part in key.split("."):
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise FigureError(f"{file} has no key {key!r}") from None
+    return node
+
+
+def fmt(item, spec: str | None = None) -> str:
+    if item is None:
+        return "n/a"
+    if spec:
+        return format(item, spec)
+    if isinstance(item, int) and not isinstance(item, bool):
+        return f"{item:,}"
+    return str(item)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+# --- the blocks: each takes the results files and returns markdown ending in a newline --------------------------
+
+def eval_block(data: Data) -> str:
+    """The README's results table: the default run's held-out scores, KL and teacher requests."""
+    ev, gen = data["metrics/eval.json"], data["metrics/generate.json"]
+    kl = ev.get("heldout_kl_to_teacher") or {}
+    rows = [
+        ["teacher (the stand-in)", fmt(ev["teacher"], ".3f"), ""],
+        ["student before training", fmt(ev["student_before"], ".3f"), ""],
+        [f"**student after training** (`train.method: {ev['method']}`)", f"**{fmt(ev['student_after'], '.3f')}**",
+         fmt(kl.get("student_after"), ".3f") if kl else ""],
+        ["plain-SFT baseline (same rows, same steps)", fmt(ev["baseline_sft"], ".3f"),
+         fmt(kl.get("baseline_sft"), ".3f") if kl else ""],
+    ]
+    out = table(["system", "held-out exact match", "held-out KL to the teacher (nats per answer token)"], rows)
+    above = " (above 1: the student scored higher than its teacher)" if (ev["gap_closed"] or 0) > 1 else ""
+    return out + (
+        f"\nEval rows: {fmt(ev['rows'])}. Teacher gap closed: {fmt(ev['gap_closed'])}{above}. "
+        f"Teacher requests in the last run: generate sent {fmt(gen['requests_sent'])} of "
+        f"{fmt(gen['requests_planned'])} ({fmt(gen['cache_hits'])} answered from the request store), "
+        f"evaluate sent {fmt(ev['teacher_requests_sent'])}.\n")
+
+
+def funnel_block(data: Data) -> str:
+    """Rows through the data stages of the default run, with the reasons rows were dropped."""
+    ingest, gen, score = data["metrics/ingest.json"], data["metrics/generate.json"], data["metrics/score.json"]
+    dedupe, select = data["metrics/dedupe.json"], data["metrics/select.json"]
+    reasons = ", ".join(f"{name} {fmt(count)}" for name, count in sorted(score["dropped_by_reason"].items()))
+    kinds = ", ".join(f"{name} {fmt(count)}" for name, count in sorted(dedupe["duplicates_by_kind"].items()))
+    rows = [
+        ["ingest", f"{fmt(ingest['train']['rows'])} seeds, {fmt(ingest['eval']['rows'])} eval rows", ""],
+        ["generate", f"{fmt(gen['rows'])} rows", f"{fmt(gen['rejects'])} rejects"],
+        ["score", f"{fmt(score['kept'])} kept", f"{fmt(score['dropped'])} dropped: {reasons or 'none'}"],
+        ["dedupe", f"{fmt(dedupe['kept'])} kept", f"{fmt(dedupe['duplicates_dropped'])} duplicates ({kinds or 'none'})"
+         f"; {fmt(dedupe['contaminated_rows'])} rows overlap the eval split"],
+        ["select", f"{fmt(select['selected'])} selected of {fmt(select['eligible'])} eligible",
+         f"{fmt(select['dropped_by_reason'].get('over_budget', 0))} over the budget of {fmt(select['budget_rows'])} "
+         f"rows, in {fmt(select['clusters'])} clusters"],
+    ]
+    return table(["stage", "rows out", "dropped"], rows)
+
+
+def sweep_block(data: Data) -> str:
+    """The data sweep: one student per subset of the teacher's rows, scored on the held-out split."""
+    sweep = data["metrics/sweep.json"]
+    names = {"selected": "the selection", "all": "all generated rows", "random": "a random subset, same size"}
+    rows = [[names.get(p["policy"], p["policy"]) + (" (reused from the train stage)" if p["reused_train_model"]
+                                                   else ""),
+             fmt(p["fraction"], ".0%"), fmt(p["rows"]), fmt(p["teacher_tokens"]), fmt(p["score"], ".3f")]
+            for p in sweep["points"]]
+    best = max(sweep["points"], key=lambda p: p["score"])
+    return table(["trained on", "share of generated rows", "rows", "teacher tokens", "held-out exact match"], rows) + (
+        f"\n{fmt(sweep['steps'])} steps of plain SFT each, {fmt(sweep['eval_rows'])} held-out rows. "
+        f"Best: {names.get(best['policy'], best['policy'])}; selection minus all rows: "
+        f"{fmt(sweep['comparison']['selected_minus_all'], '+.3f')}, selection minus random: "
+        f"{fmt(sweep['comparison']['selected_minus_random'], '+.3f')}.\n")
+
+
+def forgetting_block(data: Data) -> str:
+    """The forgetting probe: loss on general held-out rows before and after training."""
+    probe = data["metrics/eval.json"]["forgetting_probe"]
+    names = {"student_before": "student before training", "student_after": "student after training",
+             "baseline_sft": "plain-SFT baseline"}
+    order = [*[name for name in names if name in probe["loss"]], *[n for n in probe["loss"] if n not in names]]
+    rows = [[names.get(name, name), fmt(probe["loss"][name], ".2f")] for name in order]
+    return table(["system", "loss per answer token on general rows"], rows) + (
+        f"\n{fmt(probe['rows'])} general rows (`{probe['general_eval']}`); forgetting (after minus before): "
+        f"{fmt(probe['forgetting'], '.2f')}.\n")
+
+
+def throughput_block(data: Data) -> str:
+    """Teacher requests per second: the engine against a sequential loop, stand-in at a fixed latency."""
+    bench = data["benchmarks/results/teacher_throughput.json"]
+    rows = [["sequential loop (official client)", fmt(bench["sequential_rps"], ".1f"), "", "1x"]]
+    for name, run in bench["engine"].items():
+        transport, concurrency = name.rsplit("_c", 1)
+        rows.append([f"engine, `{transport}` transport, {concurrency} in flight", fmt(run["rps"], ",.1f"),
+                     fmt(run["fraction_of_ideal"], ".1%"), fmt(run["speedup_vs_sequential"], ".1f") + "x"])
+    faster = {}
+    for name, run in bench["engine"].items():
+        transport, concurrency = name.rsplit("_c", 1)
+        if concurrency not in faster or run["rps"] > faster[concurrency][1]:
+            faster[concurrency] = (transport, run["rps"])
+    best = "; ".join(f"at {c} in flight, `{t}`" for c, (t, _) in faster.items())
+    return table(["client", "requests/s", "of ideal (in flight / latency)", "vs sequential"], rows) + (
+        f"\n{fmt(bench['requests'])} requests, {fmt(bench['latency_ms'], '.0f')} ms latency per request. "
+        f"Faster transport {best}.\n")
+
+
+def dedupe_bench_block(data: Data) -> str:
+    """Near-duplicate detection against exact ground truth, and against datasketch."""
+    bench = data["benchmarks/results/dedupe.json"]
+    ds, million = bench["datasketch"], bench["one_million"]
+    rows = [
+        ["ours (`distill/curate/near_duplicates.py`)", fmt(bench["pairs_found"]), fmt(bench["precision"], ".3f"),
+         fmt(bench["recall"], ".3f"), fmt(bench["ours_s"], ".2f")],
+        ["datasketch MinHashLSH, no check", fmt(ds["raw"]["pairs"]), fmt(ds["raw"]["precision"], ".3f"),
+         fmt(ds["raw"]["recall"], ".3f"), fmt(ds["times"]["total_s"], ".2f")],
+        ["datasketch, with an exact check", fmt(ds["verified"]["pairs"]), fmt(ds["verified"]["precision"], ".3f"),
+         fmt(ds["verified"]["recall"], ".3f"), fmt(ds["times"]["total_s"] + ds["times"]["verify_s"], ".2f")],
+    ]
+    return table(["", "pairs found", "precision", "recall", "seconds"], rows) + (
+        f"\n{fmt(bench['rows'])} rows with {fmt(bench['planted_copies'])} planted edited copies; ground truth: "
+        f"{fmt(bench['true_pairs'])} pairs with word-{bench['params']['ngram']}-gram Jaccard at least "
+        f"{bench['params']['threshold']}. Ours is {fmt(bench['speedup_vs_datasketch'])}x faster than datasketch "
+        f"without its check. 1,000,000 rows: {fmt(million['wall_s'], '.1f')} s, "
+        f"{fmt(million['peak_rss_mb'] / 1024, '.1f')} GiB peak memory for the whole process.\n")
+
+
+def train_bench_block(data: Data) -> str:
+    """Training speed of the tiny student: our SFT and KD against a plain PyTorch loop."""
+    bench = data["benchmarks/results/train.json"]
+    speed = bench["tokens_per_s"]
+    names = {"plain": "plain PyTorch loop", "sft": "our SFT (TRL SFTTrainer)", "kd": "our offline-logit KD, k = 20"}
+    rows = [[names.get(name, name), fmt(tps, ",.0f")] for name, tps in speed.items()]
+    return table(["trainer", "tokens/s"], rows) + (
+        f"\n{fmt(bench['steps'])} steps of {fmt(bench['batch_size'])} on {fmt(bench['rows'])} rows. SFT runs at "
+        f"{fmt(bench['sft_vs_plain_loop'], '.2f')}x the plain loop, KD at {fmt(bench['kd_vs_sft'], '.2f')}x SFT. "
+        f"Stored top-20 log-probs for lists shaped like a real LLM's: {fmt(bench['bytes_per_token_k20'], '.1f')} "
+        f"bytes per token ({fmt(bench['raw_bytes_per_token_k20'])} raw).\n")
+
+
+def white_box_block(data: Data) -> str:
+    """Every white-box method, trained from a teacher assistant whose distributions are real."""
+    bench = data["benchmarks/results/white_box.json"]
+    methods = bench["methods"]
+    rows = [[f"`{name}`", fmt(m["exact_match"], ".3f"), fmt(m["heldout_kl_to_teacher"], ".4f"),
+             fmt(m["seconds"], ".1f")] for name, m in methods.items()]
+    closer = [name for name, m in methods.items()
+              if name != "sft" and m["heldout_kl_to_teacher"] < methods["sft"]["heldout_kl_to_teacher"]]
+    teacher = bench["teacher"]
+    return table(["method", "held-out exact match", "KL to the assistant (per answer token)", "seconds"], rows) + (
+        f"\nThe assistant: {teacher['layers']} layers, {teacher['hidden']} wide, {fmt(bench['teacher_steps'])} "
+        f"steps, exact match {fmt(teacher['exact_match'], '.3f')}. Each student: {fmt(bench['steps'])} steps on "
+        f"{fmt(bench['rows'])} rows. Closer to the assistant than `sft`: "
+        f"{', '.join(f'`{n}`' for n in closer) or 'none'}.\n")
+
+
+def schedule_block(data: Data) -> str:
+    """What a Prefect server and a worker add to a run of the pipeline."""
+    bench = data["benchmarks/results/schedule.json"]
+    nothing = bench["nothing_to_do"]
+    rows = [
+        ["whole pipeline from nothing", fmt(bench["by_hand_s"], ".1f"),
+         f"{fmt(bench['nightly']['completed_s'], '.1f')} (picked up {fmt(bench['nightly']['picked_up_s'], '.1f')} "
+         "s after the trigger)"],
+        ["nothing to do", fmt(nothing["by_hand_s"], ".1f"), fmt(nothing["nightly"]["completed_s"], ".1f")],
+    ]
+    return table(["run", "by hand, `dvc repro` (s)", "nightly deployment on a worker (s)"], rows) + (
+        f"\nProfile `{bench['profile']}`. Added per run: {fmt(bench['added_per_run_s'], '.1f')} s; once: "
+        f"{fmt(bench['server_start_s'], '.1f')} s to start the server, {fmt(bench['deploy_s'], '.1f')} s for "
+        "`distill deploy`.\n")
+
+
+def pipeline_bench_block(data: Data) -> str:
+    """Each stage's wall time and peak memory, and what Prefect adds to the generate stage."""
+    bench = data["benchmarks/results/pipeline.json"]
+    rows = [[f"`{name}`", fmt(s["wall_s"], ".2f"), fmt(s["peak_rss_mb"], ",.0f"),
+             fmt(bench["gates"].get(name, {}).get("wall_s"), ".2f")] for name, s in bench["stages"].items()]
+    prefect = bench["prefect"]
+    return table(["stage", "wall (s)", "peak memory (MB)", "its gate (s)"], rows) + (
+        f"\n{fmt(bench['cpus'])} CPUs; {fmt(bench['generate']['requests_sent'])} teacher requests sent from an empty "
+        f"store. Prefect adds {fmt(prefect['startup_cost_s'], '.1f')} s to a stage that uses it without a "
+        f"configured server ({fmt(prefect['with_prefect']['wall_s'], '.1f')} s against "
+        f"{fmt(prefect['without_prefect']['wall_s'], '.1f')} s for the same shards without it).\n")
+
+
+BLOCKS: dict[str, Callable[[Data], str]] = {
+    "eval": eval_block,
+    "funnel": funnel_block,
+    "sweep": sweep_block,
+    "forgetting": forgetting_block,
+    "throughput": throughput_block,
+    "dedupe-bench": dedupe_bench_block,
+    "train-bench": train_bench_block,
+    "white-box": white_box_block,
+    "schedule": schedule_block,
+    "pipeline-bench": pipeline_bench_block,
+}
+
+
+# --- rendering and checking -------------------------------------------------------------------------------------
+
+def render_block(name: str, data: Data) -> str:
+    if name not in BLOCKS:
+        raise FigureError(f"no block named {name!r} in docs/figures.py (known: {', '.join(BLOCKS)})")
+    try:
+        return BLOCKS[name](data)
+    except FigureError:
+        raise
+    except (KeyError, IndexError, TypeError) as error:
+        raise FigureError(f"block {name!r} needs {error!r}, missing from the results files") from None
+
+
+def render(text: str, data: Data) -> str:
+    """``text`` with every block and inline figure rendered from ``data``; raises FigureError on a bad marker."""
+    text = BLOCK.sub(lambda m: m["open"] + render_block(m["name"], data) + m["close"], text)
+    return INLINE.sub(lambda m: m["open"] + fmt(value(data, m["file"], m["key"]), m["spec"]) + m["close"], text)
+
+
+def problems(text: str, data: Data) -> list[str]:
+    """Every block or inline figure in ``text`` that differs from what ``data`` renders, or cannot be rendered."""
+    found = [f"a {kind} marker is malformed or not closed ({len(opening.findall(text))} opened, "
+             f"{len(whole.findall(text))} well formed)"
+             for kind, (opening, whole) in OPENINGS.items() if len(opening.findall(text)) != len(whole.findall(text))]
+    for m in BLOCK.finditer(text):
+        try:
+            if render_block(m["name"], data) != m["body"]:
+                found.append(f"figures:{m['name']} differs")
+        except FigureError as error:
+            found.append(f"figures:{m['name']}: {error}")
+    for m in INLINE.finditer(text):
+        where = f"fig {m['file']}:{m['key']}"
+        try:
+            expected = fmt(value(data, m["file"], m["key"]), m["spec"])
+        except (FigureError, ValueError) as error:
+            found.append(f"{where}: {error}")
+            continue
+        if expected != m["body"]:
+            found.append(f"{where} reads {m['body']!r}, the file says {expected!r}")
+    return found
+
+
+def check(root: Path = ROOT, data: Data | None = None) -> list[str]:
+    """``'<page>: <what differs>'`` for every stale figure in the README and docs/ pages; [] when all match."""
+    data = load(root) if data is None else data
+    return [f"{page.relative_to(root).as_posix()}: {problem}"
+            for page in pages(root) for problem in problems(page.read_text(encoding="utf-8"), data)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing stale figures")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = check()
+        for line in stale:
+            print(line)
+        return 1 if stale else 0
+    data = load()
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        try:
+            new = render(text, data)
+        except FigureError as error:
+            print(f"{page.relative_to(ROOT).as_posix()}: {error}", file=sys.stderr)
+            return 1
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            print(f"rewrote {page.relative_to(ROOT).as_posix()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
