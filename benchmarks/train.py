@@ -9,7 +9,7 @@ sequence length, learning rate and number of steps, on the CPU:
 - ``plain``: a hand-written loop (AdamW, the same tokenisation as distill/transfer/kd.py: prompt masked, answer and
   end-of-sequence trained), timed from the first step to the last;
 - ``sft``: ``distill.transfer.training.train`` (TRL's SFTTrainer), timed by the trainer (``train_runtime``);
-- ``kd``: the same with ``train.method: kd`` on k = 20 log-probs per answer token, built as the
+- ``kd``: the same with ``train.objective: kd`` on k = 20 log-probs per answer token, built as the
   stand-in serves them (``demo.standin.token_logprobs``) and mapped to token ids.
 Tokens per second count the non-padding tokens of the examples trained on (steps x batch x mean length).
 
@@ -139,7 +139,7 @@ def main() -> None:
     rows = demo_rows(args.rows)
     features = standin_features(rows)
     base = params_module.load(ROOT / "params.yaml").train.model_copy(
-        update={"student": STUDENT, "method": "sft", "max_steps": args.steps, "warmup_steps": 0,
+        update={"student": STUDENT, "objective": "sft", "max_steps": args.steps, "warmup_steps": 0,
                 "lr_scheduler": "constant",
                 "checkpoint_every": args.steps + 1})  # no checkpoint inside the timed steps
     tokenizer = load_tokenizer(STUDENT)
@@ -153,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         seconds["sft"] = trainer_seconds(train(training_pairs(rows, TEMPLATE), base, Path(scratch) / "sft"))
         print(f"our sft      {tokens / seconds['sft']:>9,.0f} tokens/s", flush=True)
-        kd_params = base.model_copy(update={"method": "kd"})
+        kd_params = base.model_copy(update={"objective": "kd"})
         seconds["kd"] = trainer_seconds(train(TrainData([], kd=kd_data), kd_params, Path(scratch) / "kd"))
         print(f"our kd       {tokens / seconds['kd']:>9,.0f} tokens/s", flush=True)
 

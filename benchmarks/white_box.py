@@ -126,7 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         teacher_dir = work / "assistant"
-        assistant = base.model_copy(update={"student": llama(work / "assistant-config", 256, 4, 4), "method": "sft",
+        assistant = base.model_copy(update={"student": llama(work / "assistant-config", 256, 4, 4), "objective": "sft",
                                             "max_steps": args.teacher_steps})
         started = time.monotonic()
         train(pairs, assistant, teacher_dir)
@@ -144,7 +144,7 @@ def main() -> None:
             "similarity": TrainData(pairs, local_teacher=teacher),
         }
         for method, data in methods.items():
-            params = base.model_copy(update=common | {"method": method})
+            params = base.model_copy(update=common | {"objective": method})
             started = time.monotonic()
             # on_policy starts from the SFT student, as the train stage does (train.start_from_sft)
             train(data, params, work / method, start=str(work / "sft") if method == "on_policy" else None)

@@ -125,7 +125,7 @@ def estimate_generate() -> str | None:
     with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
         for plan in plans:
             planned = estimate(plan.requests, store, plan.teacher.price, chars_per_token(plan.teacher),
-                               params.generate.expected_completion_tokens)
+                               params.budget.expected_completion_tokens)
             print(planned.table(f"{plan.label} ({plan.teacher.name})"))
             total = totals.setdefault(plan.teacher.name, [0, 0.0, 0.0])
             total[0] += planned.to_send
@@ -134,7 +134,7 @@ def estimate_generate() -> str | None:
     print(f"{'per teacher':<28}{'to send':>12}{'expected $':>12}{'upper $':>12}")
     for name, (to_send, expected, most) in totals.items():
         print(f"  {name:<26}{int(to_send):>12}{expected:>12.4f}{most:>12.4f}")
-    caps = {"budget_usd": params.generate.budget_usd, "budget_tokens": params.generate.budget_tokens}
+    caps = {"budget.usd": params.budget.usd, "budget.tokens": params.budget.tokens}
     print("  budget: " + (", ".join(f"{k}={v}" for k, v in caps.items() if v is not None) or "none"))
     return None
 

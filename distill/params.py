@@ -81,14 +81,26 @@ class TeacherParams(Strict):
 Method = Literal["labelling", "expansion", "curation", "feature", "feedback", "self_knowledge"]
 
 
-class StudentSamplingParams(Strict):
-    """The student that the feedback and self_knowledge methods sample answers from."""
+class StudentParams(Strict):
+    """The model being distilled, as every stage that runs it sees it (train, evaluate, sweep, and generate's
+    feedback and self_knowledge, score's IFD); ``model``, ``prompt_template``, ``seed`` and ``max_length`` are
+    also the train section's, filled in at load."""
 
-    model: str = "data/students/tiny-char"  # HF id or local path (a config-only folder is initialised from seed)
-    prompt_template: str = "templates/student.txt"  # what the student sees; keep it equal to train.prompt_template
-    seed: int = 0
-    max_new_tokens: Positive = 16
-    batch_size: Positive = 64
+    model: str  # HF model id or local path; a config-only folder is initialised from its config with `seed`
+    prompt_template: str  # what the student sees around an input: training, evaluation, sampling, IFD
+    seed: int = 0  # initialises a config-only student; seeds its training and its sampling
+    max_length: Positive = 64  # tokens per example (prompt + answer) in training, held-out KL and forgetting
+    max_new_tokens: Positive = 16  # tokens the student may answer with (evaluate, sweep, sampling)
+    batch_size: Positive = 64  # answers generated together (evaluate, sweep, sampling)
+
+
+class BudgetParams(Strict):
+    """Hard caps on what one run of a stage (generate, score's judge) may spend on teacher requests."""
+
+    usd: NonNegative | None = None  # dollars at each teacher's price; None = no cap
+    tokens: Annotated[int, Field(ge=0)] | None = None  # prompt + completion tokens; None = no cap
+    expected_completion_tokens: Positive | None = None  # per answer, for the estimate while the store is empty;
+    # None = max_tokens (an upper bound)
 
 
 class ExpansionParams(Strict):
@@ -120,7 +132,8 @@ class CurationParams(Strict):
 
 
 class JudgeParams(Strict):
-    """How the teacher grades an answer (feedback, self_knowledge's judge filter, routing: judge)."""
+    """How the primary teacher grades an answer 0-10 with a critique and a correction (generate: feedback,
+    self_knowledge's judge filter, routing: judge; score.judge)."""
 
     template: str = "templates/judge/grade.txt"  # asks for {"score": 0-10, "critique", "correction"} as JSON
     system: str = "templates/judge/system.txt"
@@ -147,7 +160,7 @@ class SelfKnowledgeParams(Strict):
 
 
 class GenerateParams(Strict):
-    methods: list[Method] = ["labelling"]  # elicitation methods run in this stage, in this order
+    elicit: list[Method] = ["labelling"]  # elicitation methods run in this stage, in this order
     routing: Literal["round_robin", "cheapest", "judge"] = "round_robin"  # across teacher + teachers
     template: str
     system: str
@@ -157,17 +170,12 @@ class GenerateParams(Strict):
     seed: int = 0
     shards: Positive = 4
     max_failed_fraction: Fraction = 0.05
-    budget_usd: NonNegative | None = None  # hard cap on dollars spent on requests sent in this run; None = no cap
-    budget_tokens: Annotated[int, Field(ge=0)] | None = None  # same cap in tokens (prompt + completion)
-    expected_completion_tokens: Positive | None = None  # per answer, for the estimate when the store is empty
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # alternatives per token to ask for; None = none
-    feature_tokenizer: str | None = None  # path or HF id of the tokenizer whose ids features.parquet stores
+    feature_tokenizer: str | None = None  # the tokenizer whose ids features.parquet stores; None = student.model's
     demonstrations: Annotated[int, Field(ge=0)] = 0  # k few-shot demonstrations per request; 0 = none
     demonstrations_file: str = "templates/demonstrations.jsonl"  # hand-written instruction/answer pairs, not eval
     chain_of_thought: bool = False  # append cot_template; the answer is the text after the last `Answer:` line
     cot_template: str = "templates/cot.txt"  # the chain-of-thought instruction (used only when chain_of_thought)
-    student: StudentSamplingParams = StudentSamplingParams()
-    judge: JudgeParams = JudgeParams()
     expansion: ExpansionParams = ExpansionParams()
     curation: CurationParams = CurationParams()
     feedback: FeedbackParams = FeedbackParams()
@@ -175,12 +183,12 @@ class GenerateParams(Strict):
 
     @model_validator(mode="after")
     def _feature_needs_logprobs(self) -> GenerateParams:
-        if not self.methods:
-            raise ValueError("methods: list at least one elicitation method")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods: {self.methods} lists a method twice")
-        if ("feature" in self.methods) != (self.top_logprobs is not None):
-            raise ValueError("the feature method and top_logprobs go together: list `feature` in generate.methods "
+        if not self.elicit:
+            raise ValueError("elicit: list at least one elicitation method")
+        if len(set(self.elicit)) != len(self.elicit):
+            raise ValueError(f"elicit: {self.elicit} lists a method twice")
+        if ("feature" in self.elicit) != (self.top_logprobs is not None):
+            raise ValueError("the feature method and top_logprobs go together: list `feature` in generate.elicit "
                              "and set generate.top_logprobs (0..20), or neither")
         return self
 
@@ -193,8 +201,8 @@ class ScoreParams(Strict):
     max_repetition: Fraction = 0.5  # drop answers where more than this share of word 3-grams repeat (loops)
     drop_bad_charset: bool = True  # drop answers with control characters or U+FFFD (broken decoding)
     verify: bool = True
-    judge: bool = False  # the primary teacher rates every row that passed the checks (generate.judge's prompt)
-    ifd: bool = False  # instruction-following difficulty with generate.student's model (Cherry-LLM)
+    judge: bool = False  # the primary teacher rates every row that passed the checks (the judge section's prompt)
+    ifd: bool = False  # instruction-following difficulty with the student (Cherry-LLM)
     reward_model: str | None = None  # a sequence-classification reward model (path or HF id); None = no reward
 
 
@@ -281,7 +289,7 @@ class KDTeacher(Strict):
 
 
 class KDParams(Strict):
-    """Offline-logit KD on the stored teacher top-k (train.method: kd)."""
+    """Offline-logit KD on the stored teacher top-k (train.objective: kd)."""
 
     divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
     temperature: Annotated[float, Field(gt=0)] = 1.0
@@ -297,7 +305,7 @@ class KDParams(Strict):
 
 
 class OnPolicyParams(Strict):
-    """A live local teacher scores the student's own answers (train.method: on_policy; TRL DistillationTrainer,
+    """A live local teacher scores the student's own answers (train.objective: on_policy; TRL DistillationTrainer,
     or TRL's GOLD trainer when the teacher's tokenizer differs from the student's)."""
 
     beta: Fraction = 0.5  # generalized JSD: 0 = forward KL, 1 = reverse KL
@@ -308,7 +316,7 @@ class OnPolicyParams(Strict):
 
 
 class SimilarityParams(Strict):
-    """Hidden-state matching with a local teacher (train.method: similarity; distill/transfer/similarity.py)."""
+    """Hidden-state matching with a local teacher (train.objective: similarity; distill/transfer/similarity.py)."""
 
     loss: Literal["l2", "l1", "cosine", "mmd"] = "l2"
     weight: NonNegative = 0.01  # of the similarity loss beside the answer cross-entropy
@@ -317,7 +325,7 @@ class SimilarityParams(Strict):
 
 
 class DPOParams(Strict):
-    """Ranking optimisation on the feedback preference pairs (train.method: dpo; TRL DPOTrainer)."""
+    """Ranking optimisation on the feedback preference pairs (train.objective: dpo; TRL DPOTrainer)."""
 
     beta: Annotated[float, Field(gt=0)] = 0.1  # strength of the implicit KL to the reference
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
@@ -326,7 +334,7 @@ class DPOParams(Strict):
 
 
 class RLParams(Strict):
-    """A reward model from the preference pairs, then policy optimisation against it (train.method: rl)."""
+    """A reward model from the preference pairs, then policy optimisation against it (train.objective: rl)."""
 
     algorithm: Literal["grpo", "rloo"] = "grpo"
     reward_steps: Positive = 100  # TRL RewardTrainer on the preference pairs
@@ -338,16 +346,22 @@ class RLParams(Strict):
 
 
 class ReplayParams(Strict):
-    """Forgetting guard: general instruction data mixed into training (train.method sft and kd)."""
+    """Forgetting guard: general instruction data mixed into training (train.objective sft and kd)."""
 
     data: str = "data/general/train.jsonl"  # prompt/completion pairs, never the task's own
     ratio: NonNegative = 0.0  # general rows per task row (0.1 = one in eleven rows is general)
 
 
+Objective = Literal["sft", "kd", "on_policy", "similarity", "dpo", "rl"]
+
+
 class TrainParams(Strict):
+    """How the teacher's knowledge moves into the student. ``student``, ``prompt_template``, ``seed`` and
+    ``max_length`` come from the student section at load (one student for every stage)."""
+
     student: str
     prompt_template: str
-    method: Literal["sft", "kd", "on_policy", "similarity", "dpo", "rl"] = "sft"
+    objective: Objective = "sft"
     seed: int = 0
     max_steps: Positive
     batch_size: Positive
@@ -373,8 +387,6 @@ class TrainParams(Strict):
 
 
 class EvaluateParams(Strict):
-    max_new_tokens: Positive
-    batch_size: Positive = 64
     general_eval: str = "data/general/eval.jsonl"  # the forgetting probe: general rows the task never trains on
 
 
@@ -426,11 +438,17 @@ class GateParams(Strict):
     sweep: SweepGate
 
 
+FROM_STUDENT = {"model": "student", "prompt_template": "prompt_template", "seed": "seed", "max_length": "max_length"}
+
+
 class Params(Strict):
     task: str | None = None  # what the student learns: a module or module:attribute (distill/task.py); null = generic
+    student: StudentParams
     ingest: IngestParams
     teacher: TeacherParams
     teachers: list[TeacherParams] = []  # more teachers; generate.routing spreads rows across all of them
+    budget: BudgetParams = BudgetParams()
+    judge: JudgeParams = JudgeParams()
     generate: GenerateParams
     score: ScoreParams
     dedupe: DedupeParams
@@ -439,6 +457,27 @@ class Params(Strict):
     sweep: SweepParams
     evaluate: EvaluateParams
     gates: GateParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_student(cls, raw: object) -> object:
+        """The train section's student fields come from the student section (a dumped Params, which has them
+        already, validates again); a different value set under train is an error naming where it belongs."""
+        if not (isinstance(raw, dict) and isinstance(raw.get("train"), dict) and isinstance(raw.get("student"), dict)):
+            return raw
+        try:
+            student = StudentParams.model_validate(raw["student"]).model_dump()
+        except ValidationError:
+            return raw  # reported with its key by the model's own validation
+        for source, target in FROM_STUDENT.items():
+            if target in raw["train"] and raw["train"][target] != student[source]:
+                raise ValueError(f"train.{target} is student.{source} (one student for every stage): set it there")
+        return raw | {"train": raw["train"] | {target: student[source] for source, target in FROM_STUDENT.items()}}
+
+    @property
+    def feature_tokenizer(self) -> str:
+        """The tokenizer whose ids features.parquet stores: generate.feature_tokenizer, else the student's."""
+        return self.generate.feature_tokenizer or self.student.model
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> Params:
@@ -460,7 +499,10 @@ class ParamsError(ValueError):
 def describe(error: ValidationError, source: str, prefix: tuple = ()) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in (*prefix, *item["loc"])) or "(top level)"
+        key = ".".join(str(part) for part in (*prefix, *item["loc"]))
+        if not key:  # a check across sections: its message names the keys
+            lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
+            continue
         seen = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
         lines.append(f"{source}: {key}: {item['msg']}{seen}")
     return "\n".join(lines)

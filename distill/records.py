@@ -135,7 +135,7 @@ TRAIN_LOG = {
 
 # evaluate: data/evaluate/predictions.parquet
 SYSTEMS = ("student_before", "student_after", "teacher")
-OPTIONAL_SYSTEMS = ("baseline_sft",)  # the plain-SFT baseline, trained beside a train.method other than sft
+OPTIONAL_SYSTEMS = ("baseline_sft",)  # the plain-SFT baseline, trained beside a train.objective other than sft
 PREDICTION = {
     "id": pl.String,  # eval seed id
     "system": pl.String,  # one of SYSTEMS

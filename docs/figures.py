@@ -95,7 +95,7 @@ def eval_block(data: Data) -> str:
     rows = [
         ["teacher (the stand-in)", fmt(ev["teacher"], ".3f"), ""],
         ["student before training", fmt(ev["student_before"], ".3f"), ""],
-        [f"**student after training** (`train.method: {ev['method']}`)", f"**{fmt(ev['student_after'], '.3f')}**",
+        [f"**student after training** (`train.objective: {ev['objective']}`)", f"**{fmt(ev['student_after'], '.3f')}**",
          fmt(kl.get("student_after"), ".3f") if kl else ""],
         ["plain-SFT baseline (same rows, same steps)", fmt(ev["baseline_sft"], ".3f"),
          fmt(kl.get("baseline_sft"), ".3f") if kl else ""],

@@ -1,11 +1,11 @@
 """Eval: the student before and after training, the plain-SFT baseline, and the teacher, on the held-out split.
 
 Reads:   data/ingest/eval.parquet, data/train/model/, data/train/baseline/, the student as it was before
-         training (``train.student``, seeded like the training run), the teacher, the general eval rows
+         training (``student.model``, seeded like the training run), the teacher, the general eval rows
 Writes:  data/evaluate/predictions.parquet (PREDICTION), data/store/evaluate.jsonl (the teacher's eval
          answers, a request store), metrics/eval.json, reports/eval.md, reports/plots/eval_by_group.csv,
          reports/eval.png
-Params:  evaluate, task, teacher, generate (how the teacher is asked), train (student, template, seed, length)
+Params:  evaluate, task, student, teacher, generate (the teacher is asked as generate asks it), train.objective
 
 Scores are the task's metric (``task``, distill/task.py; no metric: exact match after normalisation), per
 system and per the task's groups. ``metrics/eval.json`` also has the share of the teacher gap training
@@ -43,14 +43,13 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
     ``store_path`` is the teacher's eval request store; ``send`` sends its requests (handed in by main)."""
     task = load_task(params.task)
     started = time.monotonic()
-    template = Path(params.train.prompt_template).read_text(encoding="utf-8")
+    template = Path(params.student.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, row["instruction"], row["input"]) for row in evals.iter_rows(named=True)]
     models = {"student_after": model_dir}
-    if has_weights(baseline_dir):  # train.method is not sft: the plain-SFT baseline, same data and steps
+    if has_weights(baseline_dir):  # train.objective is not sft: the plain-SFT baseline, same data and steps
         models["baseline_sft"] = baseline_dir
-    answers = {"student_before": student_answers(params.train.student, prompts, params.train.seed, params.evaluate)}
-    answers |= {name: student_answers(str(path), prompts, params.train.seed, params.evaluate)
-                for name, path in models.items()}
+    answers = {"student_before": student_answers(params.student.model, prompts, params.student)}
+    answers |= {name: student_answers(str(path), prompts, params.student) for name, path in models.items()}
     answers["teacher"], teacher_cost, teacher_topk = teacher_answers(evals, params, store_path, send)
     predictions = pl.concat([score_system(evals, name, answers[name], task)
                              for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in answers])
@@ -66,14 +65,14 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
         "task": task.name,
         "metric": task.metric_name,
         **{name: round(float(means[name]), 4) for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in means},
-        "method": params.train.method,
+        "method": params.train.objective,
         # forward KL per token to the teacher's top-k on its held-out answers (needs generate.top_logprobs)
         "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, answers["teacher"], teacher_topk, template,
-                                                   params.train.max_length) for name, path in models.items()},
+                                                   params.student.max_length) for name, path in models.items()},
         # loss on general held-out rows before vs after training: a rise is forgetting (distill/measure/forgetting.py)
-        "forgetting_probe": forgetting.probe({"student_before": params.train.student} | {
+        "forgetting_probe": forgetting.probe({"student_before": params.student.model} | {
             name: str(path) for name, path in models.items()}, Path(params.evaluate.general_eval), template,
-            params.train.max_length, params.train.seed),
+            params.student.max_length, params.student.seed),
         "teacher_requests_sent": teacher_cost["requests_sent"],
         "teacher_cache_hits": teacher_cost["cache_hits"],
         "store_lines_quarantined": teacher_cost["store_lines_quarantined"],

@@ -1,4 +1,4 @@
-"""Teacher generation: the elicitation methods listed in ``generate.methods``, run in order.
+"""Teacher generation: the elicitation methods listed in ``generate.elicit``, run in order.
 
 Reads:   data/ingest/{train,eval}.parquet, the templates named in params, data/store/generate.jsonl
 Writes:  data/generate/rows.parquet (GENERATED: each row with the method and teacher that wrote it),
@@ -6,13 +6,13 @@ Writes:  data/generate/rows.parquet (GENERATED: each row with the method and tea
          data/generate/features.parquet (FEATURES: teacher log-probs; empty without ``feature``),
          data/generate/preferences.parquet (PREFERENCE: feedback's pairs), the request store (appended),
          metrics/generate.json
-Params:  generate, task, teacher, teachers
+Params:  generate, task, student, teacher, teachers, budget, judge
 
 Methods (distill/elicit/): labelling, expansion, curation, feature, feedback, self_knowledge; several
 teachers share the answer step by ``generate.routing``. Every request goes through the request store
 (distill/teacher/store.py): a re-run pays only for keys not yet answered, and the stage holds the
 store's writer lock until its outputs are written. Before anything is sent, the plan is checked
-against each teacher's capabilities and the budget (``generate.budget_usd`` / ``budget_tokens``);
+against each teacher's capabilities and the budget (``budget.usd`` / ``budget.tokens``);
 past ``generate.max_failed_fraction`` of failed inputs the stage fails, keeping every paid answer.
 """
 
@@ -45,13 +45,13 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
     a plan of requests (the Prefect teacher flow, handed in by main)."""
     started = time.monotonic()
     check_capabilities(params)  # a plan a teacher cannot serve costs nothing
-    tokenizer = feature_tokenizer(params.generate)
+    tokenizer = feature_tokenizer(params)
     session = Session(params, store, send, settings)
     outputs, rows, rejects, preferences, features = elicit(session, seeds, evals, tokenizer)
     failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
     failed_fraction = failed / max(rows.height + failed, 1)
     metrics = ledger_metrics(session) | {
-        "methods": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
+        "elicit": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
                     for method, out in outputs.items()},
         "rows": rows.height,
         "rows_by_teacher": dict(rows["teacher"].value_counts().iter_rows()),
@@ -59,8 +59,7 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
         "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
         "preference_pairs": preferences.height,
         "failed_fraction": round(failed_fraction, 4),
-        "budget_usd": params.generate.budget_usd,
-        "budget_tokens": params.generate.budget_tokens,
+        "budget": {"usd": params.budget.usd, "tokens": params.budget.tokens},
         "template_hash": prompt_of(params.generate).hash,
         "store_lines_quarantined": len(store.quarantined),
         "tokenizer": tokenizer.identity if tokenizer is not None else None,
@@ -88,7 +87,7 @@ def main() -> None:
             write_parquet(frame, OUTPUTS[name])
     metrics |= size_metrics(frames["features"], paths.GENERATE_FEATURES)
     write_json(metrics, paths.metrics("generate"))
-    by_method = ", ".join(f"{name} {m['rows']}" for name, m in metrics["methods"].items())
+    by_method = ", ".join(f"{name} {m['rows']}" for name, m in metrics["elicit"].items())
     print(f"generate: {metrics['rows']} rows ({by_method}), {metrics['rejects']} rejects; "
           f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits, "
           f"${metrics['cost_usd']:.4f} spent" + ("; stopped by the budget" if metrics["stopped_by_budget"] else "")

@@ -2,7 +2,7 @@
 
 Reads:   data/generate/rows.parquet, data/store/score.jsonl (the judge's answers)
 Writes:  data/score/rows.parquet (SCORED: every row, marked), the judge's request store, metrics/score.json
-Params:  score, task, teacher (the judge), generate (the judge's prompt, the student, the budget)
+Params:  score, task, student (IFD, reward), teacher and judge (score.judge), budget
 
 The checks and the quality score are distill/curate/checks.py; the task's verifier comes from
 ``task`` (distill/task.py). The costly signals (the teacher's judge rating, IFD, a reward model;

@@ -4,7 +4,7 @@ Reads:   data/select/rows.parquet, data/ingest/eval.parquet, data/train/model an
          they match)
 Writes:  metrics/sweep.json, reports/plots/sweep_selected.csv, reports/plots/sweep_random.csv,
          reports/sweep.png, reports/sweep.md
-Params:  sweep, task, train, evaluate
+Params:  sweep, task, student, train
 
 The subsets, the training and the headline comparison (the selection against all rows and against a
 random subset of its size, AlpaGasus' experiment) are distill/measure/data_sweep.py.

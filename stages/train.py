@@ -1,12 +1,12 @@
-"""Training: the student learns from the teacher by ``train.method``, beside a plain-SFT baseline.
+"""Training: the student learns from the teacher by ``train.objective``, beside a plain-SFT baseline.
 
-Reads:   data/select/rows.parquet (rows with keep = true), the student (``train.student``), and by method:
+Reads:   data/select/rows.parquet (rows with keep = true), the student (``student.model``), and by method:
          data/generate/features.parquet (kd), data/generate/preferences.parquet (dpo, rl), a local teacher
          (on_policy, similarity: ``train.local_teacher``), general rows (``train.replay``)
 Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/baseline/ (the plain-SFT
-         baseline when train.method is not sft), data/train/log.parquet,
+         baseline when train.objective is not sft), data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
-Params:  train
+Params:  train, student
 
 The data each method trains on is distill/transfer/data.py; one training run, the same for every
 method (checkpoints, resuming, saving whole), is distill/transfer/training.py.
@@ -31,14 +31,14 @@ from distill.transfer.training import STARTS_FROM_SFT, loss_log, train
 def train_baseline(pairs: list[dict], params: params_module.TrainParams, baseline_dir: Path) -> float | None:
     """Beside any method but sft, the plain-SFT baseline on the same rows and steps, so that evaluate shows
     whether distillation helped; with sft the folder holds only a note. Its final loss."""
-    if params.method == "sft":
+    if params.objective == "sft":
         shutil.rmtree(baseline_dir, ignore_errors=True)
         baseline_dir.mkdir(parents=True)
-        (baseline_dir / "NO_BASELINE.txt").write_text("train.method is sft: data/train/model is the plain-SFT "
+        (baseline_dir / "NO_BASELINE.txt").write_text("train.objective is sft: data/train/model is the plain-SFT "
                                                       "model, so there is no separate baseline.\n")
         return None
     print(f"train: the plain-SFT baseline, same {len(pairs)} rows and {params.max_steps} steps")
-    history = train(pairs, params.model_copy(update={"method": "sft"}), baseline_dir)
+    history = train(pairs, params.model_copy(update={"objective": "sft"}), baseline_dir)
     losses = [entry["loss"] for entry in history if "loss" in entry]
     return float(losses[-1]) if losses else None
 
@@ -50,13 +50,13 @@ def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.Data
     data = training_data(rows, template, params, features, preferences)
     replayed = len(data.pairs) - rows.filter(pl.col("keep")).height
     baseline = train_baseline(data.pairs, params, baseline_dir)  # first: on_policy, dpo and rl start from it
-    start = str(baseline_dir) if params.method in STARTS_FROM_SFT and params.start_from_sft else None
-    print(f"train: {params.method}, {len(data.pairs)} examples ({replayed} replayed general rows), "
+    start = str(baseline_dir) if params.objective in STARTS_FROM_SFT and params.start_from_sft else None
+    print(f"train: {params.objective}, {len(data.pairs)} examples ({replayed} replayed general rows), "
           f"{params.max_steps} steps of {params.batch_size}, student {params.student}"
           + (f", starting from the SFT baseline {start}" if start else ""))
     started = time.monotonic()
     history = train(data, params, model_dir, start)
-    log = loss_log(history, params.method)
+    log = loss_log(history, params.objective)
     summary = next((entry for entry in history if "train_runtime" in entry), {})
     return log, {
         "examples": len(data.pairs),
@@ -67,7 +67,7 @@ def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.Data
         "final_loss": log["loss"][-1] if log.height else None,
         "train_runtime_s": round(float(summary.get("train_runtime", time.monotonic() - started)), 2),
         "samples_per_s": round(float(summary.get("train_samples_per_second", 0.0)), 2),
-        "method": params.method,
+        "objective": params.objective,
         "started_from": start or params.student,
         "local_teacher": data.local_teacher,
         "kd_rows_with_teacher": data.kd.with_teacher if data.kd else None,

@@ -477,8 +477,8 @@ QUIET = {"error_rate": 0.0, "rate_limit_rate": 0.0, "wrong_rate": 0.0, "hard_wro
 
 
 def methods_params(methods: list[str], **sections: dict):
-    """Params with ``generate.methods`` and small per-method settings (``expansion={...}``, ...)."""
-    params = generate_params(methods=methods, max_failed_fraction=0.5)
+    """Params with ``generate.elicit`` and small per-method settings (``expansion={...}``, ...)."""
+    params = generate_params(elicit=methods, max_failed_fraction=0.5)
     gen = params.generate
     updates = {name: getattr(gen, name).model_copy(update=values) for name, values in sections.items()}
     return params.model_copy(update={"generate": gen.model_copy(update=updates)})
@@ -508,7 +508,7 @@ def quiet() -> dict:
 
 @pytest.fixture(scope="session")
 def params_for() -> Callable[..., object]:
-    """``params_for(methods, **sections)``: params with ``generate.methods`` and small per-method settings
+    """``params_for(methods, **sections)``: params with ``generate.elicit`` and small per-method settings
     (``expansion={...}``, ...)."""
     return methods_params
 
@@ -620,7 +620,7 @@ def params_of_train(student_dir: Path, **updates: object):
     base = params_module.load(REPO / "params.yaml").train
     return base.model_copy(
         update={"student": str(student_dir), "prompt_template": str(TEMPLATES / "student.txt"),
-                "method": "sft", "max_steps": 8, "batch_size": 8, "warmup_steps": 0, **updates}
+                "objective": "sft", "max_steps": 8, "batch_size": 8, "warmup_steps": 0, **updates}
     )
 
 

@@ -104,15 +104,16 @@ def spent(store_path: Path, price: PriceParams) -> tuple[float, int]:
 
 @pytest.fixture
 def budget_params(load_params, with_standin):
-    """``budget_params(**generate_updates)``: load_params with a stand-in that never fails."""
+    """``budget_params(**budget)``: load_params with those budget caps and a stand-in that never fails."""
 
-    def params_with(**updates: object) -> params_module.Params:
-        return with_standin(load_params(**updates), error_rate=0.0, rate_limit_rate=0.0)
+    def params_with(**budget: object) -> params_module.Params:
+        params = with_standin(load_params(), error_rate=0.0, rate_limit_rate=0.0)
+        return params.model_copy(update={"budget": params.budget.model_copy(update=budget)})
 
     return params_with
 
 
-@pytest.mark.parametrize("cap", ["budget_usd", "budget_tokens"])
+@pytest.mark.parametrize("cap", ["usd", "tokens"])
 def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
     cap: str,
     tmp_path: Path,
@@ -124,7 +125,7 @@ def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
 ) -> None:
     monkeypatch.setenv("DISTILL_PREFECT", "0")
     worst = worst_cases(budget_params(), forty_seeds)
-    column = 0 if cap == "budget_usd" else 1
+    column = 0 if cap == "usd" else 1
     limit = sum(case[column] for case in worst[:10])  # about ten requests' worth
     largest = max(case[column] for case in worst)
     params = budget_params(**{cap: limit})
@@ -134,7 +135,7 @@ def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
     paid = spent(store_path, params.teacher.price)[column]
     assert limit - largest < paid <= limit + 1e-9  # float slack only
     assert first["stopped_by_budget"] is True
-    assert first[cap] == limit
+    assert first["budget"][cap] == limit
     assert first["skipped_budget"] > 0
     assert first["requests_sent"] + first["skipped_budget"] == 40
     assert first["cost_usd"] == pytest.approx(spent(store_path, params.teacher.price)[0], abs=1e-6)
@@ -142,7 +143,7 @@ def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
     rejects = pl.read_parquet(tmp_path / "gen/rejects.parquet")
     budget_rejects = rejects.filter(pl.col("reason") == "budget")
     assert budget_rejects.height == first["skipped_budget"]
-    assert set(budget_rejects["detail"]) == {f"not sent: generate.{cap}={limit}"}
+    assert set(budget_rejects["detail"]) == {f"not sent: budget.{cap}={limit}"}
     assert first["failed_fraction"] <= params.generate.max_failed_fraction  # the stage did not fail
     with RequestStore(store_path) as store:
         answered = len(store)
@@ -210,7 +211,7 @@ def test_distill_estimate_covers_every_method_and_teacher(tmp_path: Path, seeds,
                   root / "data/ingest/train.parquet")
     shutil.copytree(REPO / "data/seeds", root / "data/seeds")
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["generate"]["methods"] = ["labelling", "expansion", "curation", "feedback"]
+    raw["generate"]["elicit"] = ["labelling", "expansion", "curation", "feedback"]
     raw["generate"]["top_logprobs"] = None
     raw["generate"]["expansion"] = {"rounds": 2, "requests_per_round": 3, "tasks_per_request": 5}
     raw["generate"]["feedback"] = {"max_inputs": 10, "focus_fraction": 0.5}

@@ -160,5 +160,5 @@ def test_the_use_it_for_real_recipe_is_valid_params() -> None:
     shipped.pop("teacher")  # the recipe replaces the teacher block; every other section is edited in place
     params = parse(_deep_merge(shipped, recipe), "README.md recipe")
     assert params.teacher.base_url and params.teacher.provider == "openai"
-    assert "feature" not in params.generate.methods and params.generate.top_logprobs is None
-    assert params.train.method == "sft"  # kd needs the teacher's log-probs in the student's tokenizer
+    assert "feature" not in params.generate.elicit and params.generate.top_logprobs is None
+    assert params.train.objective == "sft"  # kd needs the teacher's log-probs in the student's tokenizer

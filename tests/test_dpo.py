@@ -20,7 +20,7 @@ from stages import train
 def test_dpo_trains_on_preference_pairs(tiny_student: Path, skill_pairs: list[dict], in_tmp: Path,
                                         lora: bool, train_params, synthetic_preferences, state, same_weights) -> None:
     updates = {"lora": LoraParams(enabled=True, r=4, alpha=8)} if lora else {}
-    params = train_params(tiny_student, method="dpo", max_steps=4, batch_size=4,
+    params = train_params(tiny_student, objective="dpo", max_steps=4, batch_size=4,
                           dpo=DPOParams(max_steps=4, learning_rate=1e-2), **updates)
     model_dir = in_tmp / "model"
     history = train.train(TrainData(skill_pairs, preferences=synthetic_preferences()), params, model_dir)
@@ -40,8 +40,8 @@ def test_dpo_trains_on_preference_pairs(tiny_student: Path, skill_pairs: list[di
 
 def test_dpo_without_preferences_is_refused(tiny_student: Path, skill_pairs: list[dict],
                                             in_tmp: Path, train_params, student_template) -> None:
-    params = train_params(tiny_student, method="dpo", max_steps=2, batch_size=4, dpo=DPOParams(max_steps=2))
-    with pytest.raises(StageError, match=r"train.method=dpo needs preference pairs.*feedback to generate.methods"):
+    params = train_params(tiny_student, objective="dpo", max_steps=2, batch_size=4, dpo=DPOParams(max_steps=2))
+    with pytest.raises(StageError, match=r"train.objective=dpo needs preference pairs.*feedback to generate.elicit"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")
-    with pytest.raises(StageError, match=r"train.method=dpo needs preference pairs.*feedback to generate.methods"):
+    with pytest.raises(StageError, match=r"train.objective=dpo needs preference pairs.*feedback to generate.elicit"):
         train_data.preference_pairs(pl.DataFrame(), student_template, "dpo")

@@ -62,9 +62,10 @@ def test_a_task_names_the_metric_and_groups_and_the_generic_one_normalises() -> 
 
 def test_student_answers_batched_and_deterministic(tiny_student: Path, student_template: str) -> None:
     prompts = [student_prompt(student_template, text) for text in ("reverse planet", "upper cat", "reverse stone")]
-    params = params_module.EvaluateParams(max_new_tokens=4, batch_size=2)
-    first = evaluate.student_answers(str(tiny_student), prompts, 0, params)
-    second = evaluate.student_answers(str(tiny_student), prompts, 0, params)
+    student = params_module.StudentParams(model=str(tiny_student), prompt_template="unused", max_new_tokens=4,
+                                          batch_size=2)
+    first = evaluate.student_answers(str(tiny_student), prompts, student)
+    second = evaluate.student_answers(str(tiny_student), prompts, student)
     assert len(first) == len(prompts)
     assert all(isinstance(answer, str) for answer in first)
     assert first == second

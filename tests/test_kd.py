@@ -57,7 +57,7 @@ def test_loss_is_the_weighted_cross_entropy_and_forward_kl_of_a_direct_computati
 
 def test_features_of_another_tokenizer_are_refused_before_training(tiny_char) -> None:
     features = pl.DataFrame({"tokenizer": ["gpt2@0123456789abcdef"]})
-    with pytest.raises(StageError, match=r"train.method=kd: .* token ids of gpt2@0123456789abcdef, but the "
+    with pytest.raises(StageError, match=r"train.objective=kd: .* token ids of gpt2@0123456789abcdef, but the "
                                          r"student .* uses another tokenizer"):
         kd.check_tokenizer(features, str(tiny_char))
     identity = kd.tokenizer_identity(str(tiny_char))
@@ -87,7 +87,7 @@ def test_examples_align_the_teacher_with_the_answer_tokens(
 def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFrame, pl.DataFrame],
                                                        tiny_student: Path, tmp_path: Path, train_params) -> None:
     rows, features = served
-    params = train_params(tiny_student, method="kd", max_steps=6, batch_size=8)
+    params = train_params(tiny_student, objective="kd", max_steps=6, batch_size=8)
     params = params.model_copy(update={"kd": KDParams(divergence="skew_forward_kl", temperature=2.0)})
     template = Path(params.prompt_template).read_text()
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
@@ -96,7 +96,7 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
     assert (tmp_path / "model/model.safetensors").exists()
-    with pytest.raises(StageError, match="train.method=kd needs the teacher's log-probs"):
+    with pytest.raises(StageError, match="train.objective=kd needs the teacher's log-probs"):
         train.train([], params, tmp_path / "other")
 
 
@@ -107,7 +107,7 @@ def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame]
     rows, features = served
     evals = rows.select("id", "instruction", "input")
     answers = rows["response"].to_list()
-    params = train_params(tiny_student, method="kd", max_steps=40, batch_size=8, learning_rate=0.01)
+    params = train_params(tiny_student, objective="kd", max_steps=40, batch_size=8, learning_rate=0.01)
     template = Path(params.prompt_template).read_text()
     before = heldout_kl(str(tiny_student), evals, answers, features, template, params.max_length)
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
@@ -145,7 +145,7 @@ def test_local_teachers_mix_with_the_stored_top_k(served: tuple[pl.DataFrame, pl
     expected = 0.5 * float(batch["teacher_logprobs"][b, t, 0].exp())
     expected += 0.5 * float(local[b, t - 1, token].exp()) if token in local_top else 0.0
     assert listed[token] == pytest.approx(expected, rel=1e-4)
-    params = train_params(tiny_student, method="kd", max_steps=3, batch_size=8).model_copy(update={"kd": settings})
+    params = train_params(tiny_student, objective="kd", max_steps=3, batch_size=8).model_copy(update={"kd": settings})
     history = train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
     assert all(math.isfinite(entry["kd"]) for entry in history if "kd" in entry)
     other = tmp_path / "other-tokenizer"

@@ -49,7 +49,7 @@ def test_expansion_writes_new_inputs_drops_near_duplicates_before_paying_and_ans
     metrics = run_stage(params, tmp_path, forty_seeds)
     rows, rejects, _ = outputs(tmp_path)
     seeds = pl.read_parquet(forty_seeds)
-    assert set(rows["method"]) == {"expansion"} and rows.height == metrics["methods"]["expansion"]["inputs_accepted"]
+    assert set(rows["method"]) == {"expansion"} and rows.height == metrics["elicit"]["expansion"]["inputs_accepted"]
     assert set(rows["input_origin"]) == {"expansion round 1", "expansion round 2"}
     assert all(words.is_correct(r["instruction"], r["response"]) for r in rows.iter_rows(named=True))
     near = rejects.filter(pl.col("reason") == "near_duplicate")
@@ -102,7 +102,7 @@ def test_curation_walks_the_topic_tree(
                           **quiet)
     metrics = run_stage(params, tmp_path, forty_seeds)
     rows, _, _ = outputs(tmp_path)
-    assert metrics["methods"]["curation"]["subtopics"] == 4  # 2 topics x 2 subtopics
+    assert metrics["elicit"]["curation"]["subtopics"] == 4  # 2 topics x 2 subtopics
     assert set(rows["method"]) == {"curation"} and rows.height > 8
     origins = set(rows["input_origin"])
     assert len(origins) == 4 and all(o.startswith("curation: ") and " / words starting with" in o for o in origins)
@@ -137,7 +137,7 @@ def test_feedback_turns_graded_student_answers_into_preference_pairs(
     metrics = run_stage(params, tmp_path, forty_seeds)
     rows, rejects, pairs = outputs(tmp_path)
     assert pairs.schema == pl.Schema(PREFERENCE)
-    assert metrics["methods"]["feedback"]["graded"] == 6 and pairs.height == 6  # the untrained student is wrong
+    assert metrics["elicit"]["feedback"]["graded"] == 6 and pairs.height == 6  # the untrained student is wrong
     assert metrics["requests_sent"] == 6
     for pair in pairs.iter_rows(named=True):
         assert pair["chosen"] == words.solve(pair["instruction"]) != pair["rejected"]
@@ -227,23 +227,23 @@ def test_several_methods_in_one_run_share_the_store_and_the_budget(
     metrics = run_stage(params, tmp_path, forty_seeds)
     rows, _, pairs = outputs(tmp_path)
     assert set(rows["method"]) == {"labelling", "expansion", "feedback"}
-    assert {m: metrics["methods"][m]["rows"] for m in metrics["methods"]} == dict(
+    assert {m: metrics["elicit"][m]["rows"] for m in metrics["elicit"]} == dict(
         rows["method"].value_counts().iter_rows())
     assert pairs.height == 4 and metrics["preference_pairs"] == 4
     assert metrics["by_teacher"][params.teacher.name]["requests_sent"] == metrics["requests_sent"]
-    capped = params.model_copy(update={"generate": params.generate.model_copy(update={"budget_usd": 0.0})})
+    capped = params.model_copy(update={"budget": params.budget.model_copy(update={"usd": 0.0})})
     again = run_stage(capped, tmp_path / "capped", forty_seeds)
     assert again["requests_sent"] == 0 and again["stopped_by_budget"]
 
 
 def test_feature_and_top_logprobs_go_together() -> None:
     raw = json.loads(json.dumps(params_module.load().model_dump()))
-    raw["generate"]["methods"] = ["labelling", "feature"]
+    raw["generate"]["elicit"] = ["labelling", "feature"]
     raw["generate"]["top_logprobs"] = None
     with pytest.raises(params_module.ParamsError, match=r"generate: .*feature method and top_logprobs go together"):
         params_module.parse(raw)
     raw["generate"]["top_logprobs"] = 5
-    assert params_module.parse(raw).generate.methods == ["labelling", "feature"]
-    raw["generate"]["methods"] = ["labelling", "labelling"]
+    assert params_module.parse(raw).generate.elicit == ["labelling", "feature"]
+    raw["generate"]["elicit"] = ["labelling", "labelling"]
     with pytest.raises(params_module.ParamsError, match="lists a method twice"):
         params_module.parse(raw)

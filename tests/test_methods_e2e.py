@@ -1,4 +1,4 @@
-"""Every train.method end to end, as a user switches between them: `dvc exp run -S train.method=<m>` in a
+"""Every train.objective end to end, as a user switches between them: `dvc exp run -S train.objective=<m>` in a
 temporary git+DVC copy with the tiny profile, the teacher's log-probs (feature) and its feedback pairs,
 and a small local white-box teacher for on_policy and similarity."""
 
@@ -13,11 +13,11 @@ pytestmark = pytest.mark.slow
 TEACHER_DIR = "data/students/tiny-teacher"  # config-only, wider than the student, same tokenizer
 
 PROFILE = {
-    "generate.methods": ["feature", "feedback"],
+    "generate.elicit": ["feature", "feedback"],
     "generate.top_logprobs": 5,
     "generate.feedback.max_inputs": 40,
     "sweep.enabled": False,
-    "train.method": "sft",
+    "train.objective": "sft",
     "train.max_steps": 12,
     "train.checkpoint_every": 5,
     "train.local_teacher": TEACHER_DIR,
@@ -47,7 +47,7 @@ def read(repo: Path, name: str) -> dict:
 
 def test_default_sft_run_has_the_forgetting_probe_and_the_replayed_rows(repo: Path) -> None:
     trained, evaluation = read(repo, "train"), read(repo, "eval")
-    assert trained["method"] == "sft" and trained["replayed_general_rows"] > 0
+    assert trained["objective"] == "sft" and trained["replayed_general_rows"] > 0
     probe = evaluation["forgetting_probe"]
     assert probe["rows"] == 200 and set(probe["loss"]) == {"student_before", "student_after"}
     assert probe["forgetting"] == pytest.approx(probe["loss"]["student_after"] - probe["loss"]["student_before"],
@@ -57,11 +57,11 @@ def test_default_sft_run_has_the_forgetting_probe_and_the_replayed_rows(repo: Pa
 
 @pytest.mark.parametrize("method", ["kd", "on_policy", "similarity", "dpo", "rl"])
 def test_dvc_exp_run_switches_the_method(repo: Path, method: str, run, stages_run) -> None:
-    result = run(repo, "dvc", "exp", "run", "-S", f"train.method={method}")
+    result = run(repo, "dvc", "exp", "run", "-S", f"train.objective={method}")
     ran = stages_run(result.stdout)
     assert "train" in ran and "evaluate" in ran and "generate" not in ran  # no teacher call is paid twice
     trained, evaluation = read(repo, "train"), read(repo, "eval")
-    assert trained["method"] == method == evaluation["method"]
+    assert trained["objective"] == method == evaluation["objective"]
     assert trained["final_loss"] is not None
     assert {"student_after", "baseline_sft"} <= set(evaluation["forgetting_probe"]["loss"])
     assert "baseline_sft" in evaluation  # the plain-SFT baseline, same rows and steps, scored beside it

@@ -45,7 +45,7 @@ def on_policy_params(train_params):
     answers of 4 tokens) with that lmbda and the updates."""
 
     def params_with(student_dir: Path, lmbda: float, **updates: object):
-        params = train_params(student_dir, **{"method": "on_policy", "max_steps": 4, "batch_size": 4, **updates})
+        params = train_params(student_dir, **{"objective": "on_policy", "max_steps": 4, "batch_size": 4, **updates})
         return params.model_copy(
             update={"on_policy": params.on_policy.model_copy(update={"lmbda": lmbda, "max_new_tokens": 4})}
         )

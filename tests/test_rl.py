@@ -26,7 +26,7 @@ def rl_params(train_params):
     def params_with(student_dir: Path, algorithm: str, **updates: object):
         settings = RLParams(algorithm=algorithm, reward_steps=4, max_steps=2, learning_rate=1e-2, beta=0.05,
                             num_generations=2, max_new_tokens=4)
-        return train_params(student_dir, method="rl", max_steps=2, batch_size=4, rl=settings, **updates)
+        return train_params(student_dir, objective="rl", max_steps=2, batch_size=4, rl=settings, **updates)
 
     return params_with
 
@@ -117,9 +117,9 @@ def test_policy_batch_holds_whole_groups() -> None:
 def test_rl_without_preferences_is_refused(tiny_student: Path, skill_pairs: list[dict],
                                            in_tmp: Path, rl_params, student_template) -> None:
     params = rl_params(tiny_student, "grpo")
-    with pytest.raises(StageError, match=r"train.method=rl needs preference pairs.*feedback to generate.methods"):
+    with pytest.raises(StageError, match=r"train.objective=rl needs preference pairs.*feedback to generate.elicit"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")
-    with pytest.raises(StageError, match=r"train.method=rl needs preference pairs.*feedback to generate.methods"):
+    with pytest.raises(StageError, match=r"train.objective=rl needs preference pairs.*feedback to generate.elicit"):
         train_data.preference_pairs(pl.DataFrame(), student_template, "rl")
 
 

@@ -119,7 +119,7 @@ def test_a_teacher_that_lacks_a_capability_stops_the_run_before_any_request(
     real = params.teachers[0].model_copy(update={
         "provider": "openai", "base_url": "http://127.0.0.1:9/v1",
         "capabilities": params_module.CapabilityParams(logprobs=False)})
-    gen = params.generate.model_copy(update={"methods": ["labelling", "feature"], "top_logprobs": 5,
+    gen = params.generate.model_copy(update={"elicit": ["labelling", "feature"], "top_logprobs": 5,
                                              "feature_tokenizer": "data/students/tiny-char"})
     params = params.model_copy(update={"teachers": [real], "generate": gen})
     with pytest.raises(StageError, match=r"teacher\.capabilities\.logprobs is false for beta"):

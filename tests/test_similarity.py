@@ -107,7 +107,7 @@ def test_projection_trains_with_the_student_and_is_restored_on_resume(
     train_params,
 ) -> None:
     teacher = config_teacher(tmp_path / "teacher")
-    params = train_params(tiny_student, method="similarity", max_steps=2, batch_size=4, checkpoint_every=2,
+    params = train_params(tiny_student, objective="similarity", max_steps=2, batch_size=4, checkpoint_every=2,
                           learning_rate=1e-2, similarity=SimilarityParams(loss="cosine", layers="all"))
     data = TrainData(skill_pairs, local_teacher=str(teacher))
 
@@ -146,7 +146,7 @@ def test_similarity_trains_through_the_train_stage_and_saves_a_plain_student(
     from safetensors import safe_open
 
     teacher = config_teacher(in_tmp / "teacher")
-    params = train_params(tiny_student, method="similarity", max_steps=4, batch_size=4,
+    params = train_params(tiny_student, objective="similarity", max_steps=4, batch_size=4,
                           similarity=SimilarityParams(loss="mmd"))
     history = train.train(TrainData(skill_pairs, local_teacher=str(teacher)), params, in_tmp / "model")
 
@@ -179,14 +179,14 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_student: Path, skill_p
         (teacher / name).unlink()
     PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
                             unk_token="<unk>").save_pretrained(teacher)  # same size, other ids
-    params = train_params(tiny_student, method="similarity", max_steps=2, batch_size=4)
+    params = train_params(tiny_student, objective="similarity", max_steps=2, batch_size=4)
     with pytest.raises(StageError, match=rf"train.local_teacher {teacher} must use the student's tokenizer.*on_policy"):
         train.train(TrainData(skill_pairs, local_teacher=str(teacher)), params, in_tmp / "model")
     assert not (in_tmp / "model").exists()
 
 
 def test_a_missing_teacher_is_refused(tiny_student: Path, skill_pairs: list[dict], in_tmp: Path, train_params) -> None:
-    params = train_params(tiny_student, method="similarity", max_steps=2, batch_size=4)
-    with pytest.raises(StageError, match="train.method=similarity needs a local Hugging Face teacher: set "
+    params = train_params(tiny_student, objective="similarity", max_steps=2, batch_size=4)
+    with pytest.raises(StageError, match="train.objective=similarity needs a local Hugging Face teacher: set "
                                          "train.local_teacher"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the engine (openai, aiohttp) is imported only when the judg
 
 def judge_ratings(rows: pl.DataFrame, params: params_module.Params, store_path: Path, send: Callable[..., Ledger]
                   ) -> tuple[pl.DataFrame, int]:
-    """The primary teacher's rating of each row (generate.judge's prompt), through its own request store, and how
+    """The primary teacher's rating of each row (the judge section's prompt), through its own request store, and how
     many of the store's lines were quarantined on opening it (distill/teacher/store.py)."""
     from distill.elicit.judge import grade
     from distill.elicit.session import Session
@@ -52,7 +52,7 @@ def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: 
     if settings.judge:
         ratings, quarantined = judge_ratings(rows, params, store_path, send)
         signals = signals.join(ratings, on="id", how="left")
-    student = params.generate.student
+    student = params.student
     template = Path(student.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, r["instruction"], r["input"]) for r in rows.iter_rows(named=True)]
     if settings.ifd:

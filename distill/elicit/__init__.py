@@ -1,6 +1,6 @@
 """Elicitation methods: each turns inputs into knowledge examples by asking the teacher (or the student).
 
-``generate.methods`` lists the ones a run uses, in order; each is ``run(session, seeds, evals)
+``generate.elicit`` lists the ones a run uses, in order; each is ``run(session, seeds, evals)
 -> MethodOutput``. ``feature`` is not a module: it makes the answer step (labelling, expansion,
 curation) also ask for token log-probabilities (see distill/elicit/features.py).
 """
@@ -29,7 +29,7 @@ RUNNERS: dict[str, Callable] = {
 
 
 def to_run(methods: list[str]) -> list[str]:
-    """The method modules a ``generate.methods`` list runs: ``feature`` alone means labelling with log-probs."""
+    """The method modules a ``generate.elicit`` list runs: ``feature`` alone means labelling with log-probs."""
     names = [m for m in methods if m != "feature"]
     if "feature" in methods and "labelling" not in names:
         names.insert(0, "labelling")
@@ -44,9 +44,9 @@ def check_capabilities(params: Params) -> None:
 
 def elicit(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame, tokenizer: FeatureTokenizer | None
            ) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Run the methods of ``generate.methods``: their outputs by method, then rows, rejects, preferences and
+    """Run the methods of ``generate.elicit``: their outputs by method, then rows, rejects, preferences and
     features (answers without usable log-probs move to the rejects)."""
-    outputs = {method: RUNNERS[method](session, seeds, evals) for method in to_run(session.params.generate.methods)}
+    outputs = {method: RUNNERS[method](session, seeds, evals) for method in to_run(session.params.generate.elicit)}
     rows = pl.concat([out.rows for out in outputs.values()])
     rejects = pl.concat([out.rejects for out in outputs.values()])
     preferences = pl.concat([out.preferences for out in outputs.values()])

@@ -10,7 +10,7 @@ prompt (templates, k demonstrations, chain of thought) and routed across ``teach
 - ``cheapest``: every input goes to the cheapest teacher first (expected dollars per request);
   inputs it fails on (an error, an empty or unparseable answer) go to the next cheapest;
 - ``judge``: every teacher answers every input, the primary teacher grades each answer
-  (``generate.judge``) and the best one is kept; the others go to the rejects as ``not_best``.
+  (``judge``) and the best one is kept; the others go to the rejects as ``not_best``.
 
 Every row records the teacher that wrote it.
 """
@@ -141,9 +141,10 @@ def round_robin(inputs: list[dict], teachers: list[TeacherParams]) -> list[list[
     return groups
 
 
-def by_price(teachers: list[TeacherParams], gen: GenerateParams) -> list[TeacherParams]:
+def by_price(teachers: list[TeacherParams], gen: GenerateParams, expected_completion_tokens: int | None = None
+             ) -> list[TeacherParams]:
     """Cheapest first, by the dollars of a typical request (a 200-character prompt and the expected answer)."""
-    completion = gen.expected_completion_tokens or gen.max_tokens
+    completion = expected_completion_tokens or gen.max_tokens
 
     def typical(teacher: TeacherParams) -> float:
         return cost_usd(int(200 / chars_per_token(teacher)), completion * gen.n, teacher.price)
@@ -153,7 +154,8 @@ def by_price(teachers: list[TeacherParams], gen: GenerateParams) -> list[Teacher
 
 def answer_cheapest(session: Session, inputs: list[dict], method: str) -> tuple[list[dict], list[dict]]:
     rows, rejects, pending = [], [], inputs
-    ordered = by_price(session.params.all_teachers, session.params.generate)
+    ordered = by_price(session.params.all_teachers, session.params.generate,
+                       session.params.budget.expected_completion_tokens)
     for position, teacher in enumerate(ordered):
         got, failed = answer_with(session, pending, teacher, method)
         rows += got

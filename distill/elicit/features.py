@@ -2,9 +2,8 @@
 
 The OpenAI API returns, per answer token, the chosen token and its ``top_logprobs``
 alternatives as *strings*. A student learns from ids, so each string is mapped to an id of
-``generate.feature_tokenizer`` (the student's tokenizer, named in the generate section so that
-generate never reads train params); a string with no exact id makes the row a reject
-(``tokenizer_mismatch``). One row per generated row (same ``id``), see ``FEATURES`` in
+``generate.feature_tokenizer`` (by default the student's, ``student.model``); a string with no
+exact id makes the row a reject (``tokenizer_mismatch``). One row per generated row (same ``id``), see ``FEATURES`` in
 distill/records.py: ``token_ids`` (chosen token per position), ``top_ids`` and ``top_logprobs``
 (positions x k, flattened; padded with id -1 / -inf when the endpoint gave fewer than k) and
 ``tail_mass`` (per position, 1 - sum(exp(top logprobs)), clipped at 0: the probability outside
@@ -104,13 +103,10 @@ def build_features(rows: pl.DataFrame, store: RequestStore, k: int,
     return conform(pl.DataFrame(features, schema=FEATURES), FEATURES), dropped
 
 
-def feature_tokenizer(params: params_module.GenerateParams) -> FeatureTokenizer | None:
+def feature_tokenizer(params: params_module.Params) -> FeatureTokenizer | None:
     """The tokenizer features are stored in, when log-probs are asked for (loaded before sending)."""
-    if params.top_logprobs is None:
+    if params.generate.top_logprobs is None:
         return None
-    if params.feature_tokenizer is None:
-        raise StageError(f"generate.top_logprobs={params.top_logprobs} needs generate.feature_tokenizer: the "
-                         "path or HF id of the student's tokenizer, whose ids features.parquet stores")
     return FeatureTokenizer(params.feature_tokenizer)
 
 

@@ -39,7 +39,7 @@ def focus(seeds: pl.DataFrame, confidence: list[float], fraction: float) -> pl.D
 
 def run(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame) -> MethodOutput:
     gen = session.params.generate
-    student = gen.student
+    student = session.params.student
     inputs = student_inputs.pick(seeds, gen.feedback.max_inputs)
     answers = sample_answers(student.model, student_inputs.prompts(inputs, student), student.seed,
                              student.max_new_tokens, student.batch_size)
@@ -48,7 +48,7 @@ def run(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame) -> MethodOut
     items = list(focused.iter_rows(named=True))
     graded = grade(session, [(i["instruction"], i["input"], i["answer"]) for i in items], METHOD)
     rows, rejects, pairs = [], [], []
-    template_hash = Template(gen.judge.system, gen.judge.template).hash
+    template_hash = Template(session.params.judge.system, session.params.judge.template).hash
     for item, result in zip(items, graded, strict=True):
         item = item | {"input_origin": "seed", "parent_key": None}
         if result.judgement is None:

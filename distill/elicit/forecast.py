@@ -42,7 +42,7 @@ def answers(params: Params, inputs: list[dict], label: str) -> list[Forecast]:
     prompt, sampling = prompt_of(gen), sampling_of(gen)
     routing = gen.routing if len(teachers) > 1 else "round_robin"
     if routing == "cheapest":  # failures would go on to the next teacher: not forecast
-        cheapest = by_price(teachers, gen)[0]
+        cheapest = by_price(teachers, gen, params.budget.expected_completion_tokens)[0]
         return [Forecast(cheapest, label, plan_requests(inputs, prompt, sampling, cheapest))]
     if routing == "judge":
         forecasts = [Forecast(t, label, plan_requests(inputs, prompt, sampling, t)) for t in teachers]
@@ -54,7 +54,7 @@ def answers(params: Params, inputs: list[dict], label: str) -> list[Forecast]:
 
 
 def judge_forecast(params: Params, items: list[tuple[str, str, str]], label: str) -> Forecast:
-    judge = params.generate.judge
+    judge = params.judge
     template = Template(judge.system, judge.template)
     sampling = {"temperature": 0.0, "max_tokens": judge.max_tokens, "n": 1, "seed": params.generate.seed}
     return Forecast(params.teacher, label, [
@@ -111,7 +111,7 @@ def forecast(params: Params, seeds: pl.DataFrame) -> list[Forecast]:
     from distill.elicit import to_run
 
     plans: list[Forecast] = []
-    for method in to_run(params.generate.methods):
+    for method in to_run(params.generate.elicit):
         if method == "labelling":
             plans += answers(params, list(as_inputs(seeds).iter_rows(named=True)), "labelling")
         elif method in ("expansion", "curation"):

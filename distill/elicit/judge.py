@@ -2,7 +2,7 @@
 
 Used by feedback (grade and correct the student), self_knowledge (``filter: judge``) and
 ``routing: judge`` (keep the best of several teachers' answers). The primary teacher judges,
-with ``generate.judge``'s templates, at temperature 0, through the same store and budget.
+with the ``judge`` section's templates, at temperature 0, through the same store and budget.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def task_text(instruction: str, input_text: str) -> str:
 
 
 def judge_sampling(session: Session) -> dict:
-    judge = session.params.generate.judge
+    judge = session.params.judge
     return {"temperature": 0.0, "max_tokens": judge.max_tokens, "n": 1, "seed": session.params.generate.seed}
 
 
 def grade(session: Session, items: list[tuple[str, str, str]], label: str) -> list[Graded]:
     """Grade each (instruction, input, answer) with the primary teacher; one ``Graded`` per item."""
-    judge = session.params.generate.judge
+    judge = session.params.judge
     template = Template(judge.system, judge.template)
     requests = [make_request(template.messages(instruction=task_text(instruction, input_text), answer=answer),
                              judge_sampling(session), session.primary)

@@ -1,5 +1,5 @@
 """Labelling: the teacher answers every seed input (with k demonstrations and chain of thought, if on).
-With ``feature`` in ``generate.methods`` the same requests also ask for token log-probabilities."""
+With ``feature`` in ``generate.elicit`` the same requests also ask for token log-probabilities."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def candidates(session: Session, items: list[dict], samples: list[list[Sample]]
 
 def run(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame) -> MethodOutput:
     gen = session.params.generate
-    student, settings = gen.student, gen.self_knowledge
+    student, settings = session.params.student, gen.self_knowledge
     inputs = student_inputs.pick(seeds, settings.max_inputs)
     samples = sample_answers(student.model, student_inputs.prompts(inputs, student), student.seed,
                              student.max_new_tokens, student.batch_size, settings.samples, settings.temperature)

@@ -47,11 +47,12 @@ class Session:
         """Answer ``requests`` through the store, within what the budget has left."""
         gen = self.params.generate
         dollars, tokens = self.spent()
-        budget_usd = None if gen.budget_usd is None else max(gen.budget_usd - dollars, 0.0)
-        budget_tokens = None if gen.budget_tokens is None else max(gen.budget_tokens - tokens, 0)
+        budget = self.params.budget
+        budget_usd = None if budget.usd is None else max(budget.usd - dollars, 0.0)
+        budget_tokens = None if budget.tokens is None else max(budget.tokens - tokens, 0)
         ledger = ask(requests, teacher, self.store, self.send, gen.shards, label=f"{label} ({teacher.name})",
                      budget_usd=budget_usd, budget_tokens=budget_tokens,
-                     expected_completion_tokens=gen.expected_completion_tokens, settings=self.settings)
+                     expected_completion_tokens=budget.expected_completion_tokens, settings=self.settings)
         self.ledgers.setdefault(teacher.name, Ledger()).merge(ledger)
         return ledger
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distill.params import StudentSamplingParams
+from distill.params import StudentParams
 from distill.prompts import student_prompt
 
 
@@ -17,6 +17,6 @@ def pick(seeds: pl.DataFrame, max_inputs: int | None) -> pl.DataFrame:
     return seeds.with_columns(_rank=pl.col("id").hash(seed=0)).sort("_rank").head(max_inputs).drop("_rank")
 
 
-def prompts(seeds: pl.DataFrame, student: StudentSamplingParams) -> list[str]:
+def prompts(seeds: pl.DataFrame, student: StudentParams) -> list[str]:
     template = Path(student.prompt_template).read_text(encoding="utf-8")
     return [student_prompt(template, row["instruction"], row["input"]) for row in seeds.iter_rows(named=True)]

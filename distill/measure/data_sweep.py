@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from distill import params as params_module
-from distill.measure.sampling import greedy_answers
+from distill.measure.sampling import student_answers
 from distill.prompts import student_prompt
 from distill.records import tie_break
 from distill.task import Task
@@ -61,10 +61,10 @@ def plan(rows: pl.DataFrame, params: params_module.SweepParams) -> list[dict]:
     return points
 
 
-def score_model(model_dir: Path, prompts: list[str], references: list[str], seed: int,
-                params: params_module.EvaluateParams, task: Task) -> float:
+def score_model(model_dir: Path, prompts: list[str], references: list[str], student: params_module.StudentParams,
+                task: Task) -> float:
     """The mean of the task's metric (evaluate's) over the eval split."""
-    answers = greedy_answers(str(model_dir), prompts, seed, params.max_new_tokens, params.batch_size)
+    answers = student_answers(str(model_dir), prompts, student)
     return sum(task.metric(a, r) for a, r in zip(answers, references, strict=True)) / len(references)
 
 
@@ -82,9 +82,9 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
                trained_models: tuple[Path, ...]) -> list[dict]:
     """Train (or reuse one of ``trained_models``) and score a student per point of ``plan``."""
     # The sweep measures data, so every point is plain SFT: the train stage's model is reused when it is plain
-    # SFT on the same rows, and so is its plain-SFT baseline (train.method other than sft).
-    params = params.model_copy(update={"train": params.train.model_copy(update={"method": "sft"})})
-    template = Path(params.train.prompt_template).read_text(encoding="utf-8")
+    # SFT on the same rows, and so is its plain-SFT baseline (train.objective other than sft).
+    params = params.model_copy(update={"train": params.train.model_copy(update={"objective": "sft"})})
+    template = Path(params.student.prompt_template).read_text(encoding="utf-8")
     prompts = [student_prompt(template, r["instruction"], r["input"]) for r in evals.iter_rows(named=True)]
     references = evals["reference"].to_list()
     task = load_task(params.task)
@@ -98,8 +98,7 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
         trained_model = next((model for model in trained_models if matches(model, pairs, params.train)), None)
         if trained_model is not None:
             print(f"{label}: {trained_model} was trained on exactly these rows; scoring it", flush=True)
-            score, history = score_model(trained_model, prompts, references, params.train.seed, params.evaluate,
-                                         task), []
+            score, history = score_model(trained_model, prompts, references, params.student, task), []
         else:
             left = len(points) - number + 1
             eta = f"; about {sum(spent) / len(spent) * left / 60:.1f} min left" if spent else ""
@@ -107,7 +106,7 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
             with tempfile.TemporaryDirectory(prefix="sweep-") as scratch:
                 model_dir = Path(scratch) / "model"
                 history = train(pairs, params.train, model_dir)
-                score = score_model(model_dir, prompts, references, params.train.seed, params.evaluate, task)
+                score = score_model(model_dir, prompts, references, params.student, task)
             spent.append(time.monotonic() - started)
         losses = [entry["loss"] for entry in history if "loss" in entry]
         results.append({

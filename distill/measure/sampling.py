@@ -71,6 +71,7 @@ def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_token
     return [samples[0].text for samples in sample_answers(model_path, prompts, seed, max_new_tokens, batch_size)]
 
 
-def student_answers(model_path: str, prompts: list[str], seed: int, params: params_module.EvaluateParams) -> list[str]:
-    """Greedy answers, batched with left padding."""
-    return greedy_answers(model_path, prompts, seed, params.max_new_tokens, params.batch_size)
+def student_answers(model_path: str, prompts: list[str], student: params_module.StudentParams) -> list[str]:
+    """Greedy answers of the model at ``model_path`` (the student before or after training), batched with left
+    padding, as ``student`` sets them (seed, max_new_tokens, batch_size)."""
+    return greedy_answers(model_path, prompts, student.seed, student.max_new_tokens, student.batch_size)

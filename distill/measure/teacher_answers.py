@@ -35,7 +35,7 @@ def teacher_answers(
         capabilities.check(sampling, params.teacher.capabilities, params.teacher.name)
     requests = plan_requests(evals.iter_rows(named=True), prompt, sampling, params.teacher)
     answers, features = [], []
-    tokenizer = FeatureTokenizer(params.generate.feature_tokenizer) if k else None
+    tokenizer = FeatureTokenizer(params.feature_tokenizer) if k else None
     settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
     with open_store(store_path, settings.store_wait_s) as store:
         ledger = ask(requests, params.teacher, store, send, label="evaluate", settings=settings)

@@ -216,8 +216,8 @@ class Budget:
         self.changed = asyncio.Condition()
 
     def describe(self) -> str:
-        caps = {"budget_usd": self.usd, "budget_tokens": self.tokens}
-        return "not sent: " + ", ".join(f"generate.{name}={cap}" for name, cap in caps.items() if cap is not None)
+        caps = {"usd": self.usd, "tokens": self.tokens}
+        return "not sent: " + ", ".join(f"budget.{name}={cap}" for name, cap in caps.items() if cap is not None)
 
     def _worst_case(self, request: TeacherRequest) -> tuple[float, int]:
         prompt, completion = request.prompt_estimate(self.chars_per_token), request.completion_limit()

@@ -69,7 +69,7 @@ def no_final_checkpoint():
 def sft_config(params: params_module.TrainParams, args: dict):
     from trl import SFTConfig
 
-    kd = params.method == "kd"  # the KD data is tokenised here (distill/transfer/kd.py); TRL must keep its columns
+    kd = params.objective == "kd"  # the KD data is tokenised here (distill/transfer/kd.py); TRL must keep its columns
     return SFTConfig(
         **args,
         dataset_kwargs={"skip_prepare_dataset": True} if kd else None,

@@ -23,7 +23,7 @@ from distill.transfer import kd, replay
 @dataclass(frozen=True)
 class TrainData:
     pairs: list[dict]  # {"prompt", "completion"}: the selected rows (plus replayed general rows), SFT format
-    kd: object | None = None  # distill.transfer.kd.KDExamples with train.method kd
+    kd: object | None = None  # distill.transfer.kd.KDExamples with train.objective kd
     preferences: list[dict] = field(default_factory=list)  # {"prompt", "chosen", "rejected"}: dpo, rl
     local_teacher: str | None = None  # a Hugging Face id or path: on_policy, similarity
 
@@ -42,22 +42,22 @@ def kd_examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, param
                 ) -> kd.KDExamples:
     """The selected rows with the teacher's stored top-k, after checking that KD can run at all."""
     if features.is_empty():
-        raise StageError(f"train.method=kd needs the teacher's log-probs, but {paths.GENERATE_FEATURES} is empty: "
-                         "add feature to generate.methods and set generate.top_logprobs (e.g. 20)")
+        raise StageError(f"train.objective=kd needs the teacher's log-probs, but {paths.GENERATE_FEATURES} is empty: "
+                         "add feature to generate.elicit and set generate.top_logprobs (e.g. 20)")
     kd.check_tokenizer(features, params.student)
     found = kd.examples(rows, features, template, load_tokenizer(params.student), params.max_length)
     if not found.with_teacher:
-        raise StageError(f"train.method=kd: no selected row's answer has its tokens in {paths.GENERATE_FEATURES}")
+        raise StageError(f"train.objective=kd: no selected row's answer has its tokens in {paths.GENERATE_FEATURES}")
     print(f"train: kd on {found.with_teacher} rows with teacher log-probs, {found.without_teacher} on "
           "cross-entropy only")
     return found
 
 
 def preference_pairs(frame: pl.DataFrame, template: str, method: str) -> list[dict]:
-    """The feedback method's pairs as TRL's prompt/chosen/rejected rows (train.method dpo and rl)."""
+    """The feedback method's pairs as TRL's prompt/chosen/rejected rows (train.objective dpo and rl)."""
     if frame.is_empty():
-        raise StageError(f"train.method={method} needs preference pairs, but {paths.GENERATE_PREFERENCES} is empty: "
-                         "add feedback to generate.methods (the teacher grades and corrects the student)")
+        raise StageError(f"train.objective={method} needs preference pairs, but {paths.GENERATE_PREFERENCES} is empty: "
+                         "add feedback to generate.elicit (the teacher grades and corrects the student)")
     return [{"prompt": student_prompt(template, row["instruction"], row["input"]), "chosen": row["chosen"],
              "rejected": row["rejected"]}
             for row in frame.select("instruction", "input", "chosen", "rejected").iter_rows(named=True)]
@@ -71,22 +71,22 @@ def training_rows(rows: pl.DataFrame, params: params_module.TrainParams) -> pl.D
 
 def training_data(rows: pl.DataFrame, template: str, params: params_module.TrainParams,
                   features: pl.DataFrame | None = None, preferences: pl.DataFrame | None = None) -> TrainData:
-    """Everything ``params.method`` trains on, each part checked before any training starts: the selected
+    """Everything ``params.objective`` trains on, each part checked before any training starts: the selected
     rows, and the teacher's log-probs (``features``, kd) or the feedback pairs (``preferences``, dpo, rl)."""
     rows = training_rows(rows, params)
     pairs = training_pairs(rows, template)
     local_teacher = None
-    if params.method in ("on_policy", "similarity"):
+    if params.objective in ("on_policy", "similarity"):
         if params.local_teacher is None:
-            raise StageError(f"train.method={params.method} needs a local Hugging Face teacher: set "
+            raise StageError(f"train.objective={params.objective} needs a local Hugging Face teacher: set "
                              "train.local_teacher to a model id or path (e.g. a larger model sharing the "
                              "student's tokenizer)")
         local_teacher = params.local_teacher
     return TrainData(
         pairs=pairs,
         kd=kd_examples(rows, features if features is not None else pl.DataFrame(), template, params)
-        if params.method == "kd" else None,
+        if params.objective == "kd" else None,
         preferences=preference_pairs(preferences if preferences is not None else pl.DataFrame(), template,
-                                     params.method) if params.method in ("dpo", "rl") else [],
+                                     params.objective) if params.objective in ("dpo", "rl") else [],
         local_teacher=local_teacher,
     )

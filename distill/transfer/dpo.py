@@ -1,6 +1,6 @@
-"""Ranking optimisation on the teacher's feedback (``train.method: dpo``), all of it TRL's ``DPOTrainer``.
+"""Ranking optimisation on the teacher's feedback (``train.objective: dpo``), all of it TRL's ``DPOTrainer``.
 
-The feedback method (``generate.methods: [feedback]``) has the student answer seed inputs and the teacher grade and
+The feedback method (``generate.elicit: [feedback]``) has the student answer seed inputs and the teacher grade and
 correct them; each corrected answer is a preference pair: the teacher's correction is *chosen*, the student's own
 answer *rejected*. DPO (Rafailov et al., "Direct Preference Optimization") raises the student's log-likelihood ratio
 of chosen over rejected relative to a frozen reference, the starting model (by default the plain-SFT baseline,
@@ -28,8 +28,8 @@ from distill.transfer.data import TrainData
 def check_preferences(data: TrainData, method: str) -> None:
     """Refuse a run without preference pairs with the fix (shared by dpo and rl)."""
     if not data.preferences:
-        raise StageError(f"train.method={method} needs preference pairs (prompt, chosen, rejected), but there are "
-                         "none: add feedback to generate.methods (the teacher grades and corrects the student's "
+        raise StageError(f"train.objective={method} needs preference pairs (prompt, chosen, rejected), but there are "
+                         "none: add feedback to generate.elicit (the teacher grades and corrects the student's "
                          "answers) and re-run generate")
 
 

@@ -36,7 +36,7 @@ def tokenizer_identity(student: str) -> str:
 
     file = cached_file(student, "tokenizer.json", _raise_exceptions_for_missing_entries=False)
     if file is None:
-        raise StageError(f"train.method=kd: the student {student} has no tokenizer.json (a fast tokenizer), "
+        raise StageError(f"train.objective=kd: the student {student} has no tokenizer.json (a fast tokenizer), "
                          "so its ids cannot be matched with the stored teacher log-probs")
     return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]
 
@@ -48,10 +48,10 @@ def check_tokenizer(features: pl.DataFrame, student: str) -> None:
     foreign = [name for name in stored if name.rsplit("@", 1)[-1] != wanted]
     if foreign:
         raise StageError(
-            f"train.method=kd: {paths.GENERATE_FEATURES} holds teacher log-probs by token ids of {foreign[0]}, "
+            f"train.objective=kd: {paths.GENERATE_FEATURES} holds teacher log-probs by token ids of {foreign[0]}, "
             f"but the student {student} uses another tokenizer (tokenizer.json sha {wanted}): the ids would not "
             "mean the same tokens. Set generate.feature_tokenizer to the student and re-run generate, or use "
-            "train.method=sft")
+            "train.objective=sft")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict
     from distill.transfer.arguments import lora_config, sft_config
 
     if data.kd is None:
-        raise StageError("train.method=kd needs the teacher's log-probs (distill.transfer.kd.examples)")
+        raise StageError("train.objective=kd needs the teacher's log-probs (distill.transfer.kd.examples)")
     return trainer_class()(model=model, args=sft_config(params, args), processing_class=tokenizer,
                            train_dataset=Dataset.from_list(data.kd.examples),
                            data_collator=Collator(tokenizer.pad_token_id), kd=params.kd,

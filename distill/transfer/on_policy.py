@@ -1,4 +1,4 @@
-"""On-policy distillation from a live local teacher (``train.method: on_policy``), all of it TRL's.
+"""On-policy distillation from a live local teacher (``train.objective: on_policy``), all of it TRL's.
 
 The student samples answers to the training prompts, a local Hugging Face teacher (``train.local_teacher``) scores
 every token of them, and the student learns the teacher's next-token distribution on its own answers under the
@@ -45,7 +45,7 @@ def load_teacher(local_teacher: str | None, seed: int):
 
     if local_teacher is None:
         raise StageError(
-            "train.method=on_policy needs a live local teacher: set train.local_teacher to a Hugging Face "
+            "train.objective=on_policy needs a live local teacher: set train.local_teacher to a Hugging Face "
             "model id or path (a larger model, ideally sharing the student's tokenizer)"
         )
     try:

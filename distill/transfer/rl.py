@@ -1,7 +1,7 @@
-"""RL from the teacher's feedback (``train.method: rl``): a reward model from the preference pairs, then policy
+"""RL from the teacher's feedback (``train.objective: rl``): a reward model from the preference pairs, then policy
 optimisation against it, all of it TRL's.
 
-The feedback method (``generate.methods: [feedback]``) gives preference pairs: the teacher's correction is *chosen*,
+The feedback method (``generate.elicit: [feedback]``) gives preference pairs: the teacher's correction is *chosen*,
 the student's own answer *rejected*. Two steps, both inside ``make_trainer``:
 
 1. Reward model: TRL ``RewardTrainer`` (``RewardConfig``) trains a Bradley-Terry scorer on the pairs for
@@ -73,7 +73,7 @@ def reward_rows(preferences: list[dict], tokenizer, max_length: int) -> list[dic
             for row in preferences]
     kept = [row for row in rows if max(len(row["chosen_ids"]), len(row["rejected_ids"])) <= max_length]
     if not kept:
-        raise StageError(f"train.method=rl: all {len(rows)} preference pairs are longer than train.max_length "
+        raise StageError(f"train.objective=rl: all {len(rows)} preference pairs are longer than train.max_length "
                          f"({max_length} tokens, prompt + answer): raise train.max_length")
     return kept
 

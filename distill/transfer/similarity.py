@@ -1,4 +1,4 @@
-"""Feature distillation: the student matches a local teacher's hidden states (train.method: similarity).
+"""Feature distillation: the student matches a local teacher's hidden states (train.objective: similarity).
 
 TRL has no trainer for this (its GKD / GOLD trainers match output distributions, not hidden states),
 so it is written here by hand on top of TRL's ``SFTTrainer``, as ``distill/transfer/kd.py`` does for offline
@@ -9,7 +9,7 @@ The loss of a batch is
 
 where the similarity is taken over the positions that hold answer tokens (labels != -100) of the
 teacher's hidden states for the same token ids, hence the teacher must use the student's tokenizer
-(``train.method: on_policy`` distils across tokenizers, with TRL's GOLD). ``train.similarity``:
+(``train.objective: on_policy`` distils across tokenizers, with TRL's GOLD). ``train.similarity``:
 
 - ``loss``: ``l2`` (mean squared error per token), ``l1`` (mean absolute error per token), ``cosine``
   (1 - cosine per token), or ``mmd``: the squared maximum mean discrepancy between the *set* of the
@@ -136,21 +136,21 @@ def check_teacher(local_teacher: str | None, tokenizer, probes: list[str]) -> No
     from distill.student import load_tokenizer
 
     if local_teacher is None:
-        raise StageError("train.method=similarity needs a local Hugging Face teacher: set train.local_teacher to a "
+        raise StageError("train.objective=similarity needs a local Hugging Face teacher: set train.local_teacher to a "
                          "model id or path (a larger model sharing the student's tokenizer)")
     try:
         theirs = load_tokenizer(local_teacher)
     except (OSError, ValueError) as error:
-        raise StageError(f"train.method=similarity: train.local_teacher {local_teacher} has no loadable tokenizer "
+        raise StageError(f"train.objective=similarity: train.local_teacher {local_teacher} has no loadable tokenizer "
                          f"({error})") from error
     same = theirs.get_vocab() == tokenizer.get_vocab() and all(
         theirs(text)["input_ids"] == tokenizer(text)["input_ids"] for text in probes)
     if not same:
         raise StageError(
-            f"train.method=similarity matches hidden states position by position, so train.local_teacher "
+            f"train.objective=similarity matches hidden states position by position, so train.local_teacher "
             f"{local_teacher} must use the student's tokenizer, but it has another ({len(theirs.get_vocab())} "
             f"tokens against the student's {len(tokenizer.get_vocab())}, or other ids for the same text). Use a "
-            "teacher of the student's family, or train.method=on_policy, which distils across tokenizers (GOLD)")
+            "teacher of the student's family, or train.objective=on_policy, which distils across tokenizers (GOLD)")
 
 
 def frozen_teacher(local_teacher: str, seed: int, device):
@@ -227,7 +227,7 @@ def trainer_class():
             if checkpoint and list(self.projection.parameters()):
                 file = Path(checkpoint) / PROJECTION_FILE
                 if not file.exists():
-                    raise StageError(f"train.method=similarity: the checkpoint {checkpoint} has no {PROJECTION_FILE} "
+                    raise StageError(f"train.objective=similarity: checkpoint {checkpoint} has no {PROJECTION_FILE} "
                                      "(the student-to-teacher projection); delete it to start afresh")
                 from safetensors.torch import load_file
 

@@ -42,7 +42,7 @@ def trained_on(pairs: list[dict], params: params_module.TrainParams) -> dict:
 
 
 def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict, data: TrainData):
-    if params.method == "sft":
+    if params.objective == "sft":
         from datasets import Dataset
 
         from distill.transfer.guards import sft_trainer_class
@@ -52,14 +52,14 @@ def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict
                                    peft_config=lora_config(params.lora) if params.lora.enabled else None)
     from distill.transfer import dpo, on_policy, rl, similarity  # imported here: each loads its TRL trainer
 
-    # train.method -> the module whose make_trainer(model, tokenizer, params, args, data) builds its trainer
-    methods = {"kd": kd, "on_policy": on_policy, "similarity": similarity, "dpo": dpo, "rl": rl}
-    return methods[params.method].make_trainer(model, tokenizer, params, args, data)
+    # train.objective -> the module whose make_trainer(model, tokenizer, params, args, data) builds its trainer
+    objectives = {"kd": kd, "on_policy": on_policy, "similarity": similarity, "dpo": dpo, "rl": rl}
+    return objectives[params.objective].make_trainer(model, tokenizer, params, args, data)
 
 
 def train(data: TrainData | list[dict], params: params_module.TrainParams, model_dir: Path,
           start: str | None = None) -> list[dict]:
-    """Train with ``params.method`` and save the student to ``model_dir``; return the trainer's log history.
+    """Train with ``params.objective`` and save the student to ``model_dir``; return the trainer's log history.
     ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
     last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
     import torch
@@ -89,7 +89,7 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     return trainer.state.log_history
 
 
-def loss_log(history: list[dict], method: str = "sft") -> pl.DataFrame:
+def loss_log(history: list[dict], objective: str = "sft") -> pl.DataFrame:
     entries = [entry for entry in history if "loss" in entry]
     frame = pl.DataFrame(
         {
@@ -97,7 +97,7 @@ def loss_log(history: list[dict], method: str = "sft") -> pl.DataFrame:
             "loss": [float(entry["loss"]) for entry in entries],
             "learning_rate": [float(entry.get("learning_rate", 0.0)) for entry in entries],
             "grad_norm": [float(entry.get("grad_norm", float("nan"))) for entry in entries],
-            "objective": ["policy" if method == "rl" else "loss"] * len(entries),
+            "objective": ["policy" if objective == "rl" else "loss"] * len(entries),
         }
     )
     return conform(frame, TRAIN_LOG)

@@ -1,9 +1,10 @@
 """Gate of the sweep stage: the data-sweep curves ``reports/plots/sweep_selected.csv`` and ``sweep_random.csv``.
 
 Run as ``python -m stages.gates.sweep`` (DVC stage ``gate@sweep``); thresholds come from
-``params.gates.sweep``. Checks that the selection's curve has enough trained students (when the sweep ran), each at a distinct
-size, with a score in [0, 1], a positive row count, a share of the generated rows in (0, 1] and
-a non-negative teacher-token cost, and that both curves end at the same full-data point.
+``params.gates.sweep``. Checks that the selection's curve has enough trained students (when the
+sweep ran), each at a distinct size, with a score in [0, 1], a positive row count, a share of the
+generated rows in (0, 1] and a non-negative teacher-token cost, and that both curves end at the
+same full-data point.
 """
 
 from __future__ import annotations
