@@ -25,6 +25,7 @@ setup: $(VENV)/.installed
 
 run: setup
 	dvc repro
+	python docs/figures.py  # README and docs figures follow metrics/ (tests/test_docs.py checks them)
 	@sed -n '/^| system/,/^$$/p' reports/eval.md
 	@grep -E '^(Held-out KL|Forgetting probe)' reports/eval.md; echo
 	@sed -n '/^| subset/,/^$$/p' reports/sweep.md
@@ -34,7 +35,7 @@ test: setup
 	pytest
 
 lint: setup
-	ruff check distill stages flows demo tests benchmarks
+	ruff check distill stages flows demo tests benchmarks docs
 
 bench: setup
 	python benchmarks/pipeline.py

@@ -76,21 +76,21 @@ CHARS_PER_TOKEN = 1.0  # it bills one token per character
 class Settings(Strict):
     """The stand-in's knobs (``teacher.settings`` with ``teacher.provider: standin``); rates are shares of requests."""
 
-    latency_ms: Annotated[float, Field(ge=0)] = 0.0
-    wrong_rate: Fraction = 0.0
-    hard_wrong_rate: Fraction = 0.0  # share of answers for long words (hard_min_letters+) that lose the last letter
-    hard_min_letters: Positive = 8
-    malformed_rate: Fraction = 0.0
-    refusal_rate: Fraction = 0.0
-    error_rate: Fraction = 0.0
-    rate_limit_rate: Fraction = 0.0
-    timeout_rate: Fraction = 0.0
-    truncated_body_rate: Fraction = 0.0
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0  # added latency per request
+    wrong_rate: Fraction = 0.0  # share of answers that are plausible but wrong
+    hard_wrong_rate: Fraction = 0.0  # share of answers for long words (hard_min_letters+) that lose their last
+    # letter: a systematic slip (real teachers err more on long words), which a student would learn
+    hard_min_letters: Positive = 8  # letters from which a word counts as long (hard_wrong_rate)
+    malformed_rate: Fraction = 0.0  # share of answers wrapped in junk text
+    refusal_rate: Fraction = 0.0  # share of "I'm sorry..." answers
+    error_rate: Fraction = 0.0  # share of HTTP 500 answers (retried by the engine)
+    rate_limit_rate: Fraction = 0.0  # share of HTTP 429 answers with Retry-After (retried)
+    timeout_rate: Fraction = 0.0  # share of requests that hang past the client timeout
+    truncated_body_rate: Fraction = 0.0  # share of HTTP 200 answers whose JSON body is cut off mid-way
     ignore_logprobs: bool = False  # answer without logprobs even when asked, as `transformers serve` does
-    seed: int = 0
-    # Replay a repeated Idempotency-Key's first answer unbilled (false: bill every request, as most endpoints
-    # do). Changes what is billed, never an answer, so it is not part of the request key.
-    idempotency: bool = True
+    seed: int = 0  # makes the injected faults reproducible
+    idempotency: bool = True  # replay a repeated Idempotency-Key's first answer unbilled (false: bill every
+    # request, as most endpoints do); changes what is billed, never an answer, so it is not in the request key
 
 
 def identity(settings: Settings) -> str:

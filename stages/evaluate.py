@@ -65,7 +65,7 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
         "task": task.name,
         "metric": task.metric_name,
         **{name: round(float(means[name]), 4) for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in means},
-        "method": params.train.objective,
+        "objective": params.train.objective,
         # forward KL per token to the teacher's top-k on its held-out answers (needs generate.top_logprobs)
         "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, answers["teacher"], teacher_topk, template,
                                                    params.student.max_length) for name, path in models.items()},
