@@ -8,6 +8,8 @@
     distill estimate                     what the generate stage would cost now; sends nothing
 """
 
+# The two commands that start Prefect (run, deploy) are added by flows/cli.py, the `distill` script: the
+# library never imports the orchestrator. `python -m distill.cli` runs the others.
 from __future__ import annotations
 
 import argparse
@@ -15,7 +17,8 @@ import json
 import sys
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The command line of the library's commands; flows/cli.py adds the two that start Prefect."""
     parser = argparse.ArgumentParser(prog="distill", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     lineage = commands.add_parser("lineage", help="trace a row back to its seed file and line")
@@ -23,21 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     lineage.add_argument("--json", action="store_true", help="print the chain as JSON")
     teacher = commands.add_parser("teacher", help="serve params.yaml's teacher provider (the stand-in)")
     teacher.add_argument("action", choices=["serve"])
-    run = commands.add_parser("run", help="run the pipeline through the Prefect pipeline flow")
-    run.add_argument("--pull", action="store_true", help="dvc pull before")
-    run.add_argument("--push", action="store_true", help="dvc push after")
-    run.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     commands.add_parser("pull", help="dvc pull that never overwrites local changes; request stores are merged")
-    deploying = commands.add_parser("deploy", help="register the Prefect deployments against PREFECT_API_URL")
-    deploying.add_argument("--pool", default="distill", help="the process work pool (created when missing)")
-    deploying.add_argument("--cron", default="0 2 * * *", help="the nightly run's schedule (default: 02:00 daily)")
-    deploying.add_argument("--timezone", help="the schedule's time zone, e.g. Europe/Paris (default: UTC)")
-    deploying.add_argument("--teacher-rpm", type=float,
-                        help="teacher requests per minute shared by every run and worker (a Prefect rate limit)")
-    deploying.add_argument("--rate-limit", default="distill-teacher", help="that rate limit's name")
     commands.add_parser("estimate", help="print what the generate stage would send and cost; sends nothing")
-    args, rest = parser.parse_known_args(argv)
+    return parser, commands
 
+
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> None:
+    """Run one of the library's commands."""
     if args.command == "teacher":
         from distill.params import load
         from distill.teacher import providers
@@ -58,14 +53,6 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
     elif args.command == "estimate":
         sys.exit(estimate_generate())
-    elif args.command == "run":
-        from distill.entry import StageError
-        from flows.pipeline import pipeline
-
-        try:
-            pipeline(pull=args.pull, push=args.push, targets=args.targets)
-        except StageError as error:
-            sys.exit(f"distill run: {error}")
     elif args.command == "pull":
         from distill import sharing
         from distill.entry import StageError
@@ -74,28 +61,13 @@ def main(argv: list[str] | None = None) -> None:
             sharing.pull()
         except StageError as error:
             sys.exit(f"distill pull: {error}")
-    elif args.command == "deploy":
-        sys.exit(register_deployments(args))
 
 
-def register_deployments(args: argparse.Namespace) -> str | None:
-    """Register the deployments of flows/deployments.py for this repo and say how to run them."""
-    from pathlib import Path
-
-    from distill.entry import StageError
-    from flows.deployments import api_url, deploy
-
-    try:
-        deployed = deploy(Path("."), args.pool, args.cron, args.timezone, args.teacher_rpm, args.rate_limit)
-    except StageError as error:
-        return f"distill deploy: {error}"
-    for d in deployed:
-        print(f"distill-pipeline/{d.name}: {d.cron or 'on demand'}; {d.parameters}")
-    if args.teacher_rpm:
-        print(f"teacher requests of every run share the rate limit {args.rate_limit!r}: {args.teacher_rpm:g}/min")
-    print(f"next: `prefect worker start --pool {args.pool}` in this repo; runs: {api_url().removesuffix('/api')}"
-          f"/runs; now: `prefect deployment run distill-pipeline/nightly`")
-    return None
+def main(argv: list[str] | None = None) -> None:
+    """``python -m distill.cli``: the library's commands only (the ``distill`` script is flows/cli.py)."""
+    parser, _ = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    dispatch(parser, args, rest)
 
 
 def estimate_generate() -> str | None:

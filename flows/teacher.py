@@ -12,9 +12,6 @@ environment inside the flow so that it never becomes a parameter. The budget (ca
 the tokenisation the reservations assume) and the engine settings are passed as plain JSON values.
 The plan is de-duplicated by key before it is split into shards, so no key is sent twice, and the
 shards write through the stage's open request store (``open_store``: one writer per store).
-
-Set ``DISTILL_PREFECT=0`` to run the same shards without Prefect (used to measure the
-start-up cost Prefect adds; see benchmarks/pipeline.py).
 """
 
 from __future__ import annotations
@@ -79,13 +76,16 @@ async def answer_plan(
     base_url: str,
     api_key_env: str | None,
     shards: int,
-    shard_runner: Callable,
     budget: dict | None = None,
     settings: dict | None = None,
+    shard_runner: Callable | None = None,
 ) -> Ledger:
+    """Every request of the plan not yet in the store, shard by shard. ``shard_runner`` is the Prefect task
+    (default) or its plain function (benchmarks/pipeline.py measures what Prefect adds with it)."""
+    shard_runner = shard_runner or answer_shard
     requests = unique(read_plan(Path(plan_path)))  # before sharding: a key is never in two shards
     cap = make_budget(budget)
-    extra = {"budget": cap} if cap is not None else {}  # custom shard runners need not know budgets
+    extra = {"budget": cap} if cap is not None else {}
     engine = EngineSettings(**settings) if settings is not None else EngineSettings.from_env()
     api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
     parts = [requests[i::shards] for i in range(shards) if requests[i::shards]]
@@ -111,19 +111,17 @@ async def teacher_generation(
     settings: dict | None = None,
 ) -> Ledger:
     """Answer every request of the plan not yet in the store, shard by shard, within the budget."""
-    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, answer_shard, budget, settings)
+    return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, budget, settings)
 
 
 def run_plan(
     plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None,
     settings: EngineSettings | None = None,
 ) -> Ledger:
-    """Entry used by the stages: through Prefect unless DISTILL_PREFECT=0. ``settings`` default to the
-    environment's. Without a configured Prefect server, Prefect starts a temporary one: the watchdog is
-    started first, so that it dies with the stage even under kill -9 (distill/lifetime.py)."""
+    """Entry used by the stages: the plan through the Prefect flow. ``settings`` default to the environment's.
+    Without a configured Prefect server, Prefect starts a temporary one: the watchdog is started first, so
+    that it dies with the stage even under kill -9 (distill/lifetime.py)."""
     settings = settings or EngineSettings.from_env()
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
-    if not settings.prefect:
-        return asyncio.run(answer_plan(*args, answer_shard.fn, budget, settings.model_dump()))
     watch()
     return asyncio.run(teacher_generation(*args, budget, settings.model_dump()))

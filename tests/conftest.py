@@ -766,3 +766,153 @@ def tiny_reward(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(folder)
     return folder
+
+
+# --- the gates (tests/test_gate_<stage>.py) -----------------------------------------------------------------------
+# Good rows are lists of dicts, one per table: a test breaks a field, then builds the frame. The builders chain
+# generated -> scored -> deduped (the select module adds its selection on top).
+
+
+def gate_seed_rows(n: int, split: str) -> list[dict]:
+    return [{
+        "id": f"{split}-{i}", "instruction": f"add {i} and 1", "input": "",
+        "reference": f"{i + 1}" if split == "eval" else None, "split": split,
+        "source_file": f"data/seeds/{split}.jsonl", "source_line": i + 1, "source_hash": "abc",
+    } for i in range(n)]
+
+
+def gate_generated_rows(n: int) -> list[dict]:
+    return [{
+        "id": f"g{i}", "seed_id": f"train-{i}", "source_file": "data/seeds/train.jsonl", "source_line": i + 1,
+        "method": "labelling", "teacher": "standin", "model_requested": "m", "model_answered": "m",
+        "template_hash": "t", "sampling_hash": "s", "request_key": f"k{i}", "response_id": f"r{i}",
+        "choice_index": 0, "created_at": "2024-01-01T00:00:00Z", "prompt_tokens": 12, "completion_tokens": 3,
+        "finish_reason": "stop", "instruction": f"add {i} and 1", "input": "", "response": f"{i + 1}",
+    } for i in range(n)]
+
+
+def gate_scored_rows(n: int) -> list[dict]:
+    rows = [row | {"length_ok": True, "truncated": False, "refusal": False, "verified": True,
+                   "repetition": 0.0, "charset_ok": True, "quality": 0.9, "keep": True, "drop_reason": None}
+            for row in gate_generated_rows(n)]
+    rows[-1] |= {"refusal": True, "quality": 0.1, "keep": False, "drop_reason": "refusal"}
+    return rows
+
+
+def gate_deduped_rows(n: int) -> list[dict]:
+    rows = [row | {"norm_hash": f"n{i}", "dup_of": None} for i, row in enumerate(gate_scored_rows(n))]
+    # the last row repeats the first one's instruction and is dropped as its duplicate
+    rows[-1] |= {"norm_hash": "n0", "keep": False, "drop_reason": "duplicate", "dup_of": "g0",
+                 "refusal": False}
+    return rows
+
+
+def gate_frame(rows: list[dict], schema: dict):
+    import polars as pl
+
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def gate_failures(result) -> dict:
+    """Failed outcomes keyed by ``table: type(column)[ where ...]``."""
+    return {f"{outcome.table}: {outcome.label()}": outcome for outcome in result.failures}
+
+
+def gate_passes(result) -> None:
+    assert result.success, result.message(Path("report.json"))
+    assert result.outcomes and all(outcome.error is None for outcome in result.outcomes)
+
+
+def gate_suite(stage: str):
+    import importlib
+
+    return importlib.import_module(f"stages.gates.{stage}")
+
+
+def run_gate_cli(workdir: Path, stage: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PYTHONPATH": str(REPO), "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([sys.executable, "-m", f"stages.gates.{stage}"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def write_ingest_tables(workdir: Path, train: list[dict], eval_: list[dict]) -> None:
+    from distill.records import SEED
+
+    gate_frame(train, SEED).write_parquet(workdir / "data/ingest/train.parquet")
+    gate_frame(eval_, SEED).write_parquet(workdir / "data/ingest/eval.parquet")
+
+
+@pytest.fixture(scope="session")
+def suite() -> Callable[[str], object]:
+    """``suite("ingest")``: the gate module ``stages.gates.<stage>`` (its checks, tables and schemas), the suite
+    ``distill.gate.validate`` runs."""
+    return gate_suite
+
+
+@pytest.fixture(scope="session")
+def never() -> int:
+    """A row threshold no test data can meet."""
+    return 10**9
+
+
+@pytest.fixture(scope="session")
+def frame() -> Callable[[list[dict], dict], object]:
+    """``frame(rows, schema)``: a polars frame of those dict rows with that schema."""
+    return gate_frame
+
+
+@pytest.fixture(scope="session")
+def failed() -> Callable[[object], dict]:
+    """``failed(result)``: a GateResult's failed outcomes keyed by ``table: type(column)[ where ...]``."""
+    return gate_failures
+
+
+@pytest.fixture(scope="session")
+def assert_passes() -> Callable[[object], None]:
+    """``assert_passes(result)``: assert a GateResult passed, every expectation ran without an error."""
+    return gate_passes
+
+
+@pytest.fixture(scope="session")
+def good_seed_rows() -> Callable[[int, str], list[dict]]:
+    """``good_seed_rows(n, split)``: n SEED rows ``<split>-<i>`` ("add i and 1"; eval rows have a reference)."""
+    return gate_seed_rows
+
+
+@pytest.fixture(scope="session")
+def good_generated_rows() -> Callable[[int], list[dict]]:
+    """``good_generated_rows(n)``: n GENERATED rows g0.. answering seeds train-0.. ("add i and 1" -> i + 1)."""
+    return gate_generated_rows
+
+
+@pytest.fixture(scope="session")
+def good_scored_rows() -> Callable[[int], list[dict]]:
+    """``good_scored_rows(n)``: good_generated_rows(n) scored; all kept but the last (a refusal)."""
+    return gate_scored_rows
+
+
+@pytest.fixture(scope="session")
+def good_deduped_rows() -> Callable[[int], list[dict]]:
+    """``good_deduped_rows(n)``: good_scored_rows(n) deduplicated; the last row is dropped as a duplicate of g0
+    (n - 1 kept)."""
+    return gate_deduped_rows
+
+
+@pytest.fixture
+def gate_workdir(tmp_path: Path) -> Path:
+    """A folder to run a gate's command line in: a copy of params.yaml and an empty data/ingest/."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "data/ingest").mkdir(parents=True)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def run_gate() -> Callable[[Path, str], subprocess.CompletedProcess]:
+    """``run_gate(workdir, stage)``: ``python -m stages.gates.<stage>`` in workdir (not checked)."""
+    return run_gate_cli
+
+
+@pytest.fixture(scope="session")
+def write_ingest() -> Callable[[Path, list[dict], list[dict]], None]:
+    """``write_ingest(workdir, train, eval_)``: those seed rows as workdir's data/ingest/{train,eval}.parquet."""
+    return write_ingest_tables

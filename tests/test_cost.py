@@ -123,7 +123,6 @@ def test_budget_stops_at_the_cap_and_a_rerun_pays_only_for_the_rest(
     run_stage,
     forty_seeds,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     worst = worst_cases(budget_params(), forty_seeds)
     column = 0 if cap == "usd" else 1
     limit = sum(case[column] for case in worst[:10])  # about ten requests' worth
@@ -167,7 +166,7 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def distill_estimate(cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(REPO), "DISTILL_PREFECT": "0"}
+    env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "distill.cli", "estimate"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 

@@ -17,7 +17,6 @@ from stages import score
 def test_ten_percent_transient_faults_and_five_percent_malformed_lose_no_seed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_params, run_stage, seeds, with_standin
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_TIMEOUT_S", "1")  # a hung request costs 1 s, then is retried
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "8")
     train, _ = demo_seeds(n_train=300, n_eval=0, seed=7)

@@ -31,7 +31,6 @@ def with_teacher(params: params_module.Params, **updates: object) -> params_modu
 
 def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, forty_seeds: Path,
                                                   monkeypatch: pytest.MonkeyPatch, feature_params, run_stage) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     metrics = run_stage(feature_params(5), tmp_path, forty_seeds)
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     features = pl.read_parquet(tmp_path / "gen/features.parquet")
@@ -68,7 +67,6 @@ def test_top_logprobs_stores_features_by_token_id(tmp_path: Path, forty_seeds: P
 
 def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
         tmp_path: Path, forty_seeds: Path, monkeypatch: pytest.MonkeyPatch, feature_params, run_stage) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = feature_params(None)
     assert answering.sampling_of(params.generate) == {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
     # the later stand-in switches, at their defaults, leave the stand-in's identity (and so every stored key) as
@@ -91,7 +89,6 @@ def test_capability_check_refuses_before_any_request(
     feature_params,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEST_KEY", "sk-test")
     caps = params_module.CapabilityParams(logprobs=False)
     # a real endpoint URL where nothing listens: a request would fail with a connection error
@@ -126,7 +123,6 @@ def test_endpoint_that_ignores_logprobs_fails_the_stage(
     feature_params,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     with pytest.raises(StageError, match=r"none of the \d+ answers of standin has them: the endpoint ignored "
                                          r"`logprobs`"):
         run_stage(feature_params(5, ignore_logprobs=True), tmp_path, forty_seeds)

@@ -140,7 +140,6 @@ def test_run_then_rerun_is_all_cache_hits(
     prompt,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(load_params(), error_rate=0.0, rate_limit_rate=0.0)
     first = run_stage(params, tmp_path, forty_seeds)
     assert (first["requests_planned"], first["requests_sent"], first["cache_hits"]) == (40, 40, 0)
@@ -168,7 +167,6 @@ def test_teacher_down_fails_the_stage_and_writes_no_rows(
     with_standin,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
     store_path = tmp_path / "store/generate.jsonl"
     with pytest.raises(StageError, match=r"40 of 40 inputs got no usable answer .*generate\.max_failed_fraction=0\.05"):
@@ -186,7 +184,6 @@ def test_partial_failure_keeps_answers_and_rerun_pays_only_for_the_rest(
     with_standin,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
     # 429s carry retry-after-ms: 50, so the retries here wait 50 ms each
     params = with_standin(load_params(), error_rate=0.0, rate_limit_rate=0.5)
@@ -213,7 +210,6 @@ def test_configured_endpoint_without_key_names_the_variable(
     load_params,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.delenv("DISTILL_TEST_UNSET_KEY", raising=False)
     params = load_params()
     teacher = params.teacher.model_copy(update={"provider": "openai", "base_url": "http://127.0.0.1:9/v1",

@@ -144,7 +144,6 @@ def test_generate_end_to_end_with_features(
     seed_words,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = hf_params(teacher_dir, top_logprobs=5, feature_tokenizer=str(teacher_dir), max_tokens=8, shards=2)
     seeds_path = tmp_path / "ingest/train.parquet"
     write_parquet(seeds([f"reverse {word}" for word in seed_words[:8]]), seeds_path)

@@ -27,10 +27,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, seeds, seed_words: list[str
     folder = tmp_path_factory.mktemp("kd")
     seeds_path = folder / "ingest/train.parquet"
     write_parquet(seeds([f"{op} {word}" for word in seed_words for op in ("reverse", "upper")]), seeds_path)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DISTILL_PREFECT", "0")
-        run_stage(feature_params(5, wrong_rate=0.0, hard_wrong_rate=0.0, malformed_rate=0.0, refusal_rate=0.0),
-                  folder, seeds_path)
+    run_stage(feature_params(5, wrong_rate=0.0, hard_wrong_rate=0.0, malformed_rate=0.0, refusal_rate=0.0),
+              folder, seeds_path)
     rows = pl.read_parquet(folder / "gen/rows.parquet").with_columns(keep=pl.lit(True))
     return rows, pl.read_parquet(folder / "gen/features.parquet")
 

@@ -149,7 +149,6 @@ def test_stage_with_demonstrations_and_cot_stores_bare_answers(
     with_standin,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(options(demonstrations=3, chain_of_thought=True, max_tokens=160), **CLEAN)
     metrics = run_stage(params, tmp_path, stage_seeds)
     assert (metrics["rows"], metrics["rejects"]) == (21, 0)
@@ -176,7 +175,6 @@ def test_stage_rejects_cot_answers_without_an_answer_line(
     with_standin,
     run_stage,
 ) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     params = with_standin(options(chain_of_thought=True, max_tokens=160, max_failed_fraction=1.0),
                           **CLEAN | {"malformed_rate": 1.0})
     metrics = run_stage(params, tmp_path, stage_seeds)

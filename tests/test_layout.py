@@ -26,13 +26,9 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-FRONT_DOOR = ROOT / "distill/cli.py"  # the command line starts the Prefect flows (distill run, distill deploy)
-
-
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda path: str(path.relative_to(ROOT)))
 def test_the_library_imports_no_orchestrator_demo_or_stage(path: Path) -> None:
-    banned = ("demo", "stages") if path == FRONT_DOOR else ("flows", "demo", "stages")
-    outside = {name for name in imported(path) if name.split(".")[0] in banned}
+    outside = {name for name in imported(path) if name.split(".")[0] in ("flows", "demo", "stages")}
     assert not outside, f"{path.relative_to(ROOT)} imports {sorted(outside)}"
 
 

@@ -16,12 +16,6 @@ from distill.entry import StageError
 from distill.records import PREFERENCE
 from distill.teacher.store import RequestStore
 
-
-@pytest.fixture(autouse=True)
-def _no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")  # the flow itself is covered by test_generate and test_resume
-
-
 # --- parse steps ----------------------------------------------------------------------------------
 
 

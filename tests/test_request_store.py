@@ -186,7 +186,6 @@ def test_opens_in_one_process_share_one_writer(tmp_path: Path) -> None:
 
 
 def test_a_key_in_two_shards_is_sent_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, billed) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     sampling = {"temperature": 0.0, "max_tokens": 16, "n": 1, "seed": 0}
     requests = []
     for word in ("cat", "cat", "dog"):  # two seeds that make one request: shards 0 and 1 would both get it
@@ -214,7 +213,6 @@ def test_a_key_in_two_shards_is_sent_once(tmp_path: Path, monkeypatch: pytest.Mo
     ("DISTILL_TEACHER_RPM", "0", "greater than 0"),
     ("DISTILL_TEACHER_TPM", "many", "valid number"),
     ("DISTILL_TEACHER_TRANSPORT", "bogus", "use one of ['aiohttp', 'openai']"),
-    ("DISTILL_PREFECT", "maybe", "valid boolean"),
     ("DISTILL_STORE_WAIT_S", "-5", "greater than or equal to 0"),
 ])
 def test_a_bad_knob_names_the_variable_the_value_and_the_range(variable: str, value: str, allowed: str) -> None:
@@ -226,9 +224,8 @@ def test_a_bad_knob_names_the_variable_the_value_and_the_range(variable: str, va
 
 def test_knobs_are_read_from_the_environment() -> None:
     settings = EngineSettings.from_env({"DISTILL_TEACHER_CONCURRENCY": "4", "DISTILL_TEACHER_RPM": "",
-                                        "DISTILL_PREFECT": "0", "DISTILL_STORE_WAIT_S": "2.5"})
-    assert (settings.concurrency, settings.requests_per_minute, settings.prefect, settings.store_wait_s) == (
-        4, None, False, 2.5)
+                                        "DISTILL_STORE_WAIT_S": "2.5"})
+    assert (settings.concurrency, settings.requests_per_minute, settings.store_wait_s) == (4, None, 2.5)
     assert EngineSettings.from_env({}) == EngineSettings()
 
 

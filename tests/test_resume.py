@@ -40,7 +40,7 @@ def workdir(tmp: Path, base_url: str) -> Path:
 
 
 def env() -> dict:
-    return os.environ | {"PYTHONPATH": str(ROOT), "DISTILL_RESUME_KEY": "resume-test", "DISTILL_PREFECT": "0",
+    return os.environ | {"PYTHONPATH": str(ROOT), "DISTILL_RESUME_KEY": "resume-test",
                          "DISTILL_TEACHER_CONCURRENCY": "16"}
 
 

@@ -16,7 +16,6 @@ from distill.entry import StageError
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
     monkeypatch.setenv("DISTILL_TEACHER_MAX_ATTEMPTS", "2")
 
 

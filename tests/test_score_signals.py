@@ -14,11 +14,6 @@ from flows.teacher import run_plan
 from stages import dedupe, score, select
 
 
-@pytest.fixture(autouse=True)
-def _no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
-
-
 def rows_file(tmp_path: Path, generated) -> Path:
     path = tmp_path / "generate/rows.parquet"
     write_parquet(generated(("right", "reverse planet", "tenalp"), ("close", "upper cat", "CTA"),

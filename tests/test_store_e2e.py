@@ -84,7 +84,7 @@ def test_two_runs_at_once_bill_every_request_once(
     request_log = tmp_path / "requests.jsonl"
     config = StandinSettings(idempotency=False, latency_ms=200)
     env = {"DISTILL_TEST_KEY": "sk-test", "DISTILL_TEACHER_CONCURRENCY": "2"}  # about 15 s of sending
-    env |= {"DISTILL_STORE_WAIT_S": "300"} if wait else {"DISTILL_PREFECT": "0"}
+    env |= {"DISTILL_STORE_WAIT_S": "300"} if wait else {}
     with running_standin(config, request_log=request_log) as url:
         set_params(repo, **{"teacher.provider": "openai", "teacher.base_url": url,
                             "teacher.api_key_env": "DISTILL_TEST_KEY"})

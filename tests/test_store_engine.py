@@ -23,7 +23,7 @@ from distill.teacher.engine import (
 from distill.teacher.plan import read_plan, write_plan
 from distill.teacher.store import RequestStore, request_key
 from distill.teacher.transports import Transient, retry_after
-from flows.teacher import run_plan
+from flows.teacher import answer_plan, answer_shard, run_plan
 
 MODEL = "standin-skill-1"
 SETTINGS = EngineSettings(concurrency=8, timeout_s=2, max_attempts=6, backoff_base_s=0.01)
@@ -212,11 +212,10 @@ def test_shards_send_each_request_once_and_leave_the_collector_as_found(tmp_path
     assert gc.get_freeze_count() == frozen_before
 
 
-# --- the teacher flow without Prefect ------------------------------------------------------------
+# --- the teacher flow ----------------------------------------------------------------------------
 
 
-def test_run_plan_without_prefect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_PREFECT", "0")
+def test_run_plan_through_the_prefect_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_TEST_TEACHER_KEY", "sk-test")
     requests = requests_for(WORDS[:4])
     plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
@@ -239,10 +238,11 @@ def test_a_runs_rpm_holds_across_all_its_shards(tmp_path: Path) -> None:
     requests = requests_for(WORDS[:6])  # 12 requests
     plan_path, store_path = tmp_path / "plan.jsonl", tmp_path / "store.jsonl"
     write_plan(requests, plan_path)
-    settings = EngineSettings(requests_per_minute=600, prefect=False)
+    settings = EngineSettings(requests_per_minute=600)
     with running_standin(StandinSettings()) as url:
-        started = time.perf_counter()
-        ledger = run_plan(plan_path, store_path, url, None, 4, settings=settings)
+        started = time.perf_counter()  # the shards as the flow runs them, timed without the flow's start-up
+        ledger = asyncio.run(answer_plan(str(plan_path), str(store_path), url, None, 4, None, settings.model_dump(),
+                                         shard_runner=answer_shard.fn))
         elapsed = time.perf_counter() - started
     assert ledger.requests_sent == 12 and not ledger.failures
     assert elapsed >= 1.05

@@ -16,7 +16,6 @@ of a stage, and refuses a bad value before any server or stand-in starts:
   DISTILL_TEACHER_RPM, _TPM (none)   requests / tokens per minute (prompt estimate + max_tokens), > 0
   DISTILL_TEACHER_RATE_LIMIT (none)  a Prefect global rate limit every run shares (flows/rate_limit.py)
   DISTILL_TEACHER_TRANSPORT (openai) "openai" (official client) or "aiohttp" (see transports.py)
-  DISTILL_PREFECT (1)                0: send the same shards without Prefect (benchmarks/pipeline.py)
   DISTILL_STORE_WAIT_S (0)           seconds to wait for another run writing the same request store, >= 0
 """
 from __future__ import annotations
@@ -57,7 +56,6 @@ class EngineSettings(BaseModel):
     rate_limit: str | None = Field(None, min_length=1, description="a Prefect global rate limit (its name) that "
                                    "every run and worker sending to this teacher shares")
     transport: str = Field("openai", description="the HTTP client")
-    prefect: bool = Field(True, description="send through the Prefect teacher flow (0: the same shards without)")
     store_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False,
                                 description="seconds to wait for another run writing the same request store")
 
@@ -95,7 +93,6 @@ ENVIRONMENT = {  # variable -> EngineSettings field
     "DISTILL_TEACHER_TPM": "tokens_per_minute",
     "DISTILL_TEACHER_RATE_LIMIT": "rate_limit",
     "DISTILL_TEACHER_TRANSPORT": "transport",
-    "DISTILL_PREFECT": "prefect",
     "DISTILL_STORE_WAIT_S": "store_wait_s",
 }
 
