@@ -39,13 +39,14 @@ def workdir(tmp: Path, base_url: str) -> Path:
     return tmp
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
     return os.environ | {"PYTHONPATH": str(ROOT), "DISTILL_RESUME_KEY": "resume-test",
-                         "DISTILL_TEACHER_CONCURRENCY": "16"}
+                         "DISTILL_TEACHER_CONCURRENCY": "16"} | extra
 
 
-def generate(cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stages.generate"], cwd=cwd, env=env(),
+def generate(cwd: Path, prefect_api: str) -> subprocess.Popen:
+    """The stage, its teacher flow on the session's Prefect server (no temporary server per process)."""
+    return subprocess.Popen([sys.executable, "-m", "stages.generate"], cwd=cwd, env=env(PREFECT_API_URL=prefect_api),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -54,12 +55,13 @@ def rows(cwd: Path) -> pl.DataFrame:
 
 
 @pytest.mark.slow
-def test_kill_then_rerun_pays_each_request_once_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_kill_then_rerun_pays_each_request_once_and_matches_an_uninterrupted_run(tmp_path: Path,
+                                                                                 prefect_server: str) -> None:
     config = StandinSettings(latency_ms=30, error_rate=0.05, rate_limit_rate=0.05)
     log = tmp_path / "requests.jsonl"
     with running_standin(config, request_log=log) as url:
         killed = workdir(tmp_path / "killed", url)
-        process = generate(killed)
+        process = generate(killed, prefect_server)
         store = killed / "data/store/generate.jsonl"
         deadline = time.monotonic() + 60
         while not (store.exists() and store.stat().st_size > 0) and time.monotonic() < deadline:
@@ -71,7 +73,7 @@ def test_kill_then_rerun_pays_each_request_once_and_matches_an_uninterrupted_run
         assert 0 < answered_before < SEEDS, "the kill should land mid-run"
         assert not (killed / "data/generate/rows.parquet").exists()  # nothing partial was written
 
-        rerun = generate(killed)
+        rerun = generate(killed, prefect_server)
         assert rerun.wait() == 0, rerun.stderr.read()
         metrics = json.loads((killed / "metrics/generate.json").read_text())
         assert metrics["cache_hits"] == answered_before
@@ -84,5 +86,5 @@ def test_kill_then_rerun_pays_each_request_once_and_matches_an_uninterrupted_run
 
         # The same teacher (its URL is part of every request key) answers an uninterrupted run.
         straight = workdir(tmp_path / "straight", url)
-        assert generate(straight).wait() == 0
+        assert generate(straight, prefect_server).wait() == 0
     assert rows(killed).equals(rows(straight))
