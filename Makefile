@@ -32,7 +32,7 @@ run: setup
 	@echo "reports: reports/eval.md, reports/sweep.md; all metrics: dvc metrics show; plots: dvc plots show"
 
 test: setup
-	pytest
+	pytest -n 2 --dist loadgroup  # two workers; a module stays on one (tests/conftest.py)
 
 lint: setup
 	ruff check distill stages flows demo tests benchmarks docs

@@ -23,7 +23,17 @@ Chain of thought: the question is the last line of the last user message that is
 instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
 reply is a short reasoning line, then ``Answer: <result>`` (malformed replies drop it half the time).
 
-Prompt kinds: ``kind_of`` reads the last user message, first match wins. ``Answer to grade:``
+Word facts: a labelling prompt that holds no ``demo.words`` instruction may be a ``demo.word_facts`` one: a line
+of the last user message is one of that task's instructions, the next non-empty line its input (the word; a bare
+heading such as ``### Input:`` is skipped), or the word is named earlier ("Here is a word: planet", in an earlier
+user turn or line). The answer is a sentence
+("planet has 6 letters."), under the same fault draws (a wrong answer is a near miss: a count off by one,
+another first letter, two letters swapped); ``hard_wrong_rate`` is the words task's slip and does not apply.
+
+Prompt kinds: ``kind_of`` reads the last user message, first match wins. ``Compare two answers`` ending in
+``Which answer is better?`` is a pairwise judge prompt (templates/judge/pairwise.txt): the reply is ``A``, ``B``
+or ``tie`` (an answer equal to the solution wins, else the closer one), and with ``position_bias`` ``A``
+whatever the answers (malformed: a sentence around the verdict). ``Answer to grade:``
 is a judge prompt (templates/judge/grade.txt; the reply is a JSON grade, or ``Score: n/10. ...``
 when malformed); ``new tasks of the same kind`` is Self-Instruct expansion
 (templates/expansion/instructions.txt); ``Subtopic:`` with ``distinct tasks`` asks for the tasks of
@@ -58,7 +68,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field
 
-from demo import words
+from demo import word_facts, words
 from distill.lifetime import scratch
 from distill.params import CapabilityParams, Fraction, Positive, Strict, load
 
@@ -88,6 +98,8 @@ class Settings(Strict):
     timeout_rate: Fraction = 0.0  # share of requests that hang past the client timeout
     truncated_body_rate: Fraction = 0.0  # share of HTTP 200 answers whose JSON body is cut off mid-way
     ignore_logprobs: bool = False  # answer without logprobs even when asked, as `transformers serve` does
+    position_bias: Fraction = 0.1  # share of pairwise verdicts that say "A" whatever the answers: a judge's
+    # position bias, which asking both orders cancels
     seed: int = 0  # makes the injected faults reproducible
     idempotency: bool = True  # replay a repeated Idempotency-Key's first answer unbilled (false: bill every
     # request, as most endpoints do); changes what is billed, never an answer, so it is not in the request key
@@ -100,6 +112,8 @@ def identity(settings: Settings) -> str:
     knobs = settings.model_dump(exclude={"idempotency"})
     if not knobs["ignore_logprobs"]:  # a later switch: off, it leaves the keys of existing stores alone
         del knobs["ignore_logprobs"]
+    if knobs["position_bias"] == Settings.model_fields["position_bias"].default:  # likewise
+        del knobs["position_bias"]
     return content_hash(knobs)
 CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so the sum stays < 1
 ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
@@ -109,6 +123,10 @@ MAX_ITEMS = 100  # list replies (expansion, subtopics, tasks) hold at most this 
 DEFAULT_COUNT = 5  # when a list prompt names no count
 DUPLICATE_RATE = 0.15  # share of expansion lines that are near-duplicates of an example
 GRADE_TAIL = "\n\nReply with a single JSON object"  # ends the graded answer in templates/judge/grade.txt
+PAIRWISE_HEAD = "Compare two answers to the task below."  # templates/judge/pairwise.txt opens with it
+PAIRWISE_TAIL = "\n\nWhich answer is better?"  # and ends the second answer with it
+ROLE_LABEL = re.compile(r"^(?:user|human)\s*:\s*", re.IGNORECASE)  # a task written as a transcript
+BARE_LABEL = re.compile(r"^[#\s]*[A-Za-z][A-Za-z ]*:$")  # "### Input:", a heading of the Alpaca prompt format
 
 
 class BadRequest(Exception):
@@ -231,9 +249,7 @@ def is_hard(question: str, config: Settings) -> bool:
 
 
 def compose(question: str, config: Settings, key: str, reasoning: bool = False) -> str:
-    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter.
-    With ``reasoning`` (a chain-of-thought request) it is a reasoning line, then ``Answer: <result>``;
-    malformed chatter then drops the ``Answer:`` line half of the time (drawn from ``key``)."""
+    """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter."""
     answer = words.solve(question)
     if answer is None or draw(key, "refusal") < config.refusal_rate:
         return REFUSAL
@@ -241,17 +257,70 @@ def compose(question: str, config: Settings, key: str, reasoning: bool = False) 
         answer = answer[:-1]  # a systematic slip, the same on every hard input: a student can learn it
     elif draw(key, "wrong") < config.wrong_rate:
         answer = wrong(answer, draw(key, "where"))
+    return dressed(answer, reasoning_of(question), config, key, reasoning)
+
+
+def dressed(answer: str, why: str, config: Settings, key: str, reasoning: bool) -> str:
+    """The answer as sent: with ``reasoning`` (a chain-of-thought request) the line ``why``, then
+    ``Answer: <answer>``; malformed chatter wraps it, and then drops the ``Answer:`` line half of the time."""
     malformed = draw(key, "malformed") < config.malformed_rate
     if not reasoning:
         return f"Sure! The answer is: {answer} :)" if malformed else answer
     if malformed and draw(key, "no_answer_line") < 0.5:
-        return f"{reasoning_of(question)}\nSo the result would be {answer}, I think :)"
-    return f"{reasoning_of(question)}\n{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
+        return f"{why}\nSo the result would be {answer}, I think :)"
+    return f"{why}\n{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
+
+
+def fact_in(text: str, earlier: list[dict]) -> tuple[str, str] | None:
+    """``(op, word)`` of a demo.word_facts request: the last line of ``text`` that is one of its instructions,
+    its input the next non-empty line; the lines above it and the ``earlier`` turns may name the word."""
+    lines = [ROLE_LABEL.sub("", line.strip()) for line in text.splitlines()]
+    for i in reversed(range(len(lines))):
+        if word_facts.op_of(lines[i]) is not None:
+            input_text = next((line for line in lines[i + 1 :] if line and not BARE_LABEL.match(line)), "")
+            above = {"role": "user", "content": "\n".join(lines[:i])}
+            return word_facts.parse(lines[i], input_text, [*earlier, above])
+    return None
+
+
+def fact_of(messages: list[dict]) -> tuple[str, str] | None:
+    """The word_facts request of a conversation: in its last user message, the word maybe named before it."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    if last is None:
+        return None
+    earlier = [{"role": m.get("role"), "content": text_of(m.get("content"))} for m in messages[:last]]
+    return fact_in(text_of(messages[last].get("content")), earlier)
+
+
+def near_miss(op: str, fact: str, u: float) -> str:
+    """A plausible wrong fact that always differs: a count off by one, another first letter, two letters swapped."""
+    if op == "count":
+        count = int(fact)
+        return str(count - 1 if u < 0.5 and count > 1 else count + 1)
+    if op == "first":
+        letters = string.ascii_lowercase
+        other = letters[(letters.index(fact.lower()) + 1 + int(u * 25)) % 26]
+        return other.upper() if fact.isupper() else other
+    return wrong(fact, u)
+
+
+def compose_fact(fact: tuple[str, str], config: Settings, key: str, reasoning: bool = False) -> str:
+    """compose for a word_facts request: the answer sentence, under the same draws (refusal, wrong, malformed)."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    op, word = fact
+    result = word_facts.result(op, word)
+    if draw(key, "wrong") < config.wrong_rate:
+        result = near_miss(op, result, draw(key, "where"))
+    return dressed(word_facts.sentence(op, word, result), f"Looking at the letters of {word}.", config, key,
+                   reasoning)
 
 
 def kind_of(messages: list[dict]) -> str:
-    """Which template the last user message follows: judge, expansion, tasks, subtopics or labelling."""
+    """Which template the last user message follows: pairwise, judge, expansion, tasks, subtopics or labelling."""
     text = last_user_text(messages)
+    if text.startswith(PAIRWISE_HEAD) and PAIRWISE_TAIL in text:  # no other template opens like it
+        return "pairwise"
     if "Answer to grade:" in text:  # first: the graded answer may contain anything
         return "judge"
     if "new tasks of the same kind" in text:
@@ -279,6 +348,15 @@ def judge_prompt(text: str) -> tuple[str, str]:
     answer, tail, _ = rest.rpartition(GRADE_TAIL)
     answer = answer if tail else rest
     return line_after(head, "Task:"), answer.removeprefix(" ")
+
+
+def pairwise_prompt(text: str) -> tuple[str, str, str]:
+    """(task, answer A, answer B) as templates/judge/pairwise.txt lays them out; an answer may hold anything
+    but the label after it."""
+    body = text.rpartition(PAIRWISE_TAIL)[0]
+    head, _, answers = body.partition("\n\nAnswer A: ")
+    answer_a, _, answer_b = answers.rpartition("\n\nAnswer B: ")
+    return head.partition("Task: ")[2], answer_a, answer_b
 
 
 def expansion_prompt(text: str) -> tuple[list[str], int]:
@@ -326,6 +404,33 @@ def judge(task: str, answer: str, config: Settings, key: str) -> str:
     if draw(key, "malformed") < config.malformed_rate:
         return f"Score: {score}/10. {critique}"
     return json.dumps({"score": score, "critique": critique, "correction": expected})
+
+
+def solution(task: str) -> str | None:
+    """What the pairwise judge believes right: the answer to a demo.words instruction on a line of ``task``,
+    else to a demo.word_facts request in it; None when it is neither."""
+    question = next((line for line in reversed(task.splitlines()) if words.parse(line) is not None), None)
+    if question is not None:
+        return words.solve(question)
+    fact = fact_in(task, [])
+    return None if fact is None else word_facts.sentence(*fact, word_facts.result(*fact))
+
+
+def pairwise(task: str, answer_a: str, answer_b: str, config: Settings, key: str) -> str:
+    """"A", "B" or "tie": an answer equal to the solution (after trimming) beats one that is not; else the one
+    more similar to it, "tie" when they are equally so. With ``position_bias`` it is "A" whatever they say."""
+    expected = solution(task)
+    if expected is None or draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    answer_a, answer_b = answer_a.strip(), answer_b.strip()
+    if (answer_a == expected) != (answer_b == expected):
+        verdict = "A" if answer_a == expected else "B"
+    else:
+        near_a, near_b = (difflib.SequenceMatcher(None, text, expected).ratio() for text in (answer_a, answer_b))
+        verdict = "A" if near_a > near_b else "B" if near_b > near_a else "tie"
+    if draw(key, "position") < config.position_bias:
+        verdict = "A"
+    return f"Answer {verdict} is better." if draw(key, "malformed") < config.malformed_rate else verdict
 
 
 def listing(lines: list[str], what: str, config: Settings, key: str) -> str:
@@ -385,6 +490,7 @@ def distinct_words(key: str, count: int, letter: str = "") -> list[str]:
 
 
 KINDS: dict[str, tuple[Callable[[str], tuple], Callable[..., str]]] = {
+    "pairwise": (pairwise_prompt, pairwise),
     "judge": (judge_prompt, judge),
     "expansion": (expansion_prompt, expand),
     "subtopics": (subtopics_prompt, subtopics),
@@ -397,6 +503,9 @@ def responder(messages: list[dict], config: Settings) -> Callable[[str], str]:
     kind = kind_of(messages)
     if kind == "labelling":
         question, reasoning = question_of(messages), wants_reasoning(messages)
+        fact = fact_of(messages) if words.parse(question) is None else None  # not the skill's: word facts?
+        if fact is not None:
+            return lambda key: compose_fact(fact, config, key, reasoning)
         return lambda key: compose(question, config, key, reasoning)
     parse, write = KINDS[kind]
     parsed = parse(last_user_text(messages))

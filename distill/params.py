@@ -27,11 +27,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FieldNames(Strict):
+    """Which field of the seed files holds each part of a seed (e.g. Alpaca's ``output`` is the reference)."""
+
+    instruction: str = "instruction"  # the task text (a seed has this or messages)
+    input: str = "input"  # optional context the instruction applies to (Alpaca's input)
+    reference: str = "reference"  # optional reference answer (required in the eval split); Alpaca: output
+    messages: str = "messages"  # a chat: [{role: system|user|assistant, content}, ...] ending with a user turn
+    # (a final assistant turn is the reference)
+
+
 class IngestParams(Strict):
     """The seed inputs the teacher answers and the held-out split (stages/ingest.py)."""
 
-    train: str  # seed inputs the teacher answers: a JSONL, CSV or parquet file
+    train: str  # seed inputs the teacher answers: a JSONL, CSV or parquet file, or a datasets.save_to_disk folder
     eval: str  # the held-out split (same formats), never shown to the teacher during generation
+    fields: FieldNames = FieldNames()  # the seed files' field names, when they differ from ours
 
 
 class PriceParams(Strict):
@@ -100,9 +111,11 @@ class StudentParams(Strict):
     model: str  # HF model id or local path; a config-only folder is initialised from its config with `seed`
     prompt_template: str  # what the student sees around an input: training, evaluation, sampling, IFD
     seed: int = 0  # initialises a config-only student; seeds its training and its sampling
-    max_length: Positive = 64  # tokens per example (prompt + answer) in training, held-out KL and forgetting
-    max_new_tokens: Positive = 16  # tokens the student may answer with (evaluate, sweep, sampling)
+    max_length: Positive = 2048  # tokens per example (prompt + answer) in training, held-out KL and forgetting
+    max_new_tokens: Positive = 1024  # tokens the student may answer with (evaluate, sweep, sampling)
     batch_size: Positive = 64  # answers generated together (evaluate, sweep, sampling)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where evaluation, sampling, IFD and reward scoring run;
+    # auto = cuda when available (training follows the trainer's own choice)
 
 
 class BudgetParams(Strict):
@@ -184,7 +197,7 @@ class GenerateParams(Strict):
     system: str  # system message template file
     temperature: Annotated[float, Field(ge=0.0, le=2.0)]  # sampling temperature sent to the teacher (like max_tokens,
     # n and seed: part of the request key)
-    max_tokens: Positive  # answers longer than this are cut (finish_reason=length)
+    max_tokens: Positive = 2048  # answers longer than this are cut (finish_reason=length)
     n: Positive = 1  # answers per seed input
     seed: int = 0  # sampling seed sent to the teacher
     shards: Positive = 4  # Prefect tasks the requests are split into
@@ -219,8 +232,8 @@ class GenerateParams(Strict):
 class ScoreParams(Strict):
     """Checks that drop bad answers, and the per-row signals the selection ranks by (stages/score.py)."""
 
-    min_response_chars: Annotated[int, Field(ge=0)]  # shorter answers are dropped
-    max_response_chars: Positive  # longer answers are dropped
+    min_response_chars: Annotated[int, Field(ge=0)] = 1  # shorter answers are dropped
+    max_response_chars: Positive | None = None  # longer answers are dropped; null = no cap
     drop_truncated: bool = True  # drop answers cut by max_tokens (finish_reason=length)
     drop_refusals: bool = True  # drop "I'm sorry / as an AI" answers
     max_repetition: Fraction = 0.5  # drop answers where more than this share of word 3-grams repeat (loops)
@@ -347,7 +360,7 @@ class OnPolicyParams(Strict):
     # teacher's stored answers, which TRL's GOLD trainer handles (DistillationTrainer is on-policy only)
     temperature: Annotated[float, Field(gt=0)] = 1.0  # sampling temperature of the student's answers, and of the
     # divergence
-    max_new_tokens: Positive = 16  # per sampled answer
+    max_new_tokens: Positive = 256  # per sampled answer
 
 
 class SimilarityParams(Strict):
@@ -379,7 +392,7 @@ class RLParams(Strict):
     learning_rate: Annotated[float, Field(gt=0)] = 5e-4  # peak learning rate of the policy steps
     beta: NonNegative = 0.05  # KL penalty to the reference (the SFT start)
     num_generations: Annotated[int, Field(ge=2)] = 4  # answers per prompt, compared within the group
-    max_new_tokens: Positive = 16  # per sampled answer
+    max_new_tokens: Positive = 256  # per sampled answer
 
 
 class ReplayParams(Strict):
@@ -410,6 +423,9 @@ class TrainParams(Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # after the warmup
     warmup_steps: Annotated[int, Field(ge=0)] = 0  # learning-rate warmup steps (capped at half the steps)
     max_length: Positive = 64  # filled in from student.max_length at load: set it there
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the weights' and activations' dtype in training (mixed
+    # precision through the trainer; bf16 needs a GPU or CPU that has it, fp16 a GPU)
+    gradient_accumulation_steps: Positive = 1  # batches summed per optimizer step (batch_size is per batch)
     activation_checkpointing: bool = False  # TRL turns it on by default; it only pays on large models
     packing: bool = False  # sft: pack short examples into full rows (TRL best-fit packing)
     group_by_length: bool = False  # batch rows of similar length together (less padding)
@@ -430,10 +446,37 @@ class TrainParams(Strict):
 
 
 class EvaluateParams(Strict):
-    """The held-out evaluation of the student before and after training (stages/evaluate.py)."""
+    """The held-out evaluation of the student before and after training (stages/evaluate.py); the protocol
+    (these, plus student.max_new_tokens and student.seed) is reported beside every score."""
 
     general_eval: str = "data/general/eval.jsonl"  # the forgetting probe: loss on these general rows (never trained
     # on) before vs after training
+    samples: Positive = 1  # answers per prompt and student; above 1 they are sampled and pass@k is reported
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0  # 0 = greedy (then samples must be 1)
+    judge: bool = False  # the primary teacher compares each student answer with its own answer, in both orders
+    # (cancelling position bias): the win rate against the teacher, its calls through a request store
+
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> EvaluateParams:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("evaluate.samples > 1 needs evaluate.temperature > 0 (greedy answers are all alike)")
+        return self
+
+
+class TaskParams(Strict):
+    """What the student is taught and how an answer is checked (distill/task.py). Scorers are built in by
+    name (exact_match, numeric, choice, regex, rouge_l, chrf, code) or a user function ``module:function``."""
+
+    module: str | None = None  # a module or module:attribute with any of verify, metric, group; null = none
+    metric: str | None = None  # the eval scorer (prediction, reference) -> [0, 1]; null = the module's metric,
+    # else exact_match
+    verifier: str | None = None  # score's check of a teacher answer against the seed's reference: a scorer name
+    # or module:function(instruction, response, reference) -> bool | None; null = the module's verify, else off
+    min_score: Fraction = 1.0  # a scorer used as verifier accepts answers scoring at least this
+    tolerance: NonNegative = 1e-6  # numeric: relative tolerance (and absolute, near zero)
+    pattern: str = r"(?im)^\s*(?:final\s+)?answer\s*[:=]\s*(.+?)\s*$"  # regex: group 1 of the last match is the
+    # final answer
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0  # code: seconds the answer and its tests may run
 
 
 class IngestGate(Strict):
@@ -508,8 +551,8 @@ FROM_STUDENT = {"model": "student", "prompt_template": "prompt_template", "seed"
 class Params(Strict):
     """The whole of params.yaml: one section per stage, plus the student and the teachers every stage shares."""
 
-    task: str | None = None  # what the student learns: a module or module:attribute with any of verify, metric,
-    # group (distill/task.py); null = no verifier, exact match, one group
+    task: TaskParams = TaskParams()  # what the student learns and how answers are checked; a bare string is
+    # task.module
     student: StudentParams  # the model being distilled, one for every stage that runs it
     ingest: IngestParams  # the seed and held-out data
     teacher: TeacherParams  # the primary teacher: answers, judges, and is the eval baseline
@@ -525,6 +568,14 @@ class Params(Strict):
     sweep: SweepParams  # how much teacher data is enough (stages/sweep.py)
     evaluate: EvaluateParams  # the held-out evaluation (stages/evaluate.py)
     gates: GateParams  # Great Expectations thresholds, one block per stage
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_shorthand(cls, raw: object) -> object:
+        """``task: demo.words`` (or null) is ``task: {module: demo.words}``."""
+        if isinstance(raw, dict) and (raw.get("task") is None or isinstance(raw.get("task"), str)):
+            return raw | {"task": {"module": raw.get("task")}}
+        return raw
 
     @model_validator(mode="before")
     @classmethod

@@ -74,7 +74,7 @@ class Prompt:
         return self.cot is not None
 
     def user_message(self, instruction: str, input_text: str = "") -> str:
-        user = self.user.format(instruction=instruction, input=input_text).strip()
+        user = fill(self.user, instruction, input_text).strip()
         return user if self.cot is None else f"{user}\n\n{self.cot}"
 
     def chosen(self, instruction: str) -> list[dict]:
@@ -94,12 +94,16 @@ class Prompt:
         reasoning = (demo.get("reasoning") or "").strip()
         return (f"{reasoning}\n" if reasoning else "") + f"Answer: {demo['answer'].strip()}"
 
-    def messages(self, instruction: str, input_text: str = "") -> list[dict]:
-        messages = [{"role": "system", "content": self.system.strip()}]
+    def messages(self, instruction: str, input_text: str = "", context: str = "") -> list[dict]:
+        """System, the k demonstrations, a chat seed's earlier turns (its own system turn replaces ours), then
+        the user message; with no context the messages (and so the request keys) are as they always were."""
+        turns = json.loads(context) if context else []
+        system = turns.pop(0)["content"] if turns and turns[0]["role"] == "system" else self.system.strip()
+        messages = [{"role": "system", "content": system}]
         for demo in self.chosen(instruction):
             messages += [{"role": "user", "content": self.user_message(demo["instruction"], demo.get("input", ""))},
                          {"role": "assistant", "content": self.demo_answer(demo)}]
-        return messages + [{"role": "user", "content": self.user_message(instruction, input_text)}]
+        return messages + turns + [{"role": "user", "content": self.user_message(instruction, input_text)}]
 
 
 class Template:
@@ -129,6 +133,13 @@ def final_answer(text: str) -> str | None:
     return answer or None
 
 
+def fill(template: str, instruction: str, input_text: str = "") -> str:
+    """A user template filled with a seed; a template without ``{input}`` gets a non-empty input after a blank
+    line, so an input is never silently lost (and a seed without one renders as it always did)."""
+    text = template.format(instruction=instruction, input=input_text)
+    return f"{text.rstrip()}\n\n{input_text}" if input_text and "{input}" not in template else text
+
+
 def student_prompt(template: str, instruction: str, input_text: str = "") -> str:
-    """What the student sees: the same text in training and in eval."""
-    return template.format(instruction=instruction, input=input_text)
+    """What a template-less student sees for an instruction seed: the same text in training and in eval."""
+    return fill(template, instruction, input_text)

@@ -7,15 +7,18 @@ the training stage filters on ``keep``. Signals are joined by ``id``, never by p
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from distill.io import content_hash
 
 # ingest: data/ingest/{train,eval}.parquet
 SEED = {
-    "id": pl.String,  # content hash of (instruction, input)
-    "instruction": pl.String,
-    "input": pl.String,  # optional context; "" when absent
+    "id": pl.String,  # content hash of (instruction, input, and context when there is one)
+    "instruction": pl.String,  # the task; for a chat seed, its final user turn
+    "input": pl.String,  # optional text the instruction applies to; "" when absent
+    "context": pl.String,  # a chat seed's earlier turns as a JSON list of {role, content}; "" when none
     "reference": pl.String,  # expected answer (required in the eval split), else null
     "split": pl.String,  # "train" | "eval"
     "source_file": pl.String,
@@ -44,6 +47,8 @@ GENERATED = {
     "finish_reason": pl.String,
     "instruction": pl.String,
     "input": pl.String,
+    "context": pl.String,  # the seed's earlier chat turns (SEED.context); "" when none
+    "reference": pl.String,  # the seed's reference answer, when it has one (the task's verifier checks against it)
     "response": pl.String,
     "input_origin": pl.String,  # "seed", "expansion round <r>" or "curation: <topic> / <subtopic>"
     "parent_key": pl.String,  # store key of the request that wrote the input; null for seed inputs
@@ -79,6 +84,7 @@ PREFERENCE = {
     "seed_id": pl.String,
     "instruction": pl.String,
     "input": pl.String,
+    "context": pl.String,  # the seed's earlier chat turns (SEED.context); "" when none
     "chosen": pl.String,  # the teacher's correction
     "rejected": pl.String,  # the student's answer
     "score_chosen": pl.Float64,  # the teacher's correction is taken as fully right: 1.0
@@ -141,8 +147,9 @@ PREDICTION = {
     "system": pl.String,  # one of SYSTEMS
     "instruction": pl.String,
     "reference": pl.String,
+    "sample": pl.Int64,  # which of the answers drawn for this prompt (0 when one is drawn: evaluate.samples)
     "prediction": pl.String,
-    "score": pl.Float64,  # the skill's metric for this row, in [0, 1]
+    "score": pl.Float64,  # the task's metric for this answer, in [0, 1]
 }
 
 
@@ -160,18 +167,32 @@ def tie_break(seed: int) -> pl.Expr:
     return pl.col("id").map_elements(lambda row_id: content_hash([seed, row_id]), return_dtype=pl.String)
 
 
+def context_text(context: str | None) -> str:
+    """A chat seed's earlier turns as plain text ("" when none): part of what makes two tasks the same."""
+    return "\n".join(turn["content"] for turn in json.loads(context)) if context else ""
+
+
 def task_texts(frame: pl.DataFrame) -> list[str]:
-    """A row's task, instruction and input (not the answer): what duplicates and diversity are judged on."""
-    return [f"{instruction}\n{input_text}".strip()
-            for instruction, input_text in zip(frame["instruction"], frame["input"], strict=True)]
+    """A row's task: earlier chat turns, instruction and input (not the answer): what duplicates, contamination
+    and diversity are judged on."""
+    contexts = frame["context"] if "context" in frame.columns else [""] * frame.height
+    return [f"{context_text(context)}\n{instruction}\n{input_text}".strip()
+            for context, instruction, input_text in zip(contexts, frame["instruction"], frame["input"], strict=True)]
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
 
+# Columns a frame may lack (rows from before chat seeds, inputs a teacher wrote): filled in by conform.
+OPTIONAL_COLUMNS = {"context": "", "reference": None}
+
+
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Select and cast to the contract's columns, in order; a missing column is an error."""
+    """Select and cast to the contract's columns, in order; a missing column is an error (but for the optional
+    ones, filled with their default)."""
+    frame = frame.with_columns(pl.lit(OPTIONAL_COLUMNS[name], schema[name]).alias(name) for name in OPTIONAL_COLUMNS
+                               if name in schema and name not in frame.columns)
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise ValueError(f"missing columns {missing}; expected {list(schema)}")

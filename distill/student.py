@@ -4,32 +4,55 @@ A local folder that holds a ``config.json`` but no weights is a model *built fro
 config*: it is initialised from the seed, which is how the offline default gets a tiny
 student without downloading anything. The default one lives in ``data/students/tiny-char``
 with a character-level tokenizer kept in the repo; ``python -m distill.student`` rebuilds it.
+``data/students/tiny-chat`` is a real-shaped one (byte-level BPE, a ChatML chat template, eos = ``<|im_end|>``
+and no pad token, like many instruct models), so chat-template students are tested offline too;
+``python -m distill.student chat`` rebuilds it from the corpus kept next to it.
 """
 
 from __future__ import annotations
 
 import json
 import string
+import sys
 from pathlib import Path
 
 TINY_STUDENT_DIR = Path("data/students/tiny-char")
+TINY_CHAT_DIR = Path("data/students/tiny-chat")
+TINY_CHAT_CORPUS = Path("data/students/tiny-chat-corpus.txt")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_config.json")
 
 # Character-level vocabulary: printable ASCII plus the specials the trainer needs.
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = list(string.printable[:95]) + ["\n"]
 
+# ChatML, as Qwen and many instruct models write it: each turn closed by <|im_end|> and a newline.
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
 
 def has_weights(path: Path) -> bool:
     return any((path / name).exists() for name in WEIGHT_FILES)
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    if tokenizer.pad_token is None:  # many causal LMs ship without one; batching needs it
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(name_or_path), padding_side)
+
+
+def prepare_tokenizer(tokenizer, padding_side: str = "right"):
+    """Ready for batches: a pad token (eos when it has none, as many causal LMs ship) and the padding side asked
+    for (left to generate, right to train and score)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side={padding_side!r}: expected 'left' or 'right'")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"student {tokenizer.name_or_path or '(unnamed)'}: its tokenizer has neither a pad nor "
+                             "an eos token, and batches need one to pad with; set pad_token (or eos_token) in its "
+                             "tokenizer_config.json")
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
     return tokenizer
 
 
@@ -80,5 +103,49 @@ def build_tiny_student(out_dir: Path = TINY_STUDENT_DIR) -> None:
     print(json.dumps({"built": str(out_dir), "vocab_size": len(vocab)}))
 
 
+def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_CHAT_CORPUS) -> None:
+    """Write a tiny chat student's config and byte-level BPE tokenizer (no weights), trained on ``corpus``.
+
+    No pad token on purpose: batching then pads with eos, the path most instruct models take. BPE training is
+    deterministic, so a rebuild writes the same tokenizer.json (tests/test_chat.py checks it).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1000, min_frequency=1, special_tokens=CHAT_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(corpus.read_text(encoding="utf-8").splitlines(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>",
+                                        additional_special_tokens=CHAT_SPECIALS, chat_template=CHATML)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    vocab = core.get_vocab()
+    config = LlamaConfig(
+        vocab_size=core.get_vocab_size(),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=None,  # no pad token: batches pad with eos (prepare_tokenizer)
+        tie_word_embeddings=True,
+    )
+    config.save_pretrained(out_dir)
+    (out_dir / "README.md").write_text(
+        "Tiny byte-level BPE Llama with a ChatML chat template, for offline tests of chat students: config and "
+        "tokenizer only; weights are initialised from `train.seed`. Rebuild with `python -m distill.student chat` "
+        "(from data/students/tiny-chat-corpus.txt).\n"
+    )
+    print(json.dumps({"built": str(out_dir), "vocab_size": core.get_vocab_size()}))
+
+
 if __name__ == "__main__":
-    build_tiny_student()
+    if sys.argv[1:] not in ([], ["chat"]):
+        sys.exit("usage: python -m distill.student [chat]  (no argument: tiny-char; chat: tiny-chat)")
+    build_tiny_chat_student() if sys.argv[1:] == ["chat"] else build_tiny_student()

@@ -22,19 +22,29 @@ import polars as pl
 
 from distill import params as params_module
 from distill import paths
+from distill.chat import frame_prompts, frame_turns, plain_prompt
 from distill.entry import guarded
 from distill.io import atomic_path, content_hash, write_json, write_parquet, write_text
 from distill.measure import forgetting
 from distill.measure.eval_report import chart, report
 from distill.measure.heldout_kl import heldout_kl
-from distill.measure.metrics import gap_closed, score_system
+from distill.measure.metrics import gap_closed, pass_at, score_system
+from distill.measure.pairwise import win_rate
 from distill.measure.sampling import student_answers
 from distill.measure.teacher_answers import teacher_answers
-from distill.prompts import student_prompt
 from distill.records import OPTIONAL_SYSTEMS, SYSTEMS
-from distill.student import has_weights
+from distill.student import has_weights, load_tokenizer
 from distill.task import load as load_task
 from distill.teacher.engine import Ledger
+
+
+def judge_win_rates(evals: pl.DataFrame, answers: dict, params: params_module.Params, store_path: Path,
+                    send: Callable[..., Ledger]) -> dict:
+    """Each student's win rate against the teacher's own answers, judged by the teacher in both orders."""
+    tasks = [plain_prompt(turns) for turns in frame_turns(evals, "{instruction}")]  # chats as transcripts
+    teacher = [samples[0] for samples in answers["teacher"]]
+    return {name: win_rate(list(zip(tasks, [samples[0] for samples in answers[name]], teacher, strict=True)),
+                           params, store_path, send) for name in answers if name != "teacher"}
 
 
 def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, send: Callable[..., Ledger],
@@ -44,13 +54,15 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
     task = load_task(params.task)
     started = time.monotonic()
     template = Path(params.student.prompt_template).read_text(encoding="utf-8")
-    prompts = [student_prompt(template, row["instruction"], row["input"]) for row in evals.iter_rows(named=True)]
+    prompts = frame_prompts(load_tokenizer(params.student.model), evals, template)
     models = {"student_after": model_dir}
     if has_weights(baseline_dir):  # train.objective is not sft: the plain-SFT baseline, same data and steps
         models["baseline_sft"] = baseline_dir
-    answers = {"student_before": student_answers(params.student.model, prompts, params.student)}
-    answers |= {name: student_answers(str(path), prompts, params.student) for name, path in models.items()}
-    answers["teacher"], teacher_cost, teacher_topk = teacher_answers(evals, params, store_path, send)
+    protocol = params.evaluate
+    answers = {name: student_answers(str(path), prompts, params.student, protocol.samples, protocol.temperature)
+               for name, path in {"student_before": params.student.model, **models}.items()}
+    teacher, teacher_cost, teacher_topk = teacher_answers(evals, params, store_path, send)
+    answers["teacher"] = [[answer] for answer in teacher]
     predictions = pl.concat([score_system(evals, name, answers[name], task)
                              for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in answers])
     means = dict(predictions.group_by("system").agg(pl.col("score").mean()).iter_rows())
@@ -64,21 +76,31 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
         "rows": evals.height,
         "task": task.name,
         "metric": task.metric_name,
+        "protocol": {  # how every student score was measured; the teacher answers greedily, as generate asks it
+            "samples": protocol.samples, "temperature": protocol.temperature,
+            "max_new_tokens": params.student.max_new_tokens, "seed": params.student.seed,
+            "teacher": {"temperature": 0.0, "max_tokens": params.generate.max_tokens, "seed": params.generate.seed}},
         **{name: round(float(means[name]), 4) for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in means},
         "objective": params.train.objective,
         # forward KL per token to the teacher's top-k on its held-out answers (needs generate.top_logprobs)
-        "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, answers["teacher"], teacher_topk, template,
-                                                   params.student.max_length) for name, path in models.items()},
+        "heldout_kl_to_teacher": {name: heldout_kl(str(path), evals, teacher, teacher_topk, template,
+                                                   params.student.max_length, params.student.device)
+                                  for name, path in models.items()},
         # loss on general held-out rows before vs after training: a rise is forgetting (distill/measure/forgetting.py)
         "forgetting_probe": forgetting.probe({"student_before": params.student.model} | {
             name: str(path) for name, path in models.items()}, Path(params.evaluate.general_eval), template,
-            params.student.max_length, params.student.seed),
+            params.student.max_length, params.student.seed, params.student.device),
         "teacher_requests_sent": teacher_cost["requests_sent"],
         "teacher_cache_hits": teacher_cost["cache_hits"],
         "store_lines_quarantined": teacher_cost["store_lines_quarantined"],
         "eval_hash": content_hash(evals["id"].to_list()),
         "wall_s": round(time.monotonic() - started, 2),
     }
+    if protocol.samples > 1:  # a sample passes at the task's min_score
+        metrics["pass_at_k"] = {f"pass@{k}": pass_at(predictions.filter(pl.col("system") != "teacher"), k,
+                                                     params.task.min_score) for k in sorted({1, protocol.samples})}
+    if protocol.judge:
+        metrics["judge_win_rate"] = judge_win_rates(evals, answers, params, store_path, send)
     metrics["gap_closed"] = gap_closed(metrics["student_before"], metrics["student_after"], metrics["teacher"])
     ratio = metrics["student_after"] / metrics["teacher"] if metrics["teacher"] else None
     metrics["student_vs_teacher"] = None if ratio is None else round(ratio, 4)
@@ -96,7 +118,8 @@ def main() -> None:
     with atomic_path(paths.EVALUATE_CHART) as tmp:
         chart(by_group, tmp)
     write_json(metrics, paths.metrics("evaluate"))
-    mistakes = predictions.filter((pl.col("system") == "student_after") & (pl.col("score") < 1)).head(10)
+    mistakes = predictions.filter((pl.col("system") == "student_after") & (pl.col("sample") == 0)
+                                  & (pl.col("score") < 1)).head(10)
     write_text(report(metrics, by_group, mistakes), paths.EVALUATE_REPORT)
     print(f"evaluate: before {metrics['student_before']:.3f}, after {metrics['student_after']:.3f}, "
           f"teacher {metrics['teacher']:.3f}")

@@ -25,8 +25,8 @@ def run(params: params_module.IngestParams) -> tuple[dict[str, pl.DataFrame], di
     """The train and eval seed frames, and the metrics."""
     frames, metrics = {}, {}
     for split, source in (("train", Path(params.train)), ("eval", Path(params.eval))):
-        records = read_records(source)
-        frames[split] = normalise(source, records, split)
+        records = read_records(source, params.fields)
+        frames[split] = normalise(source, records, split, params.fields)
         metrics[split] = {
             "source": str(source),
             "records_read": len(records),

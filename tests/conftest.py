@@ -38,6 +38,16 @@ WORDS = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", 
          "delta", "quartz", "piano", "cedar", "fjord", "globe", "harbor", "ivory", "jungle", "kayak"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``make test`` runs on two workers (pytest-xdist, ``--dist loadgroup``): each module stays on one worker, so
+    its module fixtures (a whole `dvc repro`, often) are built once, and the modules that share the session's
+    ``tiny_run`` stay together, so that run is made once too."""
+    shares_tiny_run = {item.module.__name__ for item in items if "tiny_run" in getattr(item, "fixturenames", ())}
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("tiny_run" if name in shares_tiny_run else name))
+
+
 # --- real servers and workers ---------------------------------------------------------------------------------
 
 
@@ -668,6 +678,13 @@ def tiny_config(folder: Path, **extra):
 def tiny_char() -> Path:
     """The shipped tiny-char student (config and character tokenizer). Read only."""
     return TINY_CHAR
+
+
+@pytest.fixture(scope="session")
+def tiny_chat() -> Path:
+    """The shipped tiny-chat student (config, byte-level BPE tokenizer, ChatML chat template, eos <|im_end|>, no pad
+    token). Read only."""
+    return REPO / "data" / "students" / "tiny-chat"
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,9 @@ def plugin_modules(stage: str) -> set[str]:
 
     params = load(ROOT / "params.yaml")
     modules = set()
-    if stage in TASK_USERS and params.task:
-        modules.add(params.task.partition(":")[0])
+    if stage in TASK_USERS:  # the task's module and any module:function scorer it names
+        modules |= {name.partition(":")[0] for name in (params.task.module, params.task.metric, params.task.verifier)
+                    if name and (name == params.task.module or ":" in name)}
     if stage in PROVIDER_USERS:
         modules |= {providers.PLUGINS.get(teacher.provider, teacher.provider) for teacher in params.all_teachers
                     if providers.is_plugin(teacher.provider)}

@@ -10,6 +10,8 @@ import pytest
 from demo import words
 from distill import params as params_module
 from distill import task
+from distill.measure.eval_report import protocol_text
+from distill.measure.metrics import pass_at
 from distill.prompts import student_prompt
 from distill.records import PREDICTION
 from stages import evaluate
@@ -36,7 +38,7 @@ def test_score_system_conforms_to_prediction() -> None:
         "id": ["a", "b", "c"], "instruction": ["reverse cat", "upper dog", "reverse owl"],
         "input": ["", "", ""], "reference": ["tac", "DOG", "lwo"],
     })
-    frame = evaluate.score_system(evals, "teacher", ["tac ", "dog", None], task.load("demo.words"))
+    frame = evaluate.score_system(evals, "teacher", [["tac "], ["dog"], [None]], task.load("demo.words"))
     assert frame.schema == pl.Schema(PREDICTION)
     assert frame["system"].to_list() == ["teacher"] * 3
     assert frame["id"].to_list() == ["a", "b", "c"]
@@ -54,7 +56,7 @@ def test_a_task_names_the_metric_and_groups_and_the_generic_one_normalises() -> 
     assert generic.metric(" The  answer\n is\u00a042 ", "The answer is 42") == 1.0
     assert generic.metric("the answer is 42", "The answer is 42") == 0.0 and generic.metric(None, "x") == 0.0
     frame = evaluate.score_system(pl.DataFrame({"id": ["a"], "instruction": ["Say it"], "input": [""],
-                                                "reference": ["x  y"]}), "teacher", ["x y"], generic)
+                                                "reference": ["x  y"]}), "teacher", [["x y"]], generic)
     assert frame["score"].to_list() == [1.0]
     with pytest.raises(ValueError, match="task 'demo.nothing' cannot be loaded"):
         task.load("demo.nothing")
@@ -67,8 +69,29 @@ def test_student_answers_batched_and_deterministic(tiny_student: Path, student_t
     first = evaluate.student_answers(str(tiny_student), prompts, student)
     second = evaluate.student_answers(str(tiny_student), prompts, student)
     assert len(first) == len(prompts)
-    assert all(isinstance(answer, str) for answer in first)
+    assert all(len(answers) == 1 and isinstance(answers[0], str) for answers in first)
     assert first == second
+
+
+def test_several_samples_per_prompt_give_pass_at_k() -> None:
+    evals = pl.DataFrame({"id": ["a", "b"], "instruction": ["reverse cat", "upper dog"], "input": ["", ""],
+                          "reference": ["tac", "DOG"]})
+    # a: 2 of 4 samples right, b: 0 of 4 -> pass@1 = (2/4 + 0) / 2 = 0.25; pass@4 = (1 + 0) / 2 = 0.5;
+    # pass@2 for a = 1 - C(2,2)/C(4,2) = 1 - 1/6 = 0.8333, so (0.8333 + 0) / 2 = 0.4167
+    frame = evaluate.score_system(evals, "student_after", [["tac", "cat", "tac", "act"], ["dog"] * 4],
+                                  task.load("demo.words"))
+    assert frame["sample"].to_list() == [0, 1, 2, 3] * 2
+    assert (pass_at(frame, 1, 1.0), pass_at(frame, 2, 1.0), pass_at(frame, 4, 1.0)) == (
+        {"student_after": 0.25}, {"student_after": 0.4167}, {"student_after": 0.5})
+
+
+def test_the_protocol_is_reported_beside_the_scores() -> None:
+    protocol = {"samples": 4, "temperature": 0.7, "max_new_tokens": 256, "seed": 3,
+                "teacher": {"temperature": 0.0, "max_tokens": 2048, "seed": 0}}
+    assert protocol_text(protocol) == ("Protocol: students 4 samples per prompt at temperature 0.7, seed 3, at most "
+                                       "256 new tokens; the teacher greedy, seed 0, at most 2048 tokens.")
+    with pytest.raises(ValueError, match="evaluate.samples > 1 needs evaluate.temperature > 0"):
+        params_module.EvaluateParams(samples=2)
 
 
 def test_report_renders_scores() -> None:

@@ -114,6 +114,8 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path, load_params, seeds, p
         "finish_reason": "stop",
         "instruction": "reverse planet",
         "input": "",
+        "context": "",
+        "reference": None,
         "response": "tenalp",
         "input_origin": "seed",
         "parent_key": None,
@@ -218,3 +220,26 @@ def test_configured_endpoint_without_key_names_the_variable(
     with pytest.raises(TeacherConfigError, match=expected):
         run_stage(params.model_copy(update={"teacher": teacher}), tmp_path, forty_seeds)
     assert not (tmp_path / "gen/rows.parquet").exists()
+
+
+def test_two_seeds_differing_only_in_input_are_two_requests_and_two_rows(
+    tmp_path: Path, load_params, with_standin, run_stage
+) -> None:
+    """The demo's labelling template has no {input}: the input still reaches the teacher (after a blank line), so
+    "Translate to French" + cat and + dog are two requests, two answers, two rows."""
+    from distill.io import write_parquet
+    from distill.seeds import normalise, read_records
+
+    source = tmp_path / "seeds.jsonl"
+    source.write_text('{"instruction": "Write the word in the input in capital letters.", "input": "cat"}\n'
+                      '{"instruction": "Write the word in the input in capital letters.", "input": "dog"}\n')
+    path = tmp_path / "ingest/train.parquet"
+    write_parquet(normalise(source, read_records(source), "train"), path)
+    params = with_standin(load_params(max_tokens=64), error_rate=0.0, rate_limit_rate=0.0, refusal_rate=0.0,
+                          malformed_rate=0.0,
+                          wrong_rate=0.0)
+    metrics = run_stage(params, tmp_path, path)
+    rows = pl.read_parquet(tmp_path / "gen/rows.parquet").sort("input")
+    assert metrics["requests_sent"] == 2 and rows["request_key"].n_unique() == 2
+    assert rows.select("input", "response").rows() == [("cat", "cat in capitals is CAT."),
+                                                      ("dog", "dog in capitals is DOG.")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,9 +13,9 @@ import polars as pl
 import pytest
 
 from distill.io import file_hash
-from distill.params import IngestParams
+from distill.params import FieldNames, IngestParams
 from distill.records import SEED
-from distill.seeds import SeedError, normalise, read_records
+from distill.seeds import SeedError, normalise, read_records, seed_id
 from stages.ingest import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +48,9 @@ def test_jsonl_to_seed_schema(tmp_path: Path) -> None:
     frame = ingest(path)
     assert frame.schema == pl.Schema(SEED)
     assert frame.drop("id").to_dicts() == [
-        {"instruction": "reverse planet", "input": "", "reference": None, "split": "train",
+        {"instruction": "reverse planet", "input": "", "context": "", "reference": None, "split": "train",
          "source_file": str(path), "source_line": 1, "source_hash": file_hash(path)},
-        {"instruction": "upper cat", "input": "ctx", "reference": "CAT", "split": "train",
+        {"instruction": "upper cat", "input": "ctx", "context": "", "reference": "CAT", "split": "train",
          "source_file": str(path), "source_line": 3, "source_hash": file_hash(path)},
     ]
     assert all(len(seed_id) == 16 for seed_id in frame["id"])
@@ -103,7 +104,8 @@ def test_eval_requires_reference(tmp_path: Path) -> None:
     path = write(tmp_path / "eval.jsonl", '{"instruction": "reverse planet", "reference": "tenalp"}\n'
                                           '{"instruction": "upper cat"}\n')
     assert ingest(path, "train").height == 2
-    assert seed_error(path, "eval") == f"{path}:2: eval records need a 'reference' answer"
+    assert seed_error(path, "eval") == (f"{path}:2: eval records need a reference answer (field 'reference', or a "
+                                        "final assistant turn)")
 
 
 def test_bad_json_line_names_line_3(tmp_path: Path) -> None:
@@ -121,12 +123,12 @@ def test_json_array_instead_of_object(tmp_path: Path) -> None:
 
 def test_missing_instruction(tmp_path: Path) -> None:
     path = write(tmp_path / "m.jsonl", '{"instruction": "a"}\n{"input": "x"}\n')
-    assert seed_error(path) == f"{path}:2: missing required field 'instruction'"
+    assert seed_error(path) == f"{path}:2: missing required field 'instruction' (or 'messages')"
 
 
 def test_instruction_null_is_missing(tmp_path: Path) -> None:
     path = write(tmp_path / "m.jsonl", '{"instruction": null}\n')
-    assert seed_error(path) == f"{path}:1: missing required field 'instruction'"
+    assert seed_error(path) == f"{path}:1: missing required field 'instruction' (or 'messages')"
 
 
 def test_instruction_int(tmp_path: Path) -> None:
@@ -141,7 +143,7 @@ def test_input_wrong_type(tmp_path: Path) -> None:
 
 def test_empty_instruction(tmp_path: Path) -> None:
     path = write(tmp_path / "e.jsonl", '{"instruction": "a"}\n{"instruction": "   "}\n')
-    assert seed_error(path) == f"{path}:2: field 'instruction' is empty"
+    assert seed_error(path) == f"{path}:2: the instruction (field 'instruction', or the last user turn) is empty"
 
 
 @pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
@@ -166,7 +168,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_csv_without_instruction_column(tmp_path: Path) -> None:
     path = write(tmp_path / "s.csv", "prompt,input\nreverse planet,\n")
-    assert seed_error(path) == f"{path}:1: header has no 'instruction' column (found ['prompt', 'input'])"
+    assert seed_error(path) == (f"{path}:1: header has no 'instruction' (or 'messages') column (found ['prompt', "
+                                "'input']; map your names with ingest.fields)")
 
 
 def test_parquet_instruction_int(tmp_path: Path) -> None:
@@ -201,5 +204,63 @@ def test_stage_with_bad_eval_writes_nothing(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "stages.ingest"], cwd=tmp_path, capture_output=True, text=True,
                           env=os.environ | {"PYTHONPATH": str(REPO)}, timeout=120, check=False)
     assert proc.returncode == 1
-    assert proc.stderr == "ingest: data/seeds/eval.jsonl:1: eval records need a 'reference' answer\n"
+    assert proc.stderr == ("ingest: data/seeds/eval.jsonl:1: eval records need a reference answer (field "
+                           "'reference', or a final assistant turn)\n")
     assert not (tmp_path / "data/ingest").exists()
+
+
+def test_two_seeds_differing_only_in_input_are_two_seeds(tmp_path: Path) -> None:
+    path = write(tmp_path / "s.jsonl", '{"instruction": "Translate to French", "input": "cat"}\n'
+                                       '{"instruction": "Translate to French", "input": "dog"}\n')
+    frame = ingest(path)
+    assert frame["input"].to_list() == ["cat", "dog"] and frame["id"].n_unique() == 2
+
+
+def test_alpaca_field_names_are_mapped(tmp_path: Path) -> None:
+    path = write(tmp_path / "alpaca.jsonl", '{"instruction": "Count the letters.", "input": "planet", '
+                                            '"output": "planet has 6 letters."}\n')
+    frame = normalise(path, read_records(path), "eval", FieldNames(reference="output"))
+    assert frame.select("instruction", "input", "reference").rows() == [
+        ("Count the letters.", "planet", "planet has 6 letters.")]
+
+
+def test_chat_seed_with_a_system_turn_and_two_user_turns(tmp_path: Path) -> None:
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A word: planet"},
+             {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "Count its letters."},
+             {"role": "assistant", "content": "planet has 6 letters."}]
+    path = write(tmp_path / "chat.jsonl", json.dumps({"messages": turns}) + "\n")
+    row = ingest(path, "eval").row(0, named=True)
+    assert row["instruction"] == "Count its letters." and row["reference"] == "planet has 6 letters."
+    assert json.loads(row["context"]) == turns[:3]
+    assert row["id"] == seed_id("Count its letters.", "", row["context"]) != seed_id("Count its letters.")
+
+
+@pytest.mark.parametrize(("turns", "message"), [
+    ([{"role": "user", "content": "hi"}, {"role": "system", "content": "late"}],
+     "messages[1]: a system turn may only come first"),
+    ([{"role": "bot", "content": "hi"}], "messages[0] must be {role: system|user|assistant, content: string}"),
+    ([{"role": "system", "content": "only a system turn"}], "field 'messages' must end with a user turn"),
+    ([], "field 'messages' must be a non-empty list"),
+])
+def test_bad_chat_seeds_name_the_line_and_the_turn(tmp_path: Path, turns: list, message: str) -> None:
+    path = write(tmp_path / "chat.jsonl", '{"instruction": "upper cat"}\n' + json.dumps({"messages": turns}) + "\n")
+    assert seed_error(path).startswith(f"{path}:2: ") and message in seed_error(path)
+
+
+def test_a_saved_hugging_face_dataset_is_read_and_a_dataset_dict_names_its_splits(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    rows = {"prompt": ["upper cat", "reverse dog"], "answer": ["CAT", "god"]}
+    DatasetDict({"train": Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "ds"))
+    frame = normalise(tmp_path / "ds" / "train", read_records(tmp_path / "ds" / "train"), "eval",
+                      FieldNames(instruction="prompt", reference="answer"))
+    assert frame.select("instruction", "reference", "source_line").rows() == [("upper cat", "CAT", 1),
+                                                                              ("reverse dog", "god", 2)]
+    with pytest.raises(SeedError, match=r"holds the splits \['train'\]; point at one of them"):
+        read_records(tmp_path / "ds")
+
+
+def test_chat_seeds_in_csv_hold_their_turns_as_json(tmp_path: Path) -> None:
+    turns = json.dumps([{"role": "user", "content": "upper cat"}]).replace('"', '""')
+    path = write(tmp_path / "chat.csv", f'messages\n"{turns}"\n')
+    assert ingest(path)["instruction"].to_list() == ["upper cat"]

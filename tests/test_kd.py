@@ -90,7 +90,8 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
     template = Path(params.prompt_template).read_text()
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
     assert found.with_teacher == rows.height
-    history = train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    pairs = train_data.training_pairs(rows, template, load_tokenizer(str(tiny_student)))
+    history = train.train(TrainData(pairs, kd=found), params, tmp_path / "model")
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
     assert (tmp_path / "model/model.safetensors").exists()
@@ -109,7 +110,8 @@ def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame]
     template = Path(params.prompt_template).read_text()
     before = heldout_kl(str(tiny_student), evals, answers, features, template, params.max_length)
     found = kd.examples(rows, features, template, load_tokenizer(str(tiny_student)), params.max_length)
-    train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    pairs = train_data.training_pairs(rows, template, load_tokenizer(str(tiny_student)))
+    train.train(TrainData(pairs, kd=found), params, tmp_path / "model")
     after = heldout_kl(str(tmp_path / "model"), evals, answers, features, template, params.max_length)
     assert 0 < after < before
     assert heldout_kl(str(tiny_student), evals, answers, features.clear(), template, params.max_length) is None
@@ -144,7 +146,8 @@ def test_local_teachers_mix_with_the_stored_top_k(served: tuple[pl.DataFrame, pl
     expected += 0.5 * float(local[b, t - 1, token].exp()) if token in local_top else 0.0
     assert listed[token] == pytest.approx(expected, rel=1e-4)
     params = train_params(tiny_student, objective="kd", max_steps=3, batch_size=8).model_copy(update={"kd": settings})
-    history = train.train(TrainData(train_data.training_pairs(rows, template), kd=found), params, tmp_path / "model")
+    pairs = train_data.training_pairs(rows, template, load_tokenizer(str(tiny_student)))
+    history = train.train(TrainData(pairs, kd=found), params, tmp_path / "model")
     assert all(math.isfinite(entry["kd"]) for entry in history if "kd" in entry)
     other = tmp_path / "other-tokenizer"
     other.mkdir()

@@ -80,13 +80,11 @@ def check_trained(state, same_weights):
 
 
 def check_mixed(history: list[dict]) -> None:
-    """With lmbda 0.5 and seed 0, GOLD draws two batches on the teacher's answers, then two on the student's."""
-    assert [("on_policy_loss" in entry, "off_policy_loss" in entry) for entry in history if "loss" in entry] == [
-        (False, True),
-        (False, True),
-        (True, False),
-        (True, False),
-    ]
+    """With lmbda 0.5, each step trains on either the teacher's answers or the student's own, and both kinds occur.
+    (Which step gets which is GOLD's draw from Python's global random state, which other code in the same process
+    may have used, so the order is not asserted.)"""
+    kinds = [("on_policy_loss" in entry, "off_policy_loss" in entry) for entry in history if "loss" in entry]
+    assert set(kinds) == {(True, False), (False, True)}
 
 
 def test_distillation_trainer_with_a_shared_tokenizer(

@@ -8,6 +8,7 @@ import polars as pl
 
 from distill.measure import data_sweep, sweep_report
 from distill.params import SelectParams, SweepParams
+from distill.student import load_tokenizer
 from distill.transfer import data as train_data
 from stages import select, train
 
@@ -73,7 +74,8 @@ def test_points_are_trained_and_scored_and_the_train_stage_model_is_reused(
                                        "sweep": SweepParams(fractions=[], random=True)})
     template = Path(params.train.prompt_template).read_text()
     model_dir = tmp_path / "model"
-    train.train(train_data.training_pairs(rows, template), params.train, model_dir)  # as the train stage does
+    train.train(train_data.training_pairs(rows, template, load_tokenizer(params.train.student)), params.train,
+                model_dir)  # as the train stage does
     evals = pl.DataFrame({"id": ["e1", "e2"], "instruction": ["reverse cat", "upper dog"], "input": ["", ""],
                           "reference": ["tac", "DOG"]})
     points = data_sweep.run_points(rows, evals, params, trained_models=(model_dir,))

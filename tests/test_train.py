@@ -60,7 +60,7 @@ def test_training_pairs_keeps_only_kept_rows(student_template: str) -> None:
         "response": ["tac", "DOG", "hsif"],
         "keep": [True, False, True],
     })
-    pairs = train_data.training_pairs(rows, student_template)
+    pairs = train_data.training_pairs(rows, student_template, student.load_tokenizer("data/students/tiny-char"))
     assert pairs == [
         {"prompt": "reverse cat\n=", "completion": "tac"},
         {"prompt": student_prompt(student_template, "reverse fish", "ctx"), "completion": "hsif"},
@@ -70,7 +70,7 @@ def test_training_pairs_keeps_only_kept_rows(student_template: str) -> None:
 def test_training_pairs_without_kept_rows_fails(student_template: str) -> None:
     rows = pl.DataFrame({"instruction": ["upper dog"], "input": [""], "response": ["DOG"], "keep": [False]})
     with pytest.raises(StageError, match=re.escape(str(paths.SELECT_ROWS))):
-        train_data.training_pairs(rows, student_template)
+        train_data.training_pairs(rows, student_template, student.load_tokenizer("data/students/tiny-char"))
 
 
 # --- stages.train.train ----------------------------------------------------------------------------------

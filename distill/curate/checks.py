@@ -17,6 +17,7 @@ import polars as pl
 
 from distill import params as params_module
 from distill.records import SCORED, conform
+from distill.task import with_reference
 
 REFUSAL = r"(?i)\b(i'?m sorry|i cannot|i can'?t|as an ai|i am unable|i'm unable)\b"
 BAD_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"  # control characters (not tab/newline) and U+FFFD
@@ -35,14 +36,23 @@ SIGNALS = {"id": pl.String, "judge_rating": pl.Float64, "judge_critique": pl.Str
            "reward": pl.Float64}
 
 
-Verifier = Callable[[str, str], "bool | None"]  # the task's: None when it cannot tell
+Verifier = Callable[..., "bool | None"]  # the task's (instruction, response, reference): None when it cannot tell
+
+
+def verified(rows: pl.DataFrame, verify: Verifier) -> pl.Expr:
+    """The verifier's verdict per row, given the row's seed reference (null when the rows carry none)."""
+    check = with_reference(verify)  # a two-argument verifier (instruction, response) ignores the reference
+    reference = pl.col("reference") if "reference" in rows.columns else pl.lit(None, dtype=pl.String)
+    return pl.struct("instruction", "response", reference.alias("reference")).map_elements(
+        lambda row: check(row["instruction"], row["response"], row["reference"]), return_dtype=pl.Boolean)
 
 
 def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.DataFrame | None = None,
           verify: Verifier | None = None) -> pl.DataFrame:
     """Checks, quality and the keep/drop mark. ``signals`` (SIGNALS, by id) are the judge's rating, IFD and
     reward computed by ``model_signals`` for the rows that passed the checks; absent, they are null.
-    ``verify`` is the task's verifier (None: the task has none, ``verified`` is null)."""
+    ``verify`` is the task's verifier, called with each row's ``reference`` (None: the task has none,
+    ``verified`` is null)."""
     length = pl.col("response").str.len_chars()
     signals = signals if signals is not None else pl.DataFrame(schema=SIGNALS)
     checked = rows.with_columns(
@@ -51,13 +61,7 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.Dat
         refusal=pl.col("response").str.contains(REFUSAL),
         repetition=repetition(pl.col("response").str.replace_all(r"\s+", " ")),
         charset_ok=~pl.col("response").str.contains(BAD_CHARS),
-        verified=(
-            pl.struct("instruction", "response").map_elements(
-                lambda row: verify(row["instruction"], row["response"]), return_dtype=pl.Boolean
-            )
-            if params.verify and verify is not None
-            else pl.lit(None, dtype=pl.Boolean)
-        ),
+        verified=verified(rows, verify) if params.verify and verify is not None else pl.lit(None, dtype=pl.Boolean),
     ).join(conform(signals, SIGNALS), on="id", how="left")
     # Ordered: the first failing check is the reason recorded.
     failures = [

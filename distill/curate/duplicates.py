@@ -111,9 +111,12 @@ def mark_contamination(kept: pl.DataFrame, evals: pl.DataFrame, params: params_m
 
 def dedupe(scored: pl.DataFrame, params: params_module.DedupeParams, evals: pl.DataFrame | None = None
            ) -> pl.DataFrame:
+    task = pl.concat_str([normalised("instruction", params), normalised("input", params)], separator="\x1f")
     keyed = scored.with_columns(
-        # sha256 rather than polars' hash(): that one is not stable across polars versions
-        norm_hash=pl.concat_str([normalised("instruction", params), normalised("input", params)], separator="\x1f")
+        # sha256 rather than polars' hash(): that one is not stable across polars versions; a chat seed's earlier
+        # turns are part of its task (two chats ending "Spell it backwards." about two words are not duplicates)
+        norm_hash=pl.when(pl.col("context") == "").then(task)
+        .otherwise(pl.concat_str([normalised("context", params), task], separator="\x1f"))
         .map_elements(content_hash, return_dtype=pl.String)
     )
     ranked = keyed.filter(pl.col("keep")).sort(["quality", "id"], descending=[True, False])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from distill.device import for_inference
 from distill.student import load_model, load_tokenizer
 
 Pass = tuple[list[int], list[int]]  # (context ids, scored ids): labels are -100 over the context
@@ -66,8 +67,8 @@ def mean_losses(model, rows: Sequence[Pass], pad_id: int, batch_size: int) -> li
             labels[row, len(context) : len(context) + len(scored)] = torch.tensor(scored)
             mask[row, : len(context) + len(scored)] = 1
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        targets = labels[:, 1:]
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, :-1].float()
+        targets = labels[:, 1:].to(model.device)
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
         means = nll.sum(1) / (targets != -100).sum(1)
         for row, i in enumerate(chunk):
@@ -76,7 +77,7 @@ def mean_losses(model, rows: Sequence[Pass], pad_id: int, batch_size: int) -> li
 
 
 def ifd_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str], seed: int = 0,
-               batch_size: int = 32, max_length: int = 256) -> list[float | None]:
+               batch_size: int = 32, max_length: int = 256, device: str = "auto") -> list[float | None]:
     """IFD per (prompt, answer) row with the student at ``model_path`` (prompts already rendered with its
     template); None where the answer is empty or truncated away. Deterministic for a given seed."""
     import torch
@@ -85,7 +86,7 @@ def ifd_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str], 
         raise ValueError(f"ifd_scores got {len(prompts)} prompts and {len(answers)} answers: they pair up row by row")
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, seed).eval()
+    model = for_inference(load_model(model_path, seed), device)
     pairs = [passes(tokenizer, prompt, answer, max_length) for prompt, answer in zip(prompts, answers, strict=True)]
     kept = [pair for pair in pairs if pair is not None]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out either way

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from distill.device import for_inference
+
 
 def reward_text(tokenizer, prompt: str, answer: str) -> str:
     """What the reward model reads for one row."""
@@ -31,7 +33,7 @@ def reward_text(tokenizer, prompt: str, answer: str) -> str:
 
 
 def reward_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 32,
-                  max_length: int = 512) -> list[float]:
+                  max_length: int = 512, device: str = "auto") -> list[float]:
     """The reward model's logit per (prompt, answer) row, batched; deterministic."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -51,14 +53,14 @@ def reward_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str
     if config.num_labels != 1:
         raise ValueError(f"the reward model at {model_path} has num_labels={config.num_labels}: a reward model "
                          "gives one score per row (num_labels=1, as TRL's RewardTrainer saves it)")
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, config=config).eval()
+    model = for_inference(AutoModelForSequenceClassification.from_pretrained(model_path, config=config), device)
     model.config.pad_token_id = tokenizer.pad_token_id
     chat = bool(tokenizer.chat_template)  # the template writes its own special tokens
     texts = [reward_text(tokenizer, prompt, answer) for prompt, answer in zip(prompts, answers, strict=True)]
     scores: list[float] = []
     for begin in range(0, len(texts), batch_size):
         batch = tokenizer(texts[begin : begin + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=max_length, add_special_tokens=not chat)
+                          max_length=max_length, add_special_tokens=not chat).to(model.device)
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         scores += [float(value) for value in logits[:, 0].float()]

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from distill import params as params_module
+from distill.chat import frame_prompts
 from distill.curate.checks import SIGNALS
-from distill.prompts import student_prompt
+from distill.student import load_tokenizer
 
 if TYPE_CHECKING:  # the engine (openai, aiohttp) is imported only when the judge is on
     from distill.teacher.engine import Ledger
@@ -54,16 +55,18 @@ def model_signals(rows: pl.DataFrame, params: params_module.Params, store_path: 
         signals = signals.join(ratings, on="id", how="left")
     student = params.student
     template = Path(student.prompt_template).read_text(encoding="utf-8")
-    prompts = [student_prompt(template, r["instruction"], r["input"]) for r in rows.iter_rows(named=True)]
+    prompts = frame_prompts(load_tokenizer(student.model), rows, template)
     if settings.ifd:
         from distill.curate.ifd import ifd_scores
 
         signals = signals.with_columns(ifd=pl.Series(ifd_scores(student.model, prompts, rows["response"].to_list(),
-                                                                student.seed), dtype=pl.Float64))
+                                                                student.seed, device=student.device),
+                                                     dtype=pl.Float64))
     if settings.reward_model:
         from distill.curate.reward import reward_scores
 
         signals = signals.with_columns(reward=pl.Series(reward_scores(settings.reward_model, prompts,
-                                                                      rows["response"].to_list()), dtype=pl.Float64))
+                                                                      rows["response"].to_list(),
+                                                                      device=student.device), dtype=pl.Float64))
     return signals.with_columns([pl.lit(None, dtype).alias(name) for name, dtype in SIGNALS.items()
                                  if name not in signals.columns]), quarantined

@@ -32,8 +32,8 @@ from distill.teacher.engine import TeacherRequest, cost_usd
 from distill.teacher.estimate import chars_per_token
 from distill.teacher.store import RequestStore
 
-INPUT = {"id": pl.String, "instruction": pl.String, "input": pl.String, "source_file": pl.String,
-         "source_line": pl.Int64, "input_origin": pl.String, "parent_key": pl.String}
+INPUT = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context": pl.String, "reference": pl.String,
+         "source_file": pl.String, "source_line": pl.Int64, "input_origin": pl.String, "parent_key": pl.String}
 ANSWER_METHODS = ("labelling", "expansion", "curation")  # rows whose requests carry the answer sampling
 # Reasons that mean the teacher failed an input; the rest (budget, near_duplicate, not_best, ...) are choices.
 FAILURES = ("teacher_error", "empty_answer", "unparseable", "no_logprobs", "tokenizer_mismatch")
@@ -109,7 +109,8 @@ def build_rows(
                 "created_at": entry["stored_at"], "prompt_tokens": usage.get("prompt_tokens", 0),
                 "completion_tokens": usage.get("completion_tokens", 0),
                 "finish_reason": choice.get("finish_reason") or "stop", "instruction": item["instruction"],
-                "input": item["input"], "response": text, "input_origin": item["input_origin"],
+                "input": item["input"], "context": item.get("context") or "", "reference": item.get("reference"),
+                "response": text, "input_origin": item["input_origin"],
                 "parent_key": item["parent_key"], "judge_score": None,
             })
     return rows, rejects

@@ -62,7 +62,8 @@ def run(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame) -> MethodOut
             rejects.append(reject(METHOD, item, result.request_key, "unparseable", "empty correction"))
             continue
         pairs.append({"id": content_hash({"seed": item["id"], "rejected": item["answer"]}), "seed_id": item["id"],
-                      "instruction": item["instruction"], "input": item["input"], "chosen": judgement.correction,
+                      "instruction": item["instruction"], "input": item["input"],
+                      "context": item.get("context") or "", "chosen": judgement.correction,
                       "rejected": item["answer"], "score_chosen": 1.0, "score_rejected": judgement.score,
                       "critique": judgement.critique, "teacher": session.primary.name, "student": student.model,
                       "student_confidence": item["confidence"], "request_key": result.request_key})
@@ -76,7 +77,8 @@ def run(session: Session, seeds: pl.DataFrame, evals: pl.DataFrame) -> MethodOut
             "response_id": answer.get("id", ""), "choice_index": 0, "created_at": result.entry["stored_at"],
             "prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
             "finish_reason": "stop", "instruction": item["instruction"],
-            "input": item["input"], "response": judgement.correction, "input_origin": "seed", "parent_key": None,
+            "input": item["input"], "context": item.get("context") or "", "reference": item.get("reference"),
+            "response": judgement.correction, "input_origin": "seed", "parent_key": None,
             "judge_score": judgement.score,
         })
     row_frame, reject_frame = frames(rows, rejects)

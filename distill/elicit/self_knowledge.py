@@ -1,8 +1,8 @@
 """Self-knowledge: the student samples answers to seed inputs; a filter keeps the good ones.
 
 ``generate.self_knowledge.filter``:
-- ``verifier``: a checker function (``module:function(instruction, answer) -> bool``) keeps the
-  answers it accepts; for skills whose answers can be checked (the demo skill's is built in);
+- ``verifier``: a checker function (``module:function(instruction, answer[, reference]) -> bool``; null:
+  the task's verifier) keeps the answers it accepts, given the seed's reference where it has one;
 - ``consistency``: the most frequent answer is kept when at least ``min_agreement`` of the
   samples agree (self-consistency; no teacher, no checker);
 - ``judge``: the teacher grades each distinct answer and those at or above ``min_score`` are kept.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -28,26 +27,31 @@ from distill.elicit.session import Session
 from distill.entry import StageError
 from distill.io import content_hash
 from distill.measure.sampling import Sample, sample_answers
+from distill.params import TaskParams
+from distill.task import Verify, with_reference
 from distill.task import load as load_task
 
 METHOD = "self_knowledge"
 WRITER = "student"
 
 
-def load_verifier(spec: str) -> Callable[[str, str], bool]:
+def load_verifier(spec: str) -> Verify:
+    """The checker ``module:function``, taking (instruction, answer) or (instruction, answer, reference)."""
     module_name, _, function_name = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), function_name)
+        return with_reference(getattr(importlib.import_module(module_name), function_name))
     except (ImportError, AttributeError, ValueError) as error:
         raise StageError(f"generate.self_knowledge.verifier={spec!r}: expected module:function, {error}") from None
 
 
-def task_verifier(name: str | None) -> Callable[[str, str], bool | None]:
+def task_verifier(task: TaskParams | str | None) -> Verify:
     """The task's verifier (distill/task.py); a task without one cannot filter by verifier."""
-    verify = load_task(name).verify
+    verify = load_task(task).verify
     if verify is None:
-        raise StageError(f"generate.self_knowledge.filter=verifier, but task {name!r} has no verifier: "
-                         "name one in generate.self_knowledge.verifier, or filter by consistency or judge")
+        module = task.module if isinstance(task, TaskParams) else task
+        raise StageError(f"generate.self_knowledge.filter=verifier, but task {module!r} has no verifier: "
+                         "set task.verifier, name one in generate.self_knowledge.verifier, or filter by "
+                         "consistency or judge")
     return verify
 
 
@@ -81,7 +85,7 @@ def candidates(session: Session, items: list[dict], samples: list[list[Sample]]
     if settings.filter == "verifier":
         check = load_verifier(settings.verifier) if settings.verifier else task_verifier(session.params.task)
         for item, text in distinct:
-            if text and check(item["instruction"], text):
+            if text and check(item["instruction"], text, item.get("reference")):
                 kept.append((item, text, None, None))
             else:
                 rejects.append(reject(METHOD, item, None, "filtered", f"verifier: rejected {text!r}"[:200]))

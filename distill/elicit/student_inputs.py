@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
+from distill.chat import frame_prompts
 from distill.params import StudentParams
-from distill.prompts import student_prompt
+from distill.student import load_tokenizer
 
 
 def pick(seeds: pl.DataFrame, max_inputs: int | None) -> pl.DataFrame:
@@ -19,4 +20,4 @@ def pick(seeds: pl.DataFrame, max_inputs: int | None) -> pl.DataFrame:
 
 def prompts(seeds: pl.DataFrame, student: StudentParams) -> list[str]:
     template = Path(student.prompt_template).read_text(encoding="utf-8")
-    return [student_prompt(template, row["instruction"], row["input"]) for row in seeds.iter_rows(named=True)]
+    return frame_prompts(load_tokenizer(student.model), seeds, template)

@@ -23,9 +23,10 @@ from pathlib import Path
 import polars as pl
 
 from distill import params as params_module
+from distill.chat import frame_prompts
 from distill.measure.sampling import student_answers
-from distill.prompts import student_prompt
 from distill.records import tie_break
+from distill.student import load_tokenizer
 from distill.task import Task
 from distill.task import load as load_task
 from distill.transfer.data import training_pairs
@@ -64,7 +65,7 @@ def plan(rows: pl.DataFrame, params: params_module.SweepParams) -> list[dict]:
 def score_model(model_dir: Path, prompts: list[str], references: list[str], student: params_module.StudentParams,
                 task: Task) -> float:
     """The mean of the task's metric (evaluate's) over the eval split."""
-    answers = student_answers(str(model_dir), prompts, student)
+    answers = [samples[0] for samples in student_answers(str(model_dir), prompts, student)]
     return sum(task.metric(a, r) for a, r in zip(answers, references, strict=True)) / len(references)
 
 
@@ -85,14 +86,15 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
     # SFT on the same rows, and so is its plain-SFT baseline (train.objective other than sft).
     params = params.model_copy(update={"train": params.train.model_copy(update={"objective": "sft"})})
     template = Path(params.student.prompt_template).read_text(encoding="utf-8")
-    prompts = [student_prompt(template, r["instruction"], r["input"]) for r in evals.iter_rows(named=True)]
+    tokenizer = load_tokenizer(params.student.model)
+    prompts = frame_prompts(tokenizer, evals, template)
     references = evals["reference"].to_list()
     task = load_task(params.task)
     points = plan(rows, params.sweep)
     results, spent = [], []
     for number, point in enumerate(points, start=1):
         subset = rows.with_columns(keep=point["mask"])
-        pairs = training_pairs(subset, template)
+        pairs = training_pairs(subset, template, tokenizer)
         label = f"sweep [{number}/{len(points)}] {point['policy']} {point['rows']:,} rows"
         started = time.monotonic()
         trained_model = next((model for model in trained_models if matches(model, pairs, params.train)), None)

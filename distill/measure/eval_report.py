@@ -32,17 +32,44 @@ def chart(by_group: pl.DataFrame, target: Path) -> None:
     plt.close(figure)
 
 
+def protocol_text(protocol: dict) -> str:
+    """How the scores were measured, in one line: sampling, samples per prompt, seed, max tokens."""
+    how = ("greedy" if protocol["temperature"] == 0 else
+           f"{protocol['samples']} samples per prompt at temperature {protocol['temperature']}")
+    teacher = protocol["teacher"]
+    return (f"Protocol: students {how}, seed {protocol['seed']}, at most {protocol['max_new_tokens']} new tokens; "
+            f"the teacher greedy, seed {teacher['seed']}, at most {teacher['max_tokens']} tokens.")
+
+
+def optional_lines(metrics: dict) -> list[str]:
+    """pass@k (several samples per prompt) and the judge's win rate against the teacher, when measured."""
+    lines = []
+    if "pass_at_k" in metrics:
+        lines += ["| system | " + " | ".join(metrics["pass_at_k"]) + " |", "|---" * (len(metrics["pass_at_k"]) + 1)
+                  + "|"]
+        systems = next(iter(metrics["pass_at_k"].values()))
+        lines += [f"| {name} | " + " | ".join(f"{metrics['pass_at_k'][k][name]:.3f}" for k in metrics["pass_at_k"])
+                  + " |" for name in systems] + [""]
+    if "judge_win_rate" in metrics:
+        lines += ["Judge's win rate against the teacher (both orders): " + ", ".join(
+            f"{name} {result['win_rate']} ({result['pairs']} pairs, orders agree {result['position_consistency']})"
+            for name, result in metrics["judge_win_rate"].items()) + ".", ""]
+    return lines
+
+
 def report(metrics: dict, by_group: pl.DataFrame, examples: pl.DataFrame) -> str:
     lines = [
         "# Eval report",
         "",
         f"Held-out split: {metrics['rows']} rows; metric: {metrics.get('metric', 'exact_match')} "
         f"(task {metrics.get('task', 'generic')}).",
+        *([protocol_text(metrics["protocol"])] if "protocol" in metrics else []),
         "",
-        "| system | score |",
+        f"| system | {metrics.get('metric', 'score')} |",
         "|---|---|",
         *(f"| {name} | {metrics[name]:.3f} |" for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in metrics),
         "",
+        *optional_lines(metrics),
         *(["Held-out KL to the teacher, per answer token: "
            + ", ".join(f"{name} {value}" for name, value in metrics["heldout_kl_to_teacher"].items()) + ".", ""]
           if any(v is not None for v in metrics.get("heldout_kl_to_teacher", {}).values()) else []),

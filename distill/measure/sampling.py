@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from distill import params as params_module
+from distill.device import for_inference
 from distill.student import load_model, load_tokenizer
 
 
@@ -30,6 +31,7 @@ def sample_answers(
     batch_size: int = 64,
     samples: int = 1,
     temperature: float = 0.0,
+    device: str = "auto",
 ) -> list[list[Sample]]:
     """``samples`` answers per prompt (greedy when ``temperature`` is 0), left-padded batches;
     seeded, so the same call gives the same answers."""
@@ -38,14 +40,14 @@ def sample_answers(
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "left"
-    model = load_model(model_path, seed).eval()
+    model = for_inference(load_model(model_path, seed), device)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     generator_seed = torch.Generator().manual_seed(seed)
     answers: list[list[Sample]] = []
     progress = tqdm(total=len(prompts), unit="prompt", desc="student", file=sys.stderr, mininterval=1.0,
                     disable=len(prompts) <= batch_size)  # one batch: nothing worth a bar
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+        batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
         with torch.no_grad():
             output = model.generate(
@@ -65,13 +67,18 @@ def sample_answers(
     return answers
 
 
-def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_tokens: int, batch_size: int = 64
-                   ) -> list[str]:
+def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_tokens: int, batch_size: int = 64,
+                   device: str = "auto") -> list[str]:
     """One greedy answer per prompt (eval and the data sweep score these)."""
-    return [samples[0].text for samples in sample_answers(model_path, prompts, seed, max_new_tokens, batch_size)]
+    return [samples[0].text for samples in sample_answers(model_path, prompts, seed, max_new_tokens, batch_size,
+                                                          device=device)]
 
 
-def student_answers(model_path: str, prompts: list[str], student: params_module.StudentParams) -> list[str]:
-    """Greedy answers of the model at ``model_path`` (the student before or after training), batched with left
-    padding, as ``student`` sets them (seed, max_new_tokens, batch_size)."""
-    return greedy_answers(model_path, prompts, student.seed, student.max_new_tokens, student.batch_size)
+def student_answers(model_path: str, prompts: list[str], student: params_module.StudentParams, samples: int = 1,
+                    temperature: float = 0.0) -> list[list[str]]:
+    """``samples`` answers per prompt of the model at ``model_path`` (the student before or after training), greedy
+    at temperature 0, batched with left padding, as ``student`` sets them (seed, max_new_tokens, batch_size,
+    device)."""
+    drawn = sample_answers(model_path, prompts, student.seed, student.max_new_tokens, student.batch_size, samples,
+                           temperature, student.device)
+    return [[sample.text for sample in answers] for answers in drawn]

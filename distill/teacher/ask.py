@@ -28,8 +28,9 @@ def make_request(messages: list[dict], sampling: dict, teacher: TeacherParams) -
 
 
 def plan_requests(rows: Iterable[dict], prompt: Prompt, sampling: dict, teacher: TeacherParams) -> list[TeacherRequest]:
-    """One request per row (``instruction``, ``input``), keyed for the store; pure."""
-    return [make_request(prompt.messages(row["instruction"], row["input"]), sampling, teacher) for row in rows]
+    """One request per row (``instruction``, ``input``, and a chat seed's ``context``), keyed for the store; pure."""
+    return [make_request(prompt.messages(row["instruction"], row["input"], row.get("context") or ""), sampling, teacher)
+            for row in rows]
 
 
 def ask(

@@ -36,6 +36,9 @@ def common_args(params: params_module.TrainParams, output_dir: Path, max_steps: 
         "output_dir": str(output_dir),
         "max_steps": steps,
         "per_device_train_batch_size": params.batch_size,
+        "gradient_accumulation_steps": params.gradient_accumulation_steps,
+        "bf16": params.precision == "bf16",  # mixed precision: the trainer autocasts, the master weights stay fp32
+        "fp16": params.precision == "fp16",
         "learning_rate": learning_rate or params.learning_rate,
         "lr_scheduler_type": params.lr_scheduler,
         "warmup_steps": min(params.warmup_steps, steps // 2),

@@ -14,10 +14,14 @@ import polars as pl
 
 from distill import params as params_module
 from distill import paths
+from distill.chat import frame_prompts, frame_turns, render_example
 from distill.entry import StageError
-from distill.prompts import student_prompt
+from distill.records import conform
 from distill.student import load_tokenizer
 from distill.transfer import kd, replay
+
+TRAINING_ROW = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context": pl.String,
+                "response": pl.String, "keep": pl.Boolean}
 
 
 @dataclass(frozen=True)
@@ -28,14 +32,15 @@ class TrainData:
     local_teacher: str | None = None  # a Hugging Face id or path: on_policy, similarity
 
 
-def training_pairs(rows: pl.DataFrame, template: str) -> list[dict]:
+def training_pairs(rows: pl.DataFrame, template: str, tokenizer) -> list[dict]:
+    """Prompt/completion pairs rendered as the student sees them (its chat template, if it has one): TRL trains on
+    the completion only."""
     kept = rows.filter(pl.col("keep"))
     if kept.is_empty():
         raise StageError(f"{paths.SELECT_ROWS} has no rows with keep = true: nothing to train on")
-    return [
-        {"prompt": student_prompt(template, row["instruction"], row["input"]), "completion": row["response"]}
-        for row in kept.select("instruction", "input", "response").iter_rows(named=True)
-    ]
+    pairs = [render_example(tokenizer, turns, response)
+             for turns, response in zip(frame_turns(kept, template), kept["response"], strict=True)]
+    return [{"prompt": prompt, "completion": completion} for prompt, completion in pairs]
 
 
 def kd_examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, params: params_module.TrainParams
@@ -53,19 +58,19 @@ def kd_examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, param
     return found
 
 
-def preference_pairs(frame: pl.DataFrame, template: str, method: str) -> list[dict]:
+def preference_pairs(frame: pl.DataFrame, template: str, method: str, student: str) -> list[dict]:
     """The feedback method's pairs as TRL's prompt/chosen/rejected rows (train.objective dpo and rl)."""
     if frame.is_empty():
         raise StageError(f"train.objective={method} needs preference pairs, but {paths.GENERATE_PREFERENCES} is empty: "
                          "add feedback to generate.elicit (the teacher grades and corrects the student)")
-    return [{"prompt": student_prompt(template, row["instruction"], row["input"]), "chosen": row["chosen"],
-             "rejected": row["rejected"]}
-            for row in frame.select("instruction", "input", "chosen", "rejected").iter_rows(named=True)]
+    tokenizer = load_tokenizer(student)
+    return [{"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]}
+            for prompt, row in zip(frame_prompts(tokenizer, frame, template), frame.iter_rows(named=True), strict=True)]
 
 
 def training_rows(rows: pl.DataFrame, params: params_module.TrainParams) -> pl.DataFrame:
     """The kept rows and, with train.replay, the general rows mixed in (id, instruction, input, response, keep)."""
-    kept = rows.filter(pl.col("keep")).select("id", "instruction", "input", "response", "keep")
+    kept = conform(rows.filter(pl.col("keep")), TRAINING_ROW)
     return pl.concat([kept, replay.general_rows(params.replay, kept.height, params.seed)])
 
 
@@ -74,7 +79,7 @@ def training_data(rows: pl.DataFrame, template: str, params: params_module.Train
     """Everything ``params.objective`` trains on, each part checked before any training starts: the selected
     rows, and the teacher's log-probs (``features``, kd) or the feedback pairs (``preferences``, dpo, rl)."""
     rows = training_rows(rows, params)
-    pairs = training_pairs(rows, template)
+    pairs = training_pairs(rows, template, load_tokenizer(params.student))
     local_teacher = None
     if params.objective in ("on_policy", "similarity"):
         if params.local_teacher is None:
@@ -87,6 +92,6 @@ def training_data(rows: pl.DataFrame, template: str, params: params_module.Train
         kd=kd_examples(rows, features if features is not None else pl.DataFrame(), template, params)
         if params.objective == "kd" else None,
         preferences=preference_pairs(preferences if preferences is not None else pl.DataFrame(), template,
-                                     params.objective) if params.objective in ("dpo", "rl") else [],
+                                     params.objective, params.student) if params.objective in ("dpo", "rl") else [],
         local_teacher=local_teacher,
     )

@@ -24,8 +24,9 @@ import polars as pl
 
 from distill import params as params_module
 from distill import paths
+from distill.chat import answer_end_ids, frame_turns, render_prompt
 from distill.entry import StageError
-from distill.prompts import student_prompt
+from distill.records import conform
 
 IGNORE = -100  # label of a position that is not trained on (the prompt), as in transformers
 
@@ -63,14 +64,15 @@ class KDExamples:
 
 def examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, tokenizer, max_length: int) -> KDExamples:
     """Tokenised kept rows with the teacher's top-k aligned to the answer tokens they predict."""
-    kept = rows.filter(pl.col("keep")).select("id", "instruction", "input", "response")
+    kept = conform(rows.filter(pl.col("keep")), {name: pl.String for name in ("id", "instruction", "input", "context",
+                                                                              "response")})
     joined = kept.join(features.select("id", "k", "token_ids", "top_ids", "top_logprobs"), on="id", how="left")
     k = int(features["k"].max()) if features.height else 1
     found, with_teacher = [], 0
-    for row in joined.iter_rows(named=True):
-        prompt = tokenizer(student_prompt(template, row["instruction"], row["input"]))["input_ids"]
+    for row, turns in zip(joined.iter_rows(named=True), frame_turns(joined, template), strict=True):
+        prompt = tokenizer(render_prompt(tokenizer, turns))["input_ids"]
         answer = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        eos = answer_end_ids(tokenizer, turns, row["response"])  # eos, or the chat template's end of turn
         aligned = row["token_ids"] is not None and list(row["token_ids"]) == answer
         with_teacher += aligned
         blank = ([-1] * k, [float("-inf")] * k)

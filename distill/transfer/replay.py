@@ -45,10 +45,12 @@ def general_rows(settings: params_module.ReplayParams, task_rows: int, seed: int
     """round(ratio * task_rows) general rows (id, instruction, input, response, keep), drawn with a seed (with
     replacement past the file's size); they train like the task's rows (KD: on cross-entropy, no teacher)."""
     wanted = round(settings.ratio * task_rows)
-    schema = {"id": pl.String, "instruction": pl.String, "input": pl.String, "response": pl.String, "keep": pl.Boolean}
+    schema = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context": pl.String,
+              "response": pl.String, "keep": pl.Boolean}
     if wanted == 0:
         return pl.DataFrame(schema=schema)
     rows = read_general(Path(settings.data))
     rng = random.Random(seed)
     drawn = rng.sample(rows, wanted) if wanted <= len(rows) else [rng.choice(rows) for _ in range(wanted)]
-    return pl.DataFrame([{"id": f"general-{i}", **row, "keep": True} for i, row in enumerate(drawn)], schema=schema)
+    return pl.DataFrame([{"id": f"general-{i}", **row, "context": "", "keep": True} for i, row in enumerate(drawn)],
+                        schema=schema)

@@ -39,6 +39,7 @@ def checks(gate: IngestGate, frames: dict[str, pl.DataFrame]) -> list[Check]:
             gxe.ExpectColumnValueLengthsToBeBetween(
                 column="instruction", min_value=1, max_value=gate.max_instruction_chars),
             gxe.ExpectColumnValuesToNotBeNull(column="input"),  # "" when absent, never null
+            gxe.ExpectColumnValuesToNotBeNull(column="context"),  # "" for an instruction seed
             gxe.ExpectColumnValuesToBeInSet(column="split", value_set=[split]),
             gxe.ExpectColumnValuesToNotBeNull(column="source_file"),
             gxe.ExpectColumnValuesToBeBetween(column="source_line", min_value=1),  # 1-based
