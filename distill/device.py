@@ -28,3 +28,13 @@ def for_inference(model, setting: str = "auto"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return model.to(device=device, dtype=dtype).eval()
     return model.to(device).eval()
+
+
+def use_all_cores() -> None:
+    """CPU work (training, sampling, IFD, reward scoring) on every core, or on ``OMP_NUM_THREADS`` when that is set
+    (the standard knob: e.g. two processes sharing a machine each take their share)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)

@@ -193,6 +193,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     ones, filled with their default)."""
     frame = frame.with_columns(pl.lit(OPTIONAL_COLUMNS[name], schema[name]).alias(name) for name in OPTIONAL_COLUMNS
                                if name in schema and name not in frame.columns)
+    if "context" in schema:  # "" is no context; a null one (a frame built without the column) means the same
+        frame = frame.with_columns(pl.col("context").fill_null(""))
     missing = [name for name in schema if name not in frame.columns]
     if missing:
         raise ValueError(f"missing columns {missing}; expected {list(schema)}")

@@ -29,6 +29,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test's two workers share the cores: one thread each (and their
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # stages'), not two each spinning against the other's
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
@@ -348,7 +350,8 @@ def seed_frame(instructions: list[str]):
     from distill.records import SEED
 
     return pl.DataFrame(
-        [{"id": content_hash({"instruction": text, "input": ""}), "instruction": text, "input": "", "reference": None,
+        [{"id": content_hash({"instruction": text, "input": ""}), "instruction": text, "input": "", "context": "",
+          "reference": None,
           "split": "train", "source_file": "seeds/train.jsonl", "source_line": line, "source_hash": "h" * 16}
          for line, text in enumerate(instructions, start=1)],
         schema=SEED,
@@ -555,6 +558,7 @@ def generated_frame(*rows: tuple):
             "request_key": f"key-{row_id}", "response_id": f"chatcmpl-{row_id}", "choice_index": 0,
             "created_at": "2026-01-01T00:00:00.000+00:00", "prompt_tokens": 10,
             "completion_tokens": len(response), "finish_reason": finish, "instruction": instruction, "input": "",
+            "context": "",
             "response": response,
         })
     return pl.DataFrame(records, schema=GENERATED)
@@ -792,7 +796,7 @@ def tiny_reward(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def gate_seed_rows(n: int, split: str) -> list[dict]:
     return [{
-        "id": f"{split}-{i}", "instruction": f"add {i} and 1", "input": "",
+        "id": f"{split}-{i}", "instruction": f"add {i} and 1", "input": "", "context": "",
         "reference": f"{i + 1}" if split == "eval" else None, "split": split,
         "source_file": f"data/seeds/{split}.jsonl", "source_line": i + 1, "source_hash": "abc",
     } for i in range(n)]
@@ -804,7 +808,8 @@ def gate_generated_rows(n: int) -> list[dict]:
         "method": "labelling", "teacher": "standin", "model_requested": "m", "model_answered": "m",
         "template_hash": "t", "sampling_hash": "s", "request_key": f"k{i}", "response_id": f"r{i}",
         "choice_index": 0, "created_at": "2024-01-01T00:00:00Z", "prompt_tokens": 12, "completion_tokens": 3,
-        "finish_reason": "stop", "instruction": f"add {i} and 1", "input": "", "response": f"{i + 1}",
+        "finish_reason": "stop", "instruction": f"add {i} and 1", "input": "", "context": "",
+        "response": f"{i + 1}",
     } for i in range(n)]
 
 

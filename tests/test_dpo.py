@@ -44,4 +44,4 @@ def test_dpo_without_preferences_is_refused(tiny_student: Path, skill_pairs: lis
     with pytest.raises(StageError, match=r"train.objective=dpo needs preference pairs.*feedback to generate.elicit"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")
     with pytest.raises(StageError, match=r"train.objective=dpo needs preference pairs.*feedback to generate.elicit"):
-        train_data.preference_pairs(pl.DataFrame(), student_template, "dpo")
+        train_data.preference_pairs(pl.DataFrame(), student_template, "dpo", "data/students/tiny-char")

@@ -120,7 +120,7 @@ def test_rl_without_preferences_is_refused(tiny_student: Path, skill_pairs: list
     with pytest.raises(StageError, match=r"train.objective=rl needs preference pairs.*feedback to generate.elicit"):
         train.train(TrainData(skill_pairs), params, in_tmp / "model")
     with pytest.raises(StageError, match=r"train.objective=rl needs preference pairs.*feedback to generate.elicit"):
-        train_data.preference_pairs(pl.DataFrame(), student_template, "rl")
+        train_data.preference_pairs(pl.DataFrame(), student_template, "rl", "data/students/tiny-char")
 
 
 def test_pairs_longer_than_max_length_are_refused(tiny_student: Path, synthetic_preferences) -> None:

@@ -115,7 +115,7 @@ def dedupe(scored: pl.DataFrame, params: params_module.DedupeParams, evals: pl.D
     keyed = scored.with_columns(
         # sha256 rather than polars' hash(): that one is not stable across polars versions; a chat seed's earlier
         # turns are part of its task (two chats ending "Spell it backwards." about two words are not duplicates)
-        norm_hash=pl.when(pl.col("context") == "").then(task)
+        norm_hash=pl.when(pl.col("context").fill_null("") == "").then(task)
         .otherwise(pl.concat_str([normalised("context", params), task], separator="\x1f"))
         .map_elements(content_hash, return_dtype=pl.String)
     )

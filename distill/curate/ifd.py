@@ -20,10 +20,9 @@ batch_size x length x vocab floats of logits: lower ``batch_size`` for a student
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from distill.device import for_inference
+from distill.device import for_inference, use_all_cores
 from distill.student import load_model, load_tokenizer
 
 Pass = tuple[list[int], list[int]]  # (context ids, scored ids): labels are -100 over the context
@@ -80,11 +79,10 @@ def ifd_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str], 
                batch_size: int = 32, max_length: int = 256, device: str = "auto") -> list[float | None]:
     """IFD per (prompt, answer) row with the student at ``model_path`` (prompts already rendered with its
     template); None where the answer is empty or truncated away. Deterministic for a given seed."""
-    import torch
 
     if len(prompts) != len(answers):
         raise ValueError(f"ifd_scores got {len(prompts)} prompts and {len(answers)} answers: they pair up row by row")
-    torch.set_num_threads(os.cpu_count() or 1)
+    use_all_cores()
     tokenizer = load_tokenizer(model_path)
     model = for_inference(load_model(model_path, seed), device)
     pairs = [passes(tokenizer, prompt, answer, max_length) for prompt, answer in zip(prompts, answers, strict=True)]

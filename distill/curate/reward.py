@@ -18,10 +18,9 @@ the score stage a GPU or a small reward model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from distill.device import for_inference
+from distill.device import for_inference, use_all_cores
 
 
 def reward_text(tokenizer, prompt: str, answer: str) -> str:
@@ -41,7 +40,7 @@ def reward_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str
     if len(prompts) != len(answers):
         raise ValueError(f"reward_scores got {len(prompts)} prompts and {len(answers)} answers: they pair up row by "
                          "row")
-    torch.set_num_threads(os.cpu_count() or 1)
+    use_all_cores()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

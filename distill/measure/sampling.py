@@ -6,14 +6,13 @@ Used by eval (greedy answers) and by the feedback and self_knowledge elicitation
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from distill import params as params_module
-from distill.device import for_inference
+from distill.device import for_inference, use_all_cores
 from distill.student import load_model, load_tokenizer
 
 
@@ -37,7 +36,7 @@ def sample_answers(
     seeded, so the same call gives the same answers."""
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    use_all_cores()
     tokenizer = load_tokenizer(model_path)
     tokenizer.padding_side = "left"
     model = for_inference(load_model(model_path, seed), device)

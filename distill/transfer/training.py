@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from distill import params as params_module
+from distill.device import use_all_cores
 from distill.io import content_hash
 from distill.records import TRAIN_LOG, conform
 from distill.student import load_model, load_tokenizer
@@ -62,11 +63,10 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     """Train with ``params.objective`` and save the student to ``model_dir``; return the trainer's log history.
     ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
     last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
-    import torch
 
     if isinstance(data, list):
         data = TrainData(pairs=data)
-    torch.set_num_threads(os.cpu_count() or 1)
+    use_all_cores()
     tokenizer = load_tokenizer(params.student)
     model = load_model(start or params.student, params.seed)
     kd_print = [len(data.kd.examples), data.kd.with_teacher, data.kd.examples[:50]] if data.kd else None
