@@ -63,7 +63,6 @@ def train(data: TrainData | list[dict], params: params_module.TrainParams, model
     """Train with ``params.objective`` and save the student to ``model_dir``; return the trainer's log history.
     ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
     last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
-
     if isinstance(data, list):
         data = TrainData(pairs=data)
     use_all_cores()
