@@ -68,6 +68,15 @@ def load_model(name_or_path: str, seed: int):
     return AutoModelForCausalLM.from_pretrained(name_or_path)
 
 
+def save_config_only(out_dir: Path, tokenizer, config, readme: str) -> None:
+    """A student folder of config and tokenizer, no weights: ``load_model`` initialises it from the seed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    config.save_pretrained(out_dir)
+    (out_dir / "README.md").write_text(readme)
+    print(json.dumps({"built": str(out_dir), "vocab_size": config.vocab_size}))
+
+
 def build_tiny_student(out_dir: Path = TINY_STUDENT_DIR) -> None:
     """Write the tiny student's config and character tokenizer (no weights)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -80,8 +89,6 @@ def build_tiny_student(out_dir: Path = TINY_STUDENT_DIR) -> None:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
     config = LlamaConfig(
         vocab_size=len(vocab),
         hidden_size=192,
@@ -95,12 +102,9 @@ def build_tiny_student(out_dir: Path = TINY_STUDENT_DIR) -> None:
         eos_token_id=vocab["<eos>"],
         tie_word_embeddings=True,
     )
-    config.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(
-        "Tiny character-level Llama for the offline demo: config and tokenizer only; weights are "
-        "initialised from `train.seed`. Rebuild with `python -m distill.student`.\n"
-    )
-    print(json.dumps({"built": str(out_dir), "vocab_size": len(vocab)}))
+    save_config_only(out_dir, tokenizer, config, "Tiny character-level Llama for the offline demo: config and "
+                     "tokenizer only; weights are initialised from `train.seed`. Rebuild with `python -m "
+                     "distill.student`.\n")
 
 
 def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_CHAT_CORPUS) -> None:
@@ -120,8 +124,6 @@ def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_C
     core.train_from_iterator(corpus.read_text(encoding="utf-8").splitlines(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>",
                                         additional_special_tokens=CHAT_SPECIALS, chat_template=CHATML)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
     vocab = core.get_vocab()
     config = LlamaConfig(
         vocab_size=core.get_vocab_size(),
@@ -136,13 +138,9 @@ def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_C
         pad_token_id=None,  # no pad token: batches pad with eos (prepare_tokenizer)
         tie_word_embeddings=True,
     )
-    config.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(
-        "Tiny byte-level BPE Llama with a ChatML chat template, for offline tests of chat students: config and "
-        "tokenizer only; weights are initialised from `train.seed`. Rebuild with `python -m distill.student chat` "
-        "(from data/students/tiny-chat-corpus.txt).\n"
-    )
-    print(json.dumps({"built": str(out_dir), "vocab_size": core.get_vocab_size()}))
+    save_config_only(out_dir, tokenizer, config, "Tiny byte-level BPE Llama with a ChatML chat template, for offline "
+                     "tests of chat students: config and tokenizer only; weights are initialised from `train.seed`. "
+                     "Rebuild with `python -m distill.student chat` (from data/students/tiny-chat-corpus.txt).\n")
 
 
 if __name__ == "__main__":
