@@ -44,15 +44,9 @@ def parse_context(context: str) -> list[dict]:
     return [{"role": turn["role"], "content": turn["content"]} for turn in turns]
 
 
-def user_content(template: str, instruction: str, input_text: str) -> str:
-    """The template filled as ``distill.prompts.student_prompt`` fills it (the one place that does): an input the
-    template has no ``{input}`` for goes after a blank line, so it is never lost."""
-    return student_prompt(template, instruction, input_text)
-
-
 def student_turns(instruction: str, input_text: str, context: str, template: str) -> list[dict]:
     """The context's turns, then the final user turn."""
-    return parse_context(context) + [{"role": "user", "content": user_content(template, instruction, input_text)}]
+    return parse_context(context) + [{"role": "user", "content": student_prompt(template, instruction, input_text)}]
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -168,12 +162,14 @@ def frame_prompts(tokenizer, frame, template: str) -> list[str]:
     return [render_prompt(tokenizer, turns) for turns in frame_turns(frame, template)]
 
 
-def answer_end_ids(tokenizer, turns: list[dict], response: str) -> list[int]:
-    """The token ids that close an answer in training: the chat template's end of turn (what ``render_example``
-    puts after the response), else the eos token; code that tokenises answers itself (KD, the forgetting probe)
-    appends these, so it trains the same ending TRL does."""
-    if not has_chat_template(tokenizer):
-        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    _, completion = render_example(tokenizer, turns, response)
-    tail = completion[len(response):] if completion.startswith(response) else ""
-    return tokenizer(tail, add_special_tokens=False)["input_ids"]
+def example_ids(tokenizer, turns: list[dict], response: str) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, answer, end) token ids of one training example, for code that tokenises examples itself (KD, the
+    forgetting probe): the prompt as the student is asked it, the answer alone (the teacher's stored tokens align
+    with it), then what closes it, the chat template's end of turn or else eos, so it trains the ending TRL does."""
+    prompt, completion = render_example(tokenizer, turns, response)
+    if has_chat_template(tokenizer):
+        tail = completion[len(response):] if completion.startswith(response) else ""
+        end = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    else:
+        end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return tokenizer(prompt)["input_ids"], tokenizer(response, add_special_tokens=False)["input_ids"], end

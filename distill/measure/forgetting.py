@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.chat import answer_end_ids, render_prompt, student_turns
+from distill.chat import example_ids, student_turns
 from distill.device import for_inference
 from distill.transfer.replay import read_general
 
@@ -30,10 +30,9 @@ def general_loss(model_path: str, rows: list[dict], template: str, max_length: i
     model = for_inference(load_model(model_path, seed), device)
     examples = []
     for row in rows:
-        turns = student_turns(row["instruction"], row["input"], "", template)
-        prompt = tokenizer(render_prompt(tokenizer, turns))["input_ids"]
-        answer = (tokenizer(row["response"], add_special_tokens=False)["input_ids"]
-                  + answer_end_ids(tokenizer, turns, row["response"]))
+        prompt, answer, end = example_ids(tokenizer, student_turns(row["instruction"], row["input"], "", template),
+                                          row["response"])
+        answer = answer + end
         examples.append(((prompt + answer)[:max_length], ([IGNORE] * len(prompt) + answer)[:max_length]))
     total, tokens = 0.0, 0
     with torch.no_grad():

@@ -24,7 +24,7 @@ import polars as pl
 
 from distill import params as params_module
 from distill import paths
-from distill.chat import answer_end_ids, frame_turns, render_prompt
+from distill.chat import example_ids, frame_turns
 from distill.entry import StageError
 from distill.records import conform
 
@@ -70,9 +70,7 @@ def examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, tokenize
     k = int(features["k"].max()) if features.height else 1
     found, with_teacher = [], 0
     for row, turns in zip(joined.iter_rows(named=True), frame_turns(joined, template), strict=True):
-        prompt = tokenizer(render_prompt(tokenizer, turns))["input_ids"]
-        answer = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
-        eos = answer_end_ids(tokenizer, turns, row["response"])  # eos, or the chat template's end of turn
+        prompt, answer, eos = example_ids(tokenizer, turns, row["response"])  # eos: or the template's end of turn
         aligned = row["token_ids"] is not None and list(row["token_ids"]) == answer
         with_teacher += aligned
         blank = ([-1] * k, [float("-inf")] * k)
