@@ -1,4 +1,4 @@
-"""Offline stand-in teacher: an OpenAI Chat Completions server for the built-in demo skill.
+"""Offline stand-in teacher: an OpenAI Chat Completions server for the built-in demo tasks.
 
 This is an offline stand-in. It exists only so that the pipeline runs with no internet and
 no API key; real use sets ``teacher.base_url`` in ``params.yaml`` to a real endpoint, and
@@ -8,7 +8,9 @@ API (usage, ``n``, ``seed``, ``max_tokens`` cut-off, ``logprobs``, OpenAI-style 
 injects the faults set in ``teacher.settings`` so that retries and scoring get exercised.
 
 Tokens: one token per character. ``usage.prompt_tokens`` is the character count of all
-message contents, ``completion_tokens`` the characters returned across all choices.
+message contents, ``completion_tokens`` the characters returned across all choices. With ``tokenizer`` set,
+that tokenizer's tokens instead (distill/teacher/tokens.py: the prompt through its chat template, as vLLM
+bills it; each answer's text encoded), and ``max_tokens`` cuts in them.
 
 Determinism: content faults (wrong, malformed, refusal) are drawn from
 sha256(request body without ``n``, choice, seed), so the same request always gets the
@@ -17,7 +19,9 @@ systematic slip rather than noise: on long words (``hard_min_letters`` or more) 
 its last letter, the same way every time, as real teachers slip on character-level tasks. A
 student trained on unchecked answers learns such a slip, where it averages random noise away.
 Transient faults (429, 500, hang, truncated body) are drawn per attempt of the same body, so a
-retry can succeed.
+retry can succeed. As some real servers do, ``ignore_seed`` leaves ``seed`` out of the answers' hash and, at
+temperature > 0, draws anew for every request (two identical requests differ); ``ignore_n`` answers one choice
+whatever ``n`` asks.
 
 Chain of thought: the question is the last line of the last user message that is a skill
 instruction; when that message contains ``Answer:`` (the chain-of-thought instruction) the
@@ -29,6 +33,21 @@ heading such as ``### Input:`` is skipped), or the word is named earlier ("Here 
 user turn or line). The answer is a sentence
 ("planet has 6 letters."), under the same fault draws (a wrong answer is a near miss: a count off by one,
 another first letter, two letters swapped); ``hard_wrong_rate`` is the words task's slip and does not apply.
+
+Math: a labelling prompt that is neither of those may hold a ``demo.math_problems`` word problem (the last one in
+the last user message, whatever surrounds it). The reply works it out: the step lines ("5 + 7 = 12."), then
+``Answer: <n>``. It is wrong with probability min(1, ``math_wrong_rate`` x steps), harder problems more often: one
+step's result is off by 1-3 and the later steps carry it on, so the lines show the slip (``wrong_rate`` and
+``hard_wrong_rate`` do not apply).
+
+Reasoning models: ``reasoning`` says where a labelling answer's reasoning goes (the words line, the word facts
+line, the math step lines). ``none``: as above. ``field``: ``message.reasoning_content`` holds it and the content
+is the answer (math: ``The answer is <n>.``; asked for chain of thought: ``Answer: <answer>``), as vLLM and
+DeepSeek return it. ``inline``: the content is ``<think>\n{reasoning}\n</think>\n\n{answer}``, as Qwen3 served
+raw writes it. Completion tokens include the reasoning, ``usage.completion_tokens_details.reasoning_tokens`` says
+how many, and ``max_tokens`` covers it too (reasoning that uses it up leaves the content empty); logprobs cover
+the content only. Such a model takes ``reasoning_effort`` (minimal, low, medium, high); other models refuse it
+with HTTP 400, and ``require_max_completion_tokens`` refuses ``max_tokens`` the way OpenAI's reasoning models do.
 
 Prompt kinds: ``kind_of`` reads the last user message, first match wins. ``Compare two answers`` ending in
 ``Which answer is better?`` is a pairwise judge prompt (templates/judge/pairwise.txt): the reply is ``A``, ``B``
@@ -50,6 +69,7 @@ import argparse
 import asyncio
 import difflib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -63,23 +83,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
-from demo import word_facts, words
+from demo import math_problems, word_facts, words
 from distill.lifetime import scratch
 from distill.params import CapabilityParams, Fraction, Positive, Strict, load
 
 MODEL_ID = "standin-skill-1"
 SNAPSHOT_SUFFIX = "-2026-11-01"  # real APIs answer with a dated snapshot of the model asked for
 REFUSAL = "I'm sorry, but as an AI I can't help with that."
+THINK = ("<think>", "</think>")  # how reasoning models mark their thinking inline (QwQ, Qwen3, DeepSeek-R1)
+EFFORTS = ("minimal", "low", "medium", "high")  # reasoning_effort values a reasoning model accepts
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 # The provider API (distill/teacher/providers.py): ``teacher.provider: standin`` in params.yaml.
-CAPABILITIES = CapabilityParams(logprobs=True, max_top_logprobs=20, n=True, seed=True)  # whatever params say
+CAPABILITIES = CapabilityParams(logprobs=True, max_top_logprobs=20, n=True, seed=True)  # whatever params say;
+# the ignore_logprobs, ignore_n and ignore_seed knobs then fall short of it silently, as some real servers do
 CHARS_PER_TOKEN = 1.0  # it bills one token per character
 
 
@@ -103,17 +126,32 @@ class Settings(Strict):
     seed: int = 0  # makes the injected faults reproducible
     idempotency: bool = True  # replay a repeated Idempotency-Key's first answer unbilled (false: bill every
     # request, as most endpoints do); changes what is billed, never an answer, so it is not in the request key
+    math_wrong_rate: Fraction = 0.1  # per operation: a demo.math_problems problem of s steps is answered wrong with
+    # probability min(1, s x this); one step's result is off by 1-3 and the later steps carry it on
+    reasoning: Literal["none", "field", "inline"] = "none"  # how labelling answers carry their reasoning: none = in
+    # the content (words: only when chain of thought is asked; math: always, the step lines before `Answer: n`);
+    # field = message.reasoning_content (vLLM, DeepSeek); inline = a <think> block before the answer (Qwen3 served raw)
+    require_max_completion_tokens: bool = False  # refuse max_tokens with OpenAI's HTTP 400, as its reasoning models
+    # do (max_completion_tokens works); changes what is refused, never an answer, so it is not in the request key
+    ignore_n: bool = False  # answer one choice whatever n asks, as some servers do
+    ignore_seed: bool = False  # answer without reading seed: at temperature > 0 two identical requests differ
+    tokenizer: str | None = None  # bill (and cut at max_tokens) in this tokenizer's tokens (an HF id or local path;
+    # the prompt through its chat template, as vLLM bills); null = a token per character; billing only: not in the key
+
+
+BILLING_ONLY = {"idempotency", "tokenizer", "require_max_completion_tokens"}  # never change an answer
+LATER_KNOBS = ("ignore_logprobs", "position_bias", "math_wrong_rate", "reasoning", "ignore_n", "ignore_seed")
+# added after stores existed: at their defaults they stay out of the key, so those stores keep their keys
 
 
 def identity(settings: Settings) -> str:
     """The part of a request key that its knobs make: fault settings change answers, billing does not."""
     from distill.io import content_hash  # here: distill.io pulls in polars, which the server never needs
 
-    knobs = settings.model_dump(exclude={"idempotency"})
-    if not knobs["ignore_logprobs"]:  # a later switch: off, it leaves the keys of existing stores alone
-        del knobs["ignore_logprobs"]
-    if knobs["position_bias"] == Settings.model_fields["position_bias"].default:  # likewise
-        del knobs["position_bias"]
+    knobs = settings.model_dump(exclude=BILLING_ONLY)
+    for name in LATER_KNOBS:
+        if knobs[name] == Settings.model_fields[name].default:
+            del knobs[name]
     return content_hash(knobs)
 CHOSEN_PROB = 0.9  # alternatives share the remaining 0.1, halving each time, so the sum stays < 1
 ALPHABET = "etaoinshrdlucmfwypvbgkjqxz ETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,!?'-"
@@ -206,6 +244,23 @@ def validate(body: object) -> dict:
     }
 
 
+def dialect(body: dict, config: Settings) -> None:
+    """What this model refuses that others accept, worded as OpenAI does: max_tokens (its reasoning models) and
+    reasoning_effort (its other models)."""
+    if config.require_max_completion_tokens and body.get("max_tokens") is not None:
+        raise BadRequest("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                         "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return
+    if config.reasoning == "none":
+        raise BadRequest("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                         "reasoning_effort", "unsupported_parameter")
+    if effort not in EFFORTS:
+        raise BadRequest(f"Invalid value: {json.dumps(effort)}. Supported values are: 'minimal', 'low', 'medium', "
+                         "and 'high'.", "reasoning_effort")
+
+
 def last_user_text(messages: list[dict]) -> str:
     user = [m for m in messages if m.get("role") == "user"]
     return text_of(user[-1].get("content") if user else "")
@@ -252,7 +307,7 @@ def compose(question: str, config: Settings, key: str, reasoning: bool = False) 
     """One choice's content; a refusal wins over a wrong answer, which may also be wrapped in chatter."""
     answer = words.solve(question)
     if answer is None or draw(key, "refusal") < config.refusal_rate:
-        return REFUSAL
+        return refused(config)
     if is_hard(question, config) and draw(key, "hard") < config.hard_wrong_rate:
         answer = answer[:-1]  # a systematic slip, the same on every hard input: a student can learn it
     elif draw(key, "wrong") < config.wrong_rate:
@@ -260,10 +315,25 @@ def compose(question: str, config: Settings, key: str, reasoning: bool = False) 
     return dressed(answer, reasoning_of(question), config, key, reasoning)
 
 
+def refused(config: Settings) -> str:
+    """The refusal; a reasoning model thinks before it refuses too (so a probe sees where its reasoning goes)."""
+    if config.reasoning == "none":
+        return REFUSAL
+    return f"{THINK[0]}\nThis is not a task I know how to do.\n{THINK[1]}\n\n{REFUSAL}"
+
+
 def dressed(answer: str, why: str, config: Settings, key: str, reasoning: bool) -> str:
     """The answer as sent: with ``reasoning`` (a chain-of-thought request) the line ``why``, then
-    ``Answer: <answer>``; malformed chatter wraps it, and then drops the ``Answer:`` line half of the time."""
+    ``Answer: <answer>``; malformed chatter wraps it, and then drops the ``Answer:`` line half of the time.
+    A reasoning model (``config.reasoning`` field or inline) thinks ``why`` in a think block first (``message``
+    moves it to reasoning_content for field), then answers as asked: the answer, or ``Answer: <answer>``."""
     malformed = draw(key, "malformed") < config.malformed_rate
+    if config.reasoning != "none":
+        if reasoning:
+            said = f"{COT_MARKER} " + (f"Sure! {answer} :)" if malformed else answer)
+        else:
+            said = f"Sure! The answer is: {answer} :)" if malformed else answer
+        return f"{THINK[0]}\n{why}\n{THINK[1]}\n\n{said}"
     if not reasoning:
         return f"Sure! The answer is: {answer} :)" if malformed else answer
     if malformed and draw(key, "no_answer_line") < 0.5:
@@ -313,6 +383,24 @@ def compose_fact(fact: tuple[str, str], config: Settings, key: str, reasoning: b
     if draw(key, "wrong") < config.wrong_rate:
         result = near_miss(op, result, draw(key, "where"))
     return dressed(word_facts.sentence(op, word, result), f"Looking at the letters of {word}.", config, key,
+                   reasoning)
+
+
+def compose_math(solution: math_problems.Solution, config: Settings, key: str, reasoning: bool = False) -> str:
+    """compose for a math problem: the step lines, then the answer. Wrong with probability
+    min(1, math_wrong_rate x steps): one step's result is off by 1-3 and carried on, so the lines show the slip."""
+    if draw(key, "refusal") < config.refusal_rate:
+        return REFUSAL
+    lines, answer = solution.lines, solution.answer
+    if draw(key, "wrong") < min(1.0, config.math_wrong_rate * solution.steps):
+        at, by = int(draw(key, "where") * solution.steps), 1 + int(draw(key, "by") * 3)
+        by = -by if draw(key, "sign") < 0.5 else by
+        if min(math_problems.results(solution.start, solution.moves, at, by)) < 0:
+            by = -by  # a slip upwards: no count goes below zero
+        lines, answer = math_problems.worked(solution.start, solution.moves, at, by)
+    if config.reasoning == "none":  # worked out in the content, whatever the prompt asks
+        return dressed(str(answer), "\n".join(lines), config, key, True)
+    return dressed(str(answer) if reasoning else f"The answer is {answer}.", "\n".join(lines), config, key,
                    reasoning)
 
 
@@ -503,10 +591,15 @@ def responder(messages: list[dict], config: Settings) -> Callable[[str], str]:
     kind = kind_of(messages)
     if kind == "labelling":
         question, reasoning = question_of(messages), wants_reasoning(messages)
-        fact = fact_of(messages) if words.parse(question) is None else None  # not the skill's: word facts?
+        if words.parse(question) is not None:
+            return lambda key: compose(question, config, key, reasoning)
+        fact = fact_of(messages)  # not the skill's: word facts?
         if fact is not None:
             return lambda key: compose_fact(fact, config, key, reasoning)
-        return lambda key: compose(question, config, key, reasoning)
+        problem = math_problems.solve(last_user_text(messages))  # a math word problem?
+        if problem is not None:
+            return lambda key: compose_math(problem, config, key, reasoning)
+        return lambda key: compose(question, config, key, reasoning)  # none of the demo's: refused
     parse, write = KINDS[kind]
     parsed = parse(last_user_text(messages))
     return lambda key: write(*parsed, config, key)
@@ -525,22 +618,74 @@ def token_logprobs(text: str, k: int) -> list[dict]:
     return result
 
 
+class Tokens:
+    """Tokens as the stand-in bills them: one per character, or those of ``tokenizer`` (loaded at start, so that a
+    bad path fails the start rather than a request)."""
+
+    def __init__(self, tokenizer: str | None) -> None:
+        self.counter = None
+        if tokenizer is not None:
+            from distill.teacher.tokens import counter  # here: transformers takes seconds to import
+
+            self.counter = counter(tokenizer)
+
+    def prompt(self, messages: list[dict]) -> int:
+        if self.counter is None:
+            return sum(len(text_of(m.get("content"))) for m in messages)
+        return self.counter.prompt_tokens(messages)
+
+    def count(self, text: str) -> int:
+        return len(text) if self.counter is None else self.counter.completion_tokens(text)
+
+    def head(self, text: str, limit: int) -> str:
+        """The first ``limit`` tokens of ``text``."""
+        if self.counter is None:
+            return text[:limit]
+        tokenizer = self.counter.tokenizer
+        return tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)[:limit])
+
+
+def as_message(text: str, config: Settings, tokens: Tokens, limit: int | None) -> tuple[dict, str, int]:
+    """(message, finish_reason, reasoning tokens) of a choice's text. A ``limit`` covers the reasoning too, as
+    real APIs count it: thinking that uses it all up leaves the content empty. ``field`` moves the think block
+    to reasoning_content; ``inline`` leaves it at the head of the content."""
+    opening, closing = f"{THINK[0]}\n", f"\n{THINK[1]}\n\n"
+    thought, content = None, text
+    if config.reasoning == "field" and text.startswith(opening):
+        thought, _, content = text[len(opening):].partition(closing)
+    used = tokens.count(thought or "") + tokens.count(content)
+    finish = "length" if limit is not None and used > limit else "stop"
+    if finish == "length" and thought is not None:
+        thought, content = tokens.head(thought, limit), tokens.head(content, max(limit - tokens.count(thought), 0))
+    elif finish == "length":
+        content = tokens.head(content, limit)
+    said = {"role": "assistant", "content": content, "refusal": None}
+    if config.reasoning == "field":
+        return said | {"reasoning_content": thought}, finish, tokens.count(thought or "")
+    block = content.partition(THINK[1])  # inline: the think block as written, its tags included
+    inline = block[0] + block[1] if config.reasoning == "inline" and content.startswith(THINK[0]) else ""
+    return said, finish, tokens.count(inline)
+
+
 class Standin:
     """Request handlers plus the per-request-hash attempt counter that transient faults key on."""
 
     def __init__(self, config: Settings, request_log: Path | None) -> None:
         self.config = config
+        self.tokens = Tokens(config.tokenizer)
+        self.requests = itertools.count()  # ignore_seed: a fresh number per request goes into its answers' draws
         self.attempts: dict[str, int] = {}  # one small entry per distinct body: fine for a pipeline run
         self.answered: dict[str, str] = {}  # Idempotency-Key -> the answer it was given, replayed unbilled
+        self.users: dict[str, str] = {}  # request hash -> the request's `user` (the caller's label), when it has one
         self.log = request_log.open("a", encoding="utf-8") if request_log else None
 
     def record(self, request_hash: str, attempt: int, status: int, fault: str | None) -> None:
         # Answered (and billed) = status 200 with no fault, written once the answer was delivered;
         # "replayed" answers a repeated Idempotency-Key unbilled; "client_gone" was never delivered.
-        # Headers (and so the API key) are never written.
+        # Headers (and so the API key) are never written; the `user` label is (the probe's requests carry one).
         if self.log is not None:
             line = {"time": time.time(), "request_hash": request_hash, "attempt": attempt, "status": status,
-                    "fault": fault}
+                    "fault": fault} | ({"user": self.users[request_hash]} if request_hash in self.users else {})
             self.log.write(json.dumps(line) + "\n")
             self.log.flush()
 
@@ -564,10 +709,13 @@ class Standin:
         except ValueError:
             body, request_hash = None, hashlib.sha256(raw).hexdigest()
         attempt = self.attempts[request_hash] = self.attempts.get(request_hash, 0) + 1
+        if isinstance(body, dict) and isinstance(body.get("user"), str):
+            self.users[request_hash] = body["user"]
         response_id = sha(request_hash, attempt)[:24]
         headers = {"x-request-id": f"req_{response_id}"}
         try:
             settings = validate(body)
+            dialect(body, self.config)
         except BadRequest as error:
             self.record(request_hash, attempt, 400, None)
             payload = error_body(str(error), "invalid_request_error", error.param, error.code)
@@ -613,26 +761,35 @@ class Standin:
         return response
 
     def complete(self, body: dict, settings: dict, response_id: str) -> dict:
-        messages = body["messages"]
-        reply = responder(messages, self.config)
-        # n is left out so that n=1 and n=3 of one prompt share choice 0's answer.
-        content_key = sha(canonical({k: v for k, v in body.items() if k != "n"}), self.config.seed)
+        messages, config = body["messages"], self.config
+        reply = responder(messages, config)
+        sampled = settings["temperature"] > 0
+        # n is left out so that n=1 and n=3 share choice 0; user is metadata (the probe sends two that differ in it)
+        keyed = {k: v for k, v in body.items() if k not in ("n", "user") and not (config.ignore_seed and k == "seed")}
+        content_key = sha(canonical(keyed), config.seed)
+        if config.ignore_seed and sampled:  # like a server that never reads seed: each request draws anew
+            content_key = sha(content_key, next(self.requests))
         limit, top = settings["max_tokens"], settings["top_logprobs"]
-        choices = []
-        for index in range(settings["n"]):
-            text = reply(sha(content_key, index if settings["temperature"] > 0 else 0))
-            finish = "length" if limit is not None and len(text) > limit else "stop"
-            text = text[:limit] if finish == "length" else text
+        choices, completion_tokens, reasoning_tokens = [], 0, 0
+        for index in range(1 if config.ignore_n else settings["n"]):
+            said, finish, thought_tokens = as_message(reply(sha(content_key, index if sampled else 0)), config,
+                                                   self.tokens, limit)
             choices.append({
                 "index": index,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                # ignore_logprobs: answer as if never asked, as `transformers serve` does
-                "logprobs": None if top is None or self.config.ignore_logprobs
-                else {"content": token_logprobs(text, top), "refusal": None},
+                "message": said,
+                # ignore_logprobs: answer as if never asked, as `transformers serve` does; the content's only
+                "logprobs": None if top is None or config.ignore_logprobs
+                else {"content": token_logprobs(said["content"], top), "refusal": None},
                 "finish_reason": finish,
             })
-        prompt_tokens = sum(len(text_of(m.get("content"))) for m in messages)
-        completion_tokens = sum(len(c["message"]["content"]) for c in choices)
+            completion_tokens += self.tokens.count(said["content"]) + self.tokens.count(said.get("reasoning_content")
+                                                                                         or "")
+            reasoning_tokens += thought_tokens
+        prompt_tokens = self.tokens.prompt(messages)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        if config.reasoning != "none":
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         return {
             "id": response_id,
             "object": "chat.completion",
@@ -640,8 +797,7 @@ class Standin:
             "model": body["model"] + SNAPSHOT_SUFFIX,
             "system_fingerprint": "fp_standin",
             "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": usage,
         }
 
     async def close(self, app: web.Application) -> None:

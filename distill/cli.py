@@ -6,6 +6,7 @@
     distill pull                         dvc pull that keeps local changes and merges request stores
     distill deploy [--cron C] [--teacher-rpm N]  register the Prefect deployments (PREFECT_API_URL)
     distill estimate                     what the generate stage would cost now; sends nothing
+    distill example <params.yaml> [--dir D]  run a worked example (examples/) in a workspace of its own (runs/)
 """
 
 # The two commands that start Prefect (run, deploy) are added by flows/cli.py, the `distill` script: the
@@ -28,6 +29,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     teacher.add_argument("action", choices=["serve"])
     commands.add_parser("pull", help="dvc pull that never overwrites local changes; request stores are merged")
     commands.add_parser("estimate", help="print what the generate stage would send and cost; sends nothing")
+    example = commands.add_parser("example", help="run a worked example's params file in runs/<its name>")
+    example.add_argument("params_file", help="e.g. examples/math.yaml")
+    example.add_argument("--dir", help="the workspace (default: runs/<file stem>)")
     return parser, commands
 
 
@@ -53,6 +57,16 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: li
         print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
     elif args.command == "estimate":
         sys.exit(estimate_generate())
+    elif args.command == "example":
+        from pathlib import Path
+
+        from distill.params import ParamsError
+        from distill.workspace import run_example
+
+        try:
+            sys.exit(run_example(Path(args.params_file), Path(args.dir) if args.dir else None))
+        except ParamsError as error:
+            sys.exit(f"distill example: {error}")
     elif args.command == "pull":
         from distill import sharing
         from distill.entry import StageError
@@ -79,6 +93,7 @@ def estimate_generate() -> str | None:
     from distill import paths
     from distill.elicit.forecast import forecast
     from distill.entry import StageError
+    from distill.teacher.ask import counted, prompt_source
     from distill.teacher.estimate import chars_per_token, estimate
     from distill.teacher.store import RequestStore
 
@@ -96,8 +111,9 @@ def estimate_generate() -> str | None:
     totals: dict[str, list[float]] = {}
     with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
         for plan in plans:
-            planned = estimate(plan.requests, store, plan.teacher.price, chars_per_token(plan.teacher),
-                               params.budget.expected_completion_tokens)
+            planned = estimate(counted(plan.requests, plan.teacher), store, plan.teacher.price,
+                               chars_per_token(plan.teacher), params.budget.expected_completion_tokens,
+                               prompt_source(plan.teacher, None))
             print(planned.table(f"{plan.label} ({plan.teacher.name})"))
             total = totals.setdefault(plan.teacher.name, [0, 0.0, 0.0])
             total[0] += planned.to_send

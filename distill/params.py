@@ -91,7 +91,16 @@ class TeacherParams(Strict):
     # (else unused); for standin, see Settings in demo/standin.py
     price: PriceParams = PriceParams()  # what the teacher charges, per million tokens
     capabilities: CapabilityParams = CapabilityParams()  # what the endpoint supports (the stand-in: everything,
-    # whatever is set here)
+    # whatever is set here); the probe checks it before the first paid request
+    tokenizer: str | None = None  # the teacher's tokenizer (HF id or local path): the estimate and the budget count
+    # real tokens with it (its chat template applied); null = characters / 4, which the estimate says is approximate
+    completion_limit: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"  # the request field that
+    # carries generate.max_tokens: reasoning models (OpenAI o-series, GPT-5) refuse max_tokens; auto = max_tokens
+    # unless the probe finds the endpoint refuses it (the request key is the same either way)
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None  # sent to a reasoning model as
+    # reasoning_effort (part of the request key); null = not sent
+    probe: bool = True  # before the first paid request, one cheap probe (two tiny requests) checks what the endpoint
+    # really does with logprobs, n, seed and the completion limit; a plan it cannot serve is refused unpaid
 
     @model_validator(mode="after")
     def endpoint_is_named(self) -> TeacherParams:
@@ -116,6 +125,10 @@ class StudentParams(Strict):
     batch_size: Positive = 64  # answers generated together (evaluate, sweep, sampling)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where evaluation, sampling, IFD and reward scoring run;
     # auto = cuda when available (training follows the trainer's own choice)
+    reasoning: Literal["drop", "keep"] = "drop"  # the teacher's reasoning (GENERATED.reasoning) in training: drop =
+    # train on the answer only; keep = the reasoning inside think_tags, then the answer
+    think_tags: tuple[str, str] = ("<think>", "</think>")  # how the student writes its reasoning (Qwen3, DeepSeek-R1:
+    # <think> </think>); evaluation scores only what follows the closing tag
 
 
 class BudgetParams(Strict):
@@ -185,6 +198,17 @@ class SelfKnowledgeParams(Strict):
     min_score: Annotated[int, Field(ge=0, le=10)] = 8  # judge: lowest grade kept
 
 
+class RejectionParams(Strict):
+    """Rejection sampling: of the ``generate.n`` answers per question, keep those that pass. The share that passes
+    is the question's pass rate (GENERATED.pass_rate), a difficulty signal the selection can use (``difficulty``)."""
+
+    keep: Literal["all", "verifier", "majority", "judge"] = "all"  # all: no filter; verifier: the task's verifier
+    # against the seed's reference; majority: answers whose final answer is the most common one; judge: the
+    # primary teacher grades each answer (the judge section)
+    min_agreement: Fraction = 0.5  # majority: share of a question's answers the most common final answer needs
+    min_score: Annotated[int, Field(ge=0, le=10)] = 8  # judge: lowest grade kept
+
+
 class GenerateParams(Strict):
     """Teacher generation: which elicitation methods run, and the prompt and sampling sent to the teacher."""
 
@@ -216,6 +240,8 @@ class GenerateParams(Strict):
     curation: CurationParams = CurationParams()  # the curation method: new inputs from topics
     feedback: FeedbackParams = FeedbackParams()  # the feedback method -> data/generate/preferences.parquet
     self_knowledge: SelfKnowledgeParams = SelfKnowledgeParams()  # the self_knowledge method
+    rejection: RejectionParams = RejectionParams()  # rejection sampling over the n answers of each question
+    # (labelling, expansion, curation)
 
     @model_validator(mode="after")
     def _feature_needs_logprobs(self) -> GenerateParams:
@@ -284,7 +310,7 @@ class DedupeParams(Strict):
     contamination: ContaminationParams = ContaminationParams()  # overlap with the held-out eval rows
 
 
-Signal = Literal["quality", "judge_rating", "ifd", "reward"]  # the score stage's per-row signals
+Signal = Literal["quality", "judge_rating", "ifd", "reward", "difficulty"]  # the score stage's per-row signals
 
 
 class DiversityParams(Strict):
@@ -597,6 +623,14 @@ class Params(Strict):
     def feature_tokenizer(self) -> str:
         """The tokenizer whose ids features.parquet stores: generate.feature_tokenizer, else the student's."""
         return self.generate.feature_tokenizer or self.student.model
+
+    @model_validator(mode="after")
+    def _kd_trains_on_answers(self) -> Params:
+        if self.train.objective == "kd" and self.student.reasoning == "keep":
+            raise ValueError("train.objective=kd with student.reasoning=keep: the stored teacher log-probs "
+                             "(generate.top_logprobs) cover the answer tokens only, not the reasoning; set "
+                             "student.reasoning: drop, or another train.objective (sft trains on the reasoning)")
+        return self
 
     @model_validator(mode="after")
     def _unique_teacher_names(self) -> Params:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from distill.io import content_hash
+from distill.reasoning import of_message
 
 _ANSWER_LINE = re.compile(r"^[ \t]*answer[ \t]*:(?P<answer>.*)$", re.IGNORECASE | re.MULTILINE)
 
@@ -120,17 +121,30 @@ class Template:
                 {"role": "user", "content": self.user.format(**fields).strip()}]
 
 
+def parse_reasoned(choice: dict) -> tuple[str | None, str | None]:
+    """``(reasoning, answer)`` of a choice: a reasoning model's thinking (its own field or a ``<think>`` block,
+    distill/reasoning.py) apart from the answer text; either is None when there is none."""
+    reasoning, content = of_message(choice.get("message") or {})
+    return reasoning, content.strip() if isinstance(content, str) and content.strip() else None
+
+
 def parse_choice(choice: dict) -> str | None:
-    """Labelling's parse step: the answer text, or None when there is none."""
-    content = (choice.get("message") or {}).get("content")
-    return content.strip() if isinstance(content, str) and content.strip() else None
+    """Labelling's parse step: the answer text (never a reasoning model's thinking), or None when there is none."""
+    return parse_reasoned(choice)[1]
+
+
+def split_final_answer(text: str) -> tuple[str | None, str | None]:
+    """Chain-of-thought parse step: ``(reasoning, answer)``, the text before and after the last ``Answer:`` line;
+    answer None when there is none."""
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches or not matches[-1]["answer"].strip():
+        return None, None
+    return text[: matches[-1].start()].strip() or None, matches[-1]["answer"].strip()
 
 
 def final_answer(text: str) -> str | None:
     """Chain-of-thought parse step: the text after the last ``Answer:`` line; None when there is none."""
-    matches = _ANSWER_LINE.findall(text)
-    answer = matches[-1].strip() if matches else ""
-    return answer or None
+    return split_final_answer(text)[1]
 
 
 def fill(template: str, instruction: str, input_text: str = "") -> str:

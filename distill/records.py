@@ -49,10 +49,13 @@ GENERATED = {
     "input": pl.String,
     "context": pl.String,  # the seed's earlier chat turns (SEED.context); "" when none
     "reference": pl.String,  # the seed's reference answer, when it has one (the task's verifier checks against it)
-    "response": pl.String,
+    "response": pl.String,  # the answer (without the reasoning)
+    "reasoning": pl.String,  # the teacher's reasoning: message.reasoning_content, a <think> block or the text before
+    # the chain-of-thought's Answer: line; null when it gave none
     "input_origin": pl.String,  # "seed", "expansion round <r>" or "curation: <topic> / <subtopic>"
     "parent_key": pl.String,  # store key of the request that wrote the input; null for seed inputs
     "judge_score": pl.Float64,  # the judge's grade in [0, 1] where one graded the row, else null
+    "pass_rate": pl.Float64,  # rejection sampling: share of its question's n answers that passed, else null
 }
 
 # generate: data/generate/rejects.parquet; everything that did not become a row, with the reason
@@ -108,6 +111,7 @@ SCORES = {
     "judge_critique": pl.String,
     "ifd": pl.Float64,  # instruction-following difficulty with the student (score.ifd), else null
     "reward": pl.Float64,  # the reward model's score (score.reward_model), else null
+    "difficulty": pl.Float64,  # 1 - pass_rate (generate.rejection), else null
     "quality": pl.Float64,  # in [0, 1]; higher is better; used to pick among duplicates
     "keep": pl.Boolean,
     "drop_reason": pl.String,  # null when keep
@@ -185,7 +189,7 @@ def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
 
 
 # Columns a frame may lack (rows from before chat seeds, inputs a teacher wrote): filled in by conform.
-OPTIONAL_COLUMNS = {"context": "", "reference": None}
+OPTIONAL_COLUMNS = {"context": "", "reference": None, "reasoning": None, "pass_rate": None}
 
 
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:

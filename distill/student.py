@@ -7,6 +7,10 @@ with a character-level tokenizer kept in the repo; ``python -m distill.student``
 ``data/students/tiny-chat`` is a real-shaped one (byte-level BPE, a ChatML chat template, eos = ``<|im_end|>``
 and no pad token, like many instruct models), so chat-template students are tested offline too;
 ``python -m distill.student chat`` rebuilds it from the corpus kept next to it.
+``data/students/tiny-math`` is the same shape for the math word problems: its BPE splits numbers
+into digits and knows ``<think>`` and ``</think>`` as single tokens, so a student can learn to reason in them;
+``python -m distill.student math`` rebuilds it from ``data/students/tiny-math-corpus.txt``
+(written by the math example's seed script).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 TINY_STUDENT_DIR = Path("data/students/tiny-char")
 TINY_CHAT_DIR = Path("data/students/tiny-chat")
 TINY_CHAT_CORPUS = Path("data/students/tiny-chat-corpus.txt")
+TINY_MATH_DIR = Path("data/students/tiny-math")
+TINY_MATH_CORPUS = Path("data/students/tiny-math-corpus.txt")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_config.json")
 
 # Character-level vocabulary: printable ASCII plus the specials the trainer needs.
@@ -29,6 +35,8 @@ CHARS = list(string.printable[:95]) + ["\n"]
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
           "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]  # added but not special, as in Qwen3: decoding with skip_special_tokens keeps
+# them, so the reasoning can still be told from the answer
 
 
 def has_weights(path: Path) -> bool:
@@ -107,21 +115,25 @@ def build_tiny_student(out_dir: Path = TINY_STUDENT_DIR) -> None:
                      "distill.student`.\n")
 
 
-def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_CHAT_CORPUS) -> None:
-    """Write a tiny chat student's config and byte-level BPE tokenizer (no weights), trained on ``corpus``.
-
-    No pad token on purpose: batching then pads with eos, the path most instruct models take. BPE training is
-    deterministic, so a rebuild writes the same tokenizer.json (tests/test_chat.py checks it).
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def save_bpe_chat_student(out_dir: Path, corpus: Path, vocab_size: int, readme: str, digits: bool = False,
+                          think: bool = False) -> None:
+    """A tiny Llama's config and a byte-level BPE tokenizer trained on ``corpus``, with a ChatML template (no
+    weights). ``digits``: each digit a token of its own (as Llama's and Qwen's tokenizers split numbers);
+    ``think``: ``<think>`` and ``</think>`` added as single tokens. No pad token on purpose: batching then pads
+    with eos, the path most instruct models take. BPE training is deterministic: a rebuild writes the same files."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                          if digits else byte_level)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, min_frequency=1, special_tokens=CHAT_SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=CHAT_SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     core.train_from_iterator(corpus.read_text(encoding="utf-8").splitlines(), trainer=trainer)
+    if think:
+        core.add_tokens([AddedToken(token, special=False, normalized=False) for token in THINK_TOKENS])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>",
                                         additional_special_tokens=CHAT_SPECIALS, chat_template=CHATML)
     vocab = core.get_vocab()
@@ -138,12 +150,31 @@ def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_C
         pad_token_id=None,  # no pad token: batches pad with eos (prepare_tokenizer)
         tie_word_embeddings=True,
     )
-    save_config_only(out_dir, tokenizer, config, "Tiny byte-level BPE Llama with a ChatML chat template, for offline "
-                     "tests of chat students: config and tokenizer only; weights are initialised from `train.seed`. "
-                     "Rebuild with `python -m distill.student chat` (from data/students/tiny-chat-corpus.txt).\n")
+    save_config_only(out_dir, tokenizer, config, readme)
 
+
+def build_tiny_chat_student(out_dir: Path = TINY_CHAT_DIR, corpus: Path = TINY_CHAT_CORPUS) -> None:
+    """The tiny chat student (tests/test_chat.py checks a rebuild writes the same tokenizer.json)."""
+    save_bpe_chat_student(out_dir, corpus, 1000, "Tiny byte-level BPE Llama with a ChatML chat template, for "
+                          "offline tests of chat students: config and tokenizer only; weights are initialised from "
+                          "`train.seed`. Rebuild with `python -m distill.student chat` (from "
+                          "data/students/tiny-chat-corpus.txt).\n")
+
+
+def build_tiny_math_student(out_dir: Path = TINY_MATH_DIR, corpus: Path = TINY_MATH_CORPUS) -> None:
+    """The tiny math student: like tiny-chat, but digits are single tokens (a tiny model then learns carrying
+    digit by digit rather than a table of numbers) and ``<think>``/``</think>`` are one token each."""
+    save_bpe_chat_student(out_dir, corpus, 800, "Tiny byte-level BPE Llama with a ChatML chat template for the "
+                          "math word problems: digits split one a token, <think> and </think> single tokens; "
+                          "config and tokenizer only; weights are initialised from `train.seed`. Rebuild with "
+                          "`python -m distill.student math` (from data/students/tiny-math-corpus.txt, which the "
+                          "math seed script writes).\n", digits=True, think=True)
+
+
+BUILDERS = {"": build_tiny_student, "chat": build_tiny_chat_student, "math": build_tiny_math_student}
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in ([], ["chat"]):
-        sys.exit("usage: python -m distill.student [chat]  (no argument: tiny-char; chat: tiny-chat)")
-    build_tiny_chat_student() if sys.argv[1:] == ["chat"] else build_tiny_student()
+    if len(sys.argv) > 2 or (sys.argv[1:] or [""])[0] not in BUILDERS:
+        sys.exit("usage: python -m distill.student [chat|math]  (no argument: tiny-char; chat: tiny-chat; "
+                 "math: tiny-math)")
+    BUILDERS[(sys.argv[1:] or [""])[0]]()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("metrics/*.json", "benchmarks/results/*.json")
+SOURCES = ("metrics/*.json", "benchmarks/results/*.json", "examples/results/*.json")
 
 Data = dict[str, dict]  # relative path of a results file -> its parsed JSON
 
@@ -107,6 +107,28 @@ def eval_block(data: Data) -> str:
         f"Teacher requests in the last run: generate sent {fmt(gen['requests_sent'])} of "
         f"{fmt(gen['requests_planned'])} ({fmt(gen['cache_hits'])} answered from the request store), "
         f"evaluate sent {fmt(ev['teacher_requests_sent'])}.\n")
+
+
+def math_block(data: Data) -> str:
+    """The README's second example: the math word problems with a reasoning teacher (`distill example
+    examples/math.yaml` writes examples/results/math.json)."""
+    result = data["examples/results/math.json"]
+    ev, gen, train = result["eval"], result["generate"], result["train"]
+    protocol, rejection = ev["protocol"], gen["rejection"]
+    metric = f"final number right (pass@1 over {protocol['samples']} samples, temperature {protocol['temperature']})"
+    rows = [
+        ["teacher (the stand-in, greedy)", fmt(ev["teacher"], ".3f")],
+        ["student before training", fmt(ev["student_before"], ".3f")],
+        [f"**student after training** ({fmt(train['steps'])} steps of SFT on reasoning + answer)",
+         f"**{fmt(ev['student_after'], '.3f')}**"],
+    ]
+    best_k = max(ev["pass_at_k"], key=lambda name: int(name.split("@")[1]))
+    return table(["system", metric], rows) + (
+        f"\nTeacher gap closed: {fmt(ev['gap_closed'], '.3f')} ({best_k}: "
+        f"{fmt(ev['pass_at_k'][best_k]['student_after'], '.3f')}). Rejection sampling: {fmt(rejection['answers'])} "
+        f"answers to {fmt(rejection['questions'])} questions, {fmt(rejection['passed'])} passed (mean pass rate "
+        f"{fmt(rejection['pass_rate_mean'], '.2f')}; {fmt(rejection['unsolved'])} questions unsolved, "
+        f"{fmt(rejection['solved_by_all'])} solved by every answer), in {fmt(gen['requests_planned'])} requests.\n")
 
 
 def funnel_block(data: Data) -> str:
@@ -255,6 +277,7 @@ def pipeline_bench_block(data: Data) -> str:
 
 BLOCKS: dict[str, Callable[[Data], str]] = {
     "eval": eval_block,
+    "math": math_block,
     "funnel": funnel_block,
     "sweep": sweep_block,
     "forgetting": forgetting_block,

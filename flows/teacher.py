@@ -62,12 +62,15 @@ def make_limiter(settings: EngineSettings) -> RateLimiter | SharedRateLimit:
 
 def make_budget(budget: dict | None) -> Budget | None:
     """One budget shared by every shard, or None when there is no cap. ``budget`` holds plain,
-    JSON-able values (it is a flow parameter): ``budget_usd``, ``budget_tokens``, ``price``
+    JSON-able values (it is a flow parameter): ``budget_usd``, ``budget_tokens`` (the caps), ``spent_usd``,
+    ``spent_tokens`` (what this run's earlier requests and probes spent), ``price``
     (the teacher's price table) and ``chars_per_token`` (the prompt-size estimate)."""
     if not budget or (budget.get("budget_usd") is None and budget.get("budget_tokens") is None):
         return None
-    return Budget(PriceParams(**(budget.get("price") or {})), budget.get("budget_usd"), budget.get("budget_tokens"),
-                  budget.get("chars_per_token", 4.0))
+    cap = Budget(PriceParams(**(budget.get("price") or {})), budget.get("budget_usd"), budget.get("budget_tokens"),
+                 budget.get("chars_per_token", 4.0))
+    cap.settled_usd, cap.settled_tokens = budget.get("spent_usd", 0.0), budget.get("spent_tokens", 0)  # earlier asks
+    return cap
 
 
 async def answer_plan(

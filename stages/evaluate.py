@@ -8,7 +8,9 @@ Writes:  data/evaluate/predictions.parquet (PREDICTION), data/store/evaluate.jso
 Params:  evaluate, task, student, teacher, generate (the teacher is asked as generate asks it), train.objective
 
 Scores are the task's metric (``task``, distill/task.py; no metric: exact match after normalisation), per
-system and per the task's groups. ``metrics/eval.json`` also has the share of the teacher gap training
+system and per the task's groups, on each answer without its reasoning: a student's after its think block
+(``student.think_tags``; predictions.parquet keeps the whole text), the teacher's without its reasoning field or
+block. ``metrics/eval.json`` also has the share of the teacher gap training
 closed, the held-out KL to the teacher and the forgetting probe (distill/measure/).
 """
 
@@ -28,7 +30,7 @@ from distill.io import atomic_path, content_hash, write_json, write_parquet, wri
 from distill.measure import forgetting
 from distill.measure.eval_report import chart, report
 from distill.measure.heldout_kl import heldout_kl
-from distill.measure.metrics import gap_closed, pass_at, score_system
+from distill.measure.metrics import gap_closed, pass_at, score_system, scored_part
 from distill.measure.pairwise import win_rate
 from distill.measure.sampling import student_answers
 from distill.measure.teacher_answers import teacher_answers
@@ -40,10 +42,12 @@ from distill.teacher.engine import Ledger
 
 def judge_win_rates(evals: pl.DataFrame, answers: dict, params: params_module.Params, store_path: Path,
                     send: Callable[..., Ledger]) -> dict:
-    """Each student's win rate against the teacher's own answers, judged by the teacher in both orders."""
+    """Each student's win rate against the teacher's own answers, judged by the teacher in both orders, on the
+    answers without their reasoning (the metric's part)."""
     tasks = [plain_prompt(turns) for turns in frame_turns(evals, "{instruction}")]  # chats as transcripts
     teacher = [samples[0] for samples in answers["teacher"]]
-    return {name: win_rate(list(zip(tasks, [samples[0] for samples in answers[name]], teacher, strict=True)),
+    return {name: win_rate(list(zip(tasks, [scored_part(samples[0], params.student.think_tags)
+                                            for samples in answers[name]], teacher, strict=True)),
                            params, store_path, send) for name in answers if name != "teacher"}
 
 
@@ -63,7 +67,8 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
                for name, path in {"student_before": params.student.model, **models}.items()}
     teacher, teacher_cost, teacher_topk = teacher_answers(evals, params, store_path, send)
     answers["teacher"] = [[answer] for answer in teacher]
-    predictions = pl.concat([score_system(evals, name, answers[name], task)
+    predictions = pl.concat([score_system(evals, name, answers[name], task,
+                                          None if name == "teacher" else params.student.think_tags)
                              for name in (*SYSTEMS, *OPTIONAL_SYSTEMS) if name in answers])
     means = dict(predictions.group_by("system").agg(pl.col("score").mean()).iter_rows())
     by_group = (

@@ -26,7 +26,7 @@ import polars as pl
 
 from distill import params as params_module
 from distill import paths
-from distill.elicit import check_capabilities, elicit
+from distill.elicit import check_capabilities, elicit, rejection
 from distill.elicit.answering import FAILURES, prompt_of
 from distill.elicit.features import feature_tokenizer, size_metrics
 from distill.elicit.session import Session, ledger_metrics
@@ -46,7 +46,7 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
     started = time.monotonic()
     check_capabilities(params)  # a plan a teacher cannot serve costs nothing
     tokenizer = feature_tokenizer(params)
-    session = Session(params, store, send, settings)
+    session = Session(params, store, send, settings, feature_token_id=tokenizer.id_of if tokenizer else None)
     outputs, rows, rejects, preferences, features = elicit(session, seeds, evals, tokenizer)
     failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
     failed_fraction = failed / max(rows.height + failed, 1)
@@ -58,6 +58,7 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
         "rejects": rejects.height,
         "rejects_by_reason": dict(rejects["reason"].value_counts().iter_rows()),
         "preference_pairs": preferences.height,
+        "rejection": rejection.summary(session.pass_counts, params.generate.rejection.keep),
         "failed_fraction": round(failed_fraction, 4),
         "budget": {"usd": params.budget.usd, "tokens": params.budget.tokens},
         "template_hash": prompt_of(params.generate).hash,

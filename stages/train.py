@@ -6,7 +6,8 @@ Reads:   data/select/rows.parquet (rows with keep = true), the student (``studen
 Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/baseline/ (the plain-SFT
          baseline when train.objective is not sft), data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
-Params:  train, student
+Params:  train, student (its model, prompt template, seed and max_length through train; ``student.reasoning``
+         and ``think_tags``: whether the targets carry the teacher's reasoning)
 
 The data each method trains on is distill/transfer/data.py; one training run, the same for every
 method (checkpoints, resuming, saving whole), is distill/transfer/training.py.
@@ -24,7 +25,7 @@ from distill import params as params_module
 from distill import paths
 from distill.entry import guarded
 from distill.io import atomic_path, content_hash, write_json, write_parquet
-from distill.transfer.data import training_data
+from distill.transfer.data import think_tags, training_data
 from distill.transfer.training import STARTS_FROM_SFT, loss_log, train
 
 
@@ -44,11 +45,17 @@ def train_baseline(pairs: list[dict], params: params_module.TrainParams, baselin
 
 
 def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.DataFrame, preferences: pl.DataFrame,
-        model_dir: Path, baseline_dir: Path) -> tuple[pl.DataFrame, dict]:
-    """Train the student into ``model_dir`` (and the baseline into ``baseline_dir``); the loss log and metrics."""
+        model_dir: Path, baseline_dir: Path, tags: tuple[str, str] | None = None) -> tuple[pl.DataFrame, dict]:
+    """Train the student into ``model_dir`` (and the baseline into ``baseline_dir``); the loss log and metrics.
+    ``tags``: the targets carry the teacher's reasoning inside them (distill.transfer.data.think_tags)."""
     template = Path(params.prompt_template).read_text(encoding="utf-8")
-    data = training_data(rows, template, params, features, preferences)
+    data = training_data(rows, template, params, features, preferences, tags)
     replayed = len(data.pairs) - rows.filter(pl.col("keep")).height
+    if tags:
+        reasoned = (rows.filter(pl.col("keep") & (pl.col("reasoning").str.strip_chars() != "")).height
+                    if "reasoning" in rows.columns else 0)
+        print(f"train: student.reasoning keep: {reasoned} of {len(data.pairs)} targets carry the teacher's reasoning "
+              f"inside {tags[0]} {tags[1]}, the rest are the answer alone")
     baseline = train_baseline(data.pairs, params, baseline_dir)  # first: on_policy, dpo and rl start from it
     start = str(baseline_dir) if params.objective in STARTS_FROM_SFT and params.start_from_sft else None
     print(f"train: {params.objective}, {len(data.pairs)} examples ({replayed} replayed general rows), "
@@ -85,9 +92,10 @@ def read_optional(path: Path) -> pl.DataFrame:
 
 
 def main() -> None:
-    log, metrics = run(params_module.load().train, pl.read_parquet(paths.SELECT_ROWS),
+    params = params_module.load()
+    log, metrics = run(params.train, pl.read_parquet(paths.SELECT_ROWS),
                        read_optional(paths.GENERATE_FEATURES), read_optional(paths.GENERATE_PREFERENCES),
-                       paths.TRAIN_MODEL, paths.TRAIN_BASELINE)
+                       paths.TRAIN_MODEL, paths.TRAIN_BASELINE, think_tags(params.student))
     write_parquet(log, paths.TRAIN_LOG)
     with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
         log.select("step", "loss").write_csv(tmp)

@@ -470,16 +470,19 @@ def serve() -> Iterator[Callable[..., str]]:
         yield url_for
 
 
-def billed_requests(request_log: Path) -> Counter:
+def billed_requests(request_log: Path, probes: bool = False) -> Counter:
     """Requests a stand-in answered and billed, by request hash, from its ``--request-log`` (replays of an
-    Idempotency-Key and faults are not billed)."""
+    Idempotency-Key and faults are not billed); the probe's two tiny requests per run (distill/teacher/probe.py,
+    labelled ``user: distill-probe-N``) only with ``probes``."""
     records = [json.loads(line) for line in request_log.read_text().splitlines()]
-    return Counter(r["request_hash"] for r in records if r["status"] == 200 and r["fault"] is None)
+    return Counter(r["request_hash"] for r in records if r["status"] == 200 and r["fault"] is None
+                   and (probes or not str(r.get("user", "")).startswith("distill-probe")))
 
 
 @pytest.fixture
 def billed() -> Callable[[Path], Counter]:
-    """``billed(request_log)``: the stand-in's billed requests by request hash (see billed_requests)."""
+    """``billed(request_log, probes=False)``: the stand-in's billed requests by request hash (see
+    billed_requests)."""
     return billed_requests
 
 

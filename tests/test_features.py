@@ -72,7 +72,8 @@ def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
     # the later stand-in switches, at their defaults, leave the stand-in's identity (and so every stored key) as
     # it was; idempotency changes billing, never answers, so it is never part of it
     before = {key: value for key, value in params.teacher.settings.items()
-              if key not in {"ignore_logprobs", "idempotency", "position_bias"}}
+              if key not in {"ignore_logprobs", "idempotency", "position_bias", "math_wrong_rate", "reasoning",
+                             "ignore_n", "ignore_seed", "tokenizer", "require_max_completion_tokens"}}
     assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
     billing_off = params.teacher.model_copy(update={"settings": params.teacher.settings | {"idempotency": False}})
     assert teacher_identity(billing_off) == teacher_identity(params.teacher)
@@ -107,8 +108,8 @@ def test_capability_check_rules(feature_params) -> None:
     capabilities.check(asked, params_module.CapabilityParams())  # the OpenAI defaults allow it
     with pytest.raises(StageError, match=r"teacher\.capabilities\.max_top_logprobs=5"):
         capabilities.check(asked, params_module.CapabilityParams(max_top_logprobs=5))
-    with pytest.raises(StageError, match=r"generate\.n=3 .* teacher\.capabilities\.n is false"):
-        capabilities.check(sampling | {"n": 3}, params_module.CapabilityParams(n=False))
+    # n > 1 without n: no error, the answer step sends n requests with distinct seeds (tests/test_probe.py)
+    capabilities.check(sampling | {"n": 3}, params_module.CapabilityParams(n=False))
     capabilities.check(sampling, params_module.CapabilityParams(logprobs=False, n=False))  # nothing asked
     # the stand-in supports everything, whatever params say
     teacher = feature_params().teacher.model_copy(update={"capabilities": params_module.CapabilityParams(
@@ -116,16 +117,19 @@ def test_capability_check_rules(feature_params) -> None:
     capabilities.check(asked | {"n": 3}, capabilities.of(teacher))
 
 
-def test_endpoint_that_ignores_logprobs_fails_the_stage(
+def test_endpoint_that_ignores_logprobs_fails_the_stage_before_paying(
     tmp_path: Path,
     forty_seeds: Path,
     monkeypatch: pytest.MonkeyPatch,
     feature_params,
     run_stage,
 ) -> None:
-    with pytest.raises(StageError, match=r"none of the \d+ answers of standin has them: the endpoint ignored "
-                                         r"`logprobs`"):
+    with pytest.raises(StageError, match=r"standin: the plan asks for log-probabilities \(generate.top_logprobs=5\), "
+                                         r"but the probe found the endpoint ignores them \(asked logprobs=true, "
+                                         r"top_logprobs=5; choices\[0\]\.logprobs was None"):
         run_stage(feature_params(5, ignore_logprobs=True), tmp_path, forty_seeds)
+    store = tmp_path / "store/generate.jsonl"
+    assert not store.exists() or not store.read_text()  # none of the 40 planned requests was sent
     assert not (tmp_path / "gen/rows.parquet").exists()
     assert not (tmp_path / "gen/features.parquet").exists()
 

@@ -117,9 +117,11 @@ def test_build_rows_provenance_and_rejects(tmp_path: Path, load_params, seeds, p
         "context": "",
         "reference": None,
         "response": "tenalp",
+        "reasoning": None,
         "input_origin": "seed",
         "parent_key": None,
         "judge_score": None,
+        "pass_rate": None,
     }
     assert rows["id"].n_unique() == 3
     assert rejects.rows() == [

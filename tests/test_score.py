@@ -53,6 +53,7 @@ def test_each_check_and_its_reason(generated) -> None:
         "mean_judge_rating": None,
         "mean_ifd": None,
         "mean_reward": None,
+        "mean_difficulty": None,
     }
 
 
@@ -103,4 +104,5 @@ def test_empty_frame_scores_and_summarises(generated) -> None:
     assert scored.height == 0
     assert score.summarise(scored) == {"rows": 0, "kept": 0, "dropped": 0, "dropped_by_reason": {},
                                        "mean_quality": 0.0, "verified_fraction": 0.0, "mean_judge_rating": None,
-                                       "mean_ifd": None, "mean_reward": None}
+                                       "mean_ifd": None, "mean_reward": None,
+                                       "mean_difficulty": None}

@@ -62,6 +62,8 @@ def score(rows: pl.DataFrame, params: params_module.ScoreParams, signals: pl.Dat
         repetition=repetition(pl.col("response").str.replace_all(r"\s+", " ")),
         charset_ok=~pl.col("response").str.contains(BAD_CHARS),
         verified=verified(rows, verify) if params.verify and verify is not None else pl.lit(None, dtype=pl.Boolean),
+        # rejection sampling's pass rate as a signal ranked higher-first: the questions its teacher found hardest
+        difficulty=(1 - pl.col("pass_rate")) if "pass_rate" in rows.columns else pl.lit(None, dtype=pl.Float64),
     ).join(conform(signals, SIGNALS), on="id", how="left")
     # Ordered: the first failing check is the reason recorded.
     failures = [
@@ -101,5 +103,5 @@ def summarise(scored: pl.DataFrame) -> dict:
         "mean_quality": round(float(scored["quality"].mean() or 0.0), 4),
         "verified_fraction": round(float(scored["verified"].cast(pl.Float64).mean() or 0.0), 4),
         **{f"mean_{name}": None if scored[name].null_count() == scored.height else round(float(scored[name].mean()), 4)
-           for name in ("judge_rating", "ifd", "reward")},
+           for name in ("judge_rating", "ifd", "reward", "difficulty")},
     }

@@ -4,7 +4,7 @@ Less teacher data is often better (AlpaGasus: 9k judge-selected rows of Alpaca's
 them; Cherry-LLM: 5-10% by IFD matched the full set). Rows still kept after dedupe go through:
 
 1. thresholds: ``select.min.<signal>`` and ``select.max.<signal>`` on the score stage's signals
-   (quality, judge_rating, ifd, reward); a row without the signal fails it. Dropped as
+   (quality, judge_rating, ifd, reward, difficulty); a row without the signal fails it. Dropped as
    ``below_min_<signal>`` / ``above_max_<signal>``.
 2. rank: by ``select.order_by``, higher first, each signal in turn (for ifd that is Cherry-LLM's pick:
    the answer the instruction helps least); ties, and ``order_by: []``, by a seeded hash of the id,
@@ -47,7 +47,8 @@ def check_signals(rows: pl.DataFrame, params: params_module.SelectParams) -> Non
     eligible = rows.filter(pl.col("keep"))
     for signal in {*params.min, *params.max, *params.order_by}:
         if eligible.height and eligible[signal].null_count() == eligible.height:
-            switch = {"judge_rating": "score.judge", "ifd": "score.ifd", "reward": "score.reward_model"}[signal]
+            switch = {"judge_rating": "score.judge", "ifd": "score.ifd", "reward": "score.reward_model",
+                      "difficulty": "generate.rejection.keep (with generate.n > 1)"}[signal]
             raise StageError(f"select uses {signal}, but no row has it: turn on {switch} (params.yaml) or remove "
                              f"{signal} from select.min / select.max / select.order_by")
 

@@ -21,13 +21,15 @@ import hashlib
 
 import polars as pl
 
+from distill.elicit.rejection import apply as keep_passing
 from distill.elicit.session import Session
 from distill.entry import StageError
 from distill.io import content_hash
 from distill.params import GenerateParams, TeacherParams
-from distill.prompts import Prompt, final_answer, parse_choice
+from distill.prompts import Prompt, parse_reasoned, split_final_answer
 from distill.records import GENERATED, REJECT, conform
-from distill.teacher.ask import plan_requests
+from distill.teacher import capabilities
+from distill.teacher.ask import make_request, plan_requests
 from distill.teacher.engine import TeacherRequest, cost_usd
 from distill.teacher.estimate import chars_per_token
 from distill.teacher.store import RequestStore
@@ -37,6 +39,21 @@ INPUT = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context
 ANSWER_METHODS = ("labelling", "expansion", "curation")  # rows whose requests carry the answer sampling
 # Reasons that mean the teacher failed an input; the rest (budget, near_duplicate, not_best, ...) are choices.
 FAILURES = ("teacher_error", "empty_answer", "unparseable", "no_logprobs", "tokenizer_mismatch")
+
+
+def plan_answers(inputs: list[dict], prompt: Prompt, gen: GenerateParams, teacher: TeacherParams
+                 ) -> tuple[list[dict], list[TeacherRequest]]:
+    """The requests that get ``generate.n`` answers per input, and the input each asks: one request with ``n``
+    where the teacher honours it (``teacher.capabilities.n``), else n requests of one answer with the seeds
+    ``seed``, ``seed + 1``, ... (their keys differ, so each is paid once and kept)."""
+    sampling = sampling_of(gen)
+    if gen.n == 1 or capabilities.of(teacher).n:
+        return inputs, plan_requests(inputs, prompt, sampling, teacher)
+    asked = [item for item in inputs for _ in range(gen.n)]
+    samplings = [sampling | {"n": 1, "seed": gen.seed + i} for _ in inputs for i in range(gen.n)]
+    requests = [make_request(prompt.messages(item["instruction"], item["input"], item.get("context") or ""),
+                             one, teacher) for item, one in zip(asked, samplings, strict=True)]
+    return asked, requests
 
 
 def sampling_of(params: GenerateParams) -> dict:
@@ -78,9 +95,11 @@ def build_rows(
     skipped: dict[str, str],
     chain_of_thought: bool = False,
 ) -> tuple[list[dict], list[dict]]:
-    """Join each input with its stored answer, one row per choice; inputs without a usable answer become
-    rejects (``budget`` for requests the budget did not let out). With ``chain_of_thought`` the response is
-    the text after the last ``Answer:`` line (the reasoning stays in the store), else ``unparseable``."""
+    """Join each input with its stored answer, one row per choice (``inputs[i]`` was asked ``requests[i]``; an
+    input asked several times appears once per request); inputs without a usable answer become rejects
+    (``budget`` for requests the budget did not let out). A reasoning model's thinking goes to ``reasoning``;
+    with ``chain_of_thought`` the response is the text after the last ``Answer:`` line and the text before it
+    is reasoning too (no such line: ``unparseable``)."""
     rows, rejects = [], []
     for item, request in zip(inputs, requests, strict=True):
         entry = store.entry(request.key)
@@ -92,13 +111,16 @@ def build_rows(
         answer = entry["response"]
         usage = answer.get("usage", {})
         for choice in answer.get("choices", []):
-            text = parse_choice(choice)
+            reasoning, text = parse_reasoned(choice)
             if text is None:
                 rejects.append(reject(method, item, request.key, "empty_answer", f"choice {choice.get('index')}"))
                 continue
-            if chain_of_thought and (text := final_answer(raw := text)) is None:
-                rejects.append(reject(method, item, request.key, "unparseable", raw[:100]))
-                continue
+            if chain_of_thought:
+                thought, text = split_final_answer(raw := text)
+                if text is None:
+                    rejects.append(reject(method, item, request.key, "unparseable", raw[:100]))
+                    continue
+                reasoning = "\n\n".join(part for part in (reasoning, thought) if part) or None
             rows.append({
                 "id": content_hash({"request": request.key, "choice": choice.get("index", 0)}),
                 "seed_id": item["id"], "source_file": item["source_file"], "source_line": item["source_line"],
@@ -110,8 +132,8 @@ def build_rows(
                 "completion_tokens": usage.get("completion_tokens", 0),
                 "finish_reason": choice.get("finish_reason") or "stop", "instruction": item["instruction"],
                 "input": item["input"], "context": item.get("context") or "", "reference": item.get("reference"),
-                "response": text, "input_origin": item["input_origin"],
-                "parent_key": item["parent_key"], "judge_score": None,
+                "response": text, "reasoning": reasoning, "input_origin": item["input_origin"],
+                "parent_key": item["parent_key"], "judge_score": None, "pass_rate": None,
             })
     return rows, rejects
 
@@ -128,10 +150,11 @@ def answer_with(session: Session, inputs: list[dict], teacher: TeacherParams, me
         return [], []
     gen = session.params.generate
     prompt = prompt_of(gen)
-    requests = plan_requests(inputs, prompt, sampling_of(gen), teacher)
+    asked, requests = plan_answers(inputs, prompt, gen, teacher)
     ledger = session.ask(requests, teacher, method)
-    return build_rows(method, inputs, requests, session.store, teacher.name, prompt.hash, ledger.errors,
-                      ledger.skipped, gen.chain_of_thought)
+    rows, rejects = build_rows(method, asked, requests, session.store, teacher.name, prompt.hash, ledger.errors,
+                               ledger.skipped, gen.chain_of_thought)
+    return keep_passing(session, rows, rejects, method)
 
 
 def round_robin(inputs: list[dict], teachers: list[TeacherParams]) -> list[list[dict]]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from distill.elicit.answering import as_inputs, by_price, prompt_of, round_robin, sampling_of
+from distill.elicit.answering import as_inputs, by_price, plan_answers, prompt_of, round_robin
 from distill.elicit.expansion import examples_for
 from distill.elicit.judge import task_text
 from distill.params import Params, TeacherParams
 from distill.prompts import Template
-from distill.teacher.ask import make_request, plan_requests
+from distill.teacher.ask import make_request
 from distill.teacher.engine import TeacherRequest
 
 
@@ -39,18 +39,21 @@ def placeholder_inputs(seeds: pl.DataFrame, count: int) -> list[dict]:
 def answers(params: Params, inputs: list[dict], label: str) -> list[Forecast]:
     """The answer step's requests for ``inputs``, per teacher, as ``generate.routing`` sends them."""
     gen, teachers = params.generate, params.all_teachers
-    prompt, sampling = prompt_of(gen), sampling_of(gen)
+    prompt = prompt_of(gen)
+
+    def plan(group: list[dict], teacher) -> list:
+        return plan_answers(group, prompt, gen, teacher)[1]  # n requests per input where n is not honoured
+
     routing = gen.routing if len(teachers) > 1 else "round_robin"
     if routing == "cheapest":  # failures would go on to the next teacher: not forecast
         cheapest = by_price(teachers, gen, params.budget.expected_completion_tokens)[0]
-        return [Forecast(cheapest, label, plan_requests(inputs, prompt, sampling, cheapest))]
+        return [Forecast(cheapest, label, plan(inputs, cheapest))]
     if routing == "judge":
-        forecasts = [Forecast(t, label, plan_requests(inputs, prompt, sampling, t)) for t in teachers]
+        forecasts = [Forecast(t, label, plan(inputs, t)) for t in teachers]
         graded = [(i["instruction"], i["input"], "a typical answer") for i in inputs] * len(teachers)
         return forecasts + [judge_forecast(params, graded, f"{label}: judge (routing)")]
     groups = round_robin([i | {"id": i.get("id") or i["instruction"]} for i in inputs], teachers)
-    return [Forecast(t, label, plan_requests(group, prompt, sampling, t)) for t, group in zip(teachers, groups,
-                                                                                              strict=True) if group]
+    return [Forecast(t, label, plan(group, t)) for t, group in zip(teachers, groups, strict=True) if group]
 
 
 def judge_forecast(params: Params, items: list[tuple[str, str, str]], label: str) -> Forecast:

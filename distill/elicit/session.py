@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from distill.params import Params, TeacherParams
 from distill.teacher.ask import ask
 from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest, cost_usd
+from distill.teacher.probe import Probe
 from distill.teacher.store import RequestStore
 
 
@@ -26,6 +27,11 @@ class Session:
     send: Callable[..., Ledger]  # sends a plan: flows.teacher.run_plan, handed in by the stage's main
     settings: EngineSettings = field(default_factory=EngineSettings.from_env)  # read once, before anything starts
     ledgers: dict[str, Ledger] = field(default_factory=dict)  # teacher name -> what it cost in this run
+    probes: dict[str, Probe] = field(default_factory=dict)  # teacher name -> what its probe found (one per run)
+    feature_token_id: Callable[[str], int | None] | None = None  # a teacher token's id in the feature tokenizer
+    # (FeatureTokenizer.id_of), for the probe when the plan stores log-probs
+    pass_counts: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (method, question) ->
+    # (answers passed, answers counted) under generate.rejection
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -41,6 +47,8 @@ class Session:
             if ledger is not None:
                 dollars += cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price)
                 tokens += ledger.prompt_tokens + ledger.completion_tokens
+        for result in self.probes.values():  # the probes are paid from the same budget
+            dollars, tokens = dollars + result.cost_usd, tokens + result.tokens_billed
         return dollars, tokens
 
     def ask(self, requests: list[TeacherRequest], teacher: TeacherParams, label: str) -> Ledger:
@@ -48,11 +56,12 @@ class Session:
         gen = self.params.generate
         dollars, tokens = self.spent()
         budget = self.params.budget
-        budget_usd = None if budget.usd is None else max(budget.usd - dollars, 0.0)
-        budget_tokens = None if budget.tokens is None else max(budget.tokens - tokens, 0)
+        logprobs = any(request.sampling.get("logprobs") for request in requests)
+        token_id = self.feature_token_id if logprobs else None
         ledger = ask(requests, teacher, self.store, self.send, gen.shards, label=f"{label} ({teacher.name})",
-                     budget_usd=budget_usd, budget_tokens=budget_tokens,
-                     expected_completion_tokens=budget.expected_completion_tokens, settings=self.settings)
+                     budget_usd=budget.usd, budget_tokens=budget.tokens, spent=(dollars, tokens),
+                     expected_completion_tokens=budget.expected_completion_tokens, settings=self.settings,
+                     probes=self.probes, token_id=token_id)
         self.ledgers.setdefault(teacher.name, Ledger()).merge(ledger)
         return ledger
 
@@ -84,4 +93,6 @@ def ledger_metrics(session: Session) -> dict:
         "skipped_budget": total.skipped_budget,
         "stopped_by_budget": total.skipped_budget > 0,
         "by_teacher": by_teacher,
+        "probes": {name: result.metrics() for name, result in session.probes.items()},
+        "probe_cost_usd": round(sum(result.cost_usd for result in session.probes.values()), 8),
     }

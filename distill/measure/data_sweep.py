@@ -24,12 +24,13 @@ import polars as pl
 
 from distill import params as params_module
 from distill.chat import frame_prompts
+from distill.measure.metrics import scored_part
 from distill.measure.sampling import student_answers
 from distill.records import tie_break
 from distill.student import load_tokenizer
 from distill.task import Task
 from distill.task import load as load_task
-from distill.transfer.data import training_pairs
+from distill.transfer.data import think_tags, training_pairs
 from distill.transfer.training import TRAINED_ON, train, trained_on
 
 TOKENS = pl.col("prompt_tokens") + pl.col("completion_tokens")
@@ -64,8 +65,9 @@ def plan(rows: pl.DataFrame, params: params_module.SweepParams) -> list[dict]:
 
 def score_model(model_dir: Path, prompts: list[str], references: list[str], student: params_module.StudentParams,
                 task: Task) -> float:
-    """The mean of the task's metric (evaluate's) over the eval split."""
-    answers = [samples[0] for samples in student_answers(str(model_dir), prompts, student)]
+    """The mean of the task's metric (evaluate's, on the answer part) over the eval split."""
+    answers = [scored_part(samples[0], student.think_tags) for samples in student_answers(str(model_dir), prompts,
+                                                                                            student)]
     return sum(task.metric(a, r) for a, r in zip(answers, references, strict=True)) / len(references)
 
 
@@ -94,7 +96,7 @@ def run_points(rows: pl.DataFrame, evals: pl.DataFrame, params: params_module.Pa
     results, spent = [], []
     for number, point in enumerate(points, start=1):
         subset = rows.with_columns(keep=point["mask"])
-        pairs = training_pairs(subset, template, tokenizer)
+        pairs = training_pairs(subset, template, tokenizer, think_tags(params.student))
         label = f"sweep [{number}/{len(points)}] {point['policy']} {point['rows']:,} rows"
         started = time.monotonic()
         trained_model = next((model for model in trained_models if matches(model, pairs, params.train)), None)

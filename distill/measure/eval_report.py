@@ -10,6 +10,12 @@ import polars as pl
 from distill.records import OPTIONAL_SYSTEMS, SYSTEMS
 
 
+def cell(text: object) -> str:
+    """A table cell: a multi-line answer (reasoning in think tags) stays in its row, a pipe stays text."""
+    return str(text).replace("|", "\\|").replace("\n", "<br>").replace("<think>", "&lt;think&gt;").replace(
+        "</think>", "&lt;/think&gt;")
+
+
 def chart(by_group: pl.DataFrame, target: Path) -> None:
     """Grouped bars: each system's score per group, as a PNG a person can glance at."""
     import matplotlib
@@ -95,6 +101,6 @@ def report(metrics: dict, by_group: pl.DataFrame, examples: pl.DataFrame) -> str
     else:
         lines += ["| instruction | reference | prediction |", "|---|---|---|"]
         rows = examples.iter_rows(named=True)
-        lines += [f"| {r['instruction']} | {r['reference']} | {r['prediction']} |" for r in rows]
+        lines += [f"| {cell(r['instruction'])} | {cell(r['reference'])} | {cell(r['prediction'])} |" for r in rows]
         lines.append("")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Answers from the student: greedy or sampled, batched, with the model's confidence in each.
 
 Used by eval (greedy answers) and by the feedback and self_knowledge elicitation methods
-(the student answers seed inputs; the teacher grades them, or a filter keeps the good ones).
+(the student answers seed inputs; the teacher grades them, or a filter keeps the good ones). An answer is the whole
+generated text, the student's reasoning included (its think tags kept even where its tokenizer marks them special);
+what is scored of it is distill.reasoning.answer_of's part.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def sample_answers(
     samples: int = 1,
     temperature: float = 0.0,
     device: str = "auto",
+    think_tags: tuple[str, ...] = (),
 ) -> list[list[Sample]]:
     """``samples`` answers per prompt (greedy when ``temperature`` is 0), left-padded batches;
-    seeded, so the same call gives the same answers."""
+    seeded, so the same call gives the same answers. ``think_tags`` stay in the text (decode)."""
     import torch
 
     use_all_cores()
@@ -56,7 +59,7 @@ def sample_answers(
             )
         new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
         logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = decode(tokenizer, new_tokens.tolist(), think_tags)
         generated = new_tokens != tokenizer.pad_token_id
         means = (logprobs.masked_fill(~generated, 0).sum(1) / generated.sum(1).clamp(min=1)).tolist()
         flat = [Sample(text.strip(), round(float(mean), 6)) for text, mean in zip(texts, means, strict=True)]
@@ -64,6 +67,16 @@ def sample_answers(
         progress.update(min(batch_size, len(prompts) - start))
     progress.close()
     return answers
+
+
+def decode(tokenizer, sequences: list[list[int]], keep: tuple[str, ...] = ()) -> list[str]:
+    """The generated texts without special tokens (padding, eos), but for those in ``keep``: think tags a tokenizer
+    marks special (added with add_special_tokens) would vanish with them, and so would where the answer starts."""
+    kept = {tokenizer.convert_tokens_to_ids(token) for token in keep if token in tokenizer.all_special_tokens}
+    if not kept:
+        return tokenizer.batch_decode(sequences, skip_special_tokens=True)
+    dropped = set(tokenizer.all_special_ids) - kept
+    return [tokenizer.decode([i for i in ids if i not in dropped]) for ids in sequences]
 
 
 def greedy_answers(model_path: str, prompts: list[str], seed: int, max_new_tokens: int, batch_size: int = 64,
@@ -77,7 +90,7 @@ def student_answers(model_path: str, prompts: list[str], student: params_module.
                     temperature: float = 0.0) -> list[list[str]]:
     """``samples`` answers per prompt of the model at ``model_path`` (the student before or after training), greedy
     at temperature 0, batched with left padding, as ``student`` sets them (seed, max_new_tokens, batch_size,
-    device)."""
+    device, think_tags)."""
     drawn = sample_answers(model_path, prompts, student.seed, student.max_new_tokens, student.batch_size, samples,
-                           temperature, student.device)
+                           temperature, student.device, student.think_tags)
     return [[sample.text for sample in answers] for answers in drawn]

@@ -2,7 +2,8 @@
 ``generate.top_logprobs``) its top-k log-probs on them, what the held-out KL compares with.
 
 Asked exactly as generation asks (``generate.template``, ``system``, ``max_tokens``, ``seed``), greedily,
-through its own request store, so a re-run pays nothing.
+through its own request store, so a re-run pays nothing. An answer is the message's content without its reasoning
+(``parse_choice``: a reasoning_content field or an inline think block is never scored).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``teacher.capabilities`` in params.yaml says what a configured endpoint can do (defaults: the
 OpenAI API's). A local HF teacher and a plugin provider (the offline stand-in) say it themselves.
 ``check`` refuses a plan that asks for something the endpoint cannot give (log-probabilities,
-too many alternatives per token, n > 1), so a run fails in a second with a message naming the
+too many alternatives per token), so a run fails in a second with a message naming the
 params key, instead of paying for answers that cannot be used. Pure: no I/O.
 """
 
@@ -43,8 +43,4 @@ def check(plan_sampling: dict, caps: CapabilityParams, teacher: str = "the teach
             f"generate.top_logprobs={top} asks for more alternatives per token than "
             f"teacher.capabilities.max_top_logprobs={caps.max_top_logprobs} allows for {teacher}: "
             f"lower generate.top_logprobs to at most {caps.max_top_logprobs}")
-    n = int(plan_sampling.get("n") or 1)
-    if n > 1 and not caps.n:
-        raise CapabilityError(
-            f"generate.n={n} asks for several answers per request, but teacher.capabilities.n is false for "
-            f"{teacher}: set generate.n: 1 (and use another generate.seed per extra answer)")
+    # n > 1 without caps.n is no error: the answer step sends n requests with distinct seeds instead

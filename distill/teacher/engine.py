@@ -102,14 +102,23 @@ class TeacherRequest:
     key: str
     model: str
     messages: list[dict]
-    sampling: dict  # temperature, max_tokens, n, seed, ... sent as-is
+    sampling: dict  # temperature, max_tokens, n, seed, ... sent as-is (but for the limit's field name)
+    limit_field: str = "max_tokens"  # the field that carries max_tokens on the wire: max_completion_tokens for
+    # reasoning models (teacher.completion_limit, or the probe); not in the key, the limit is the same
+    prompt_tokens: int | None = None  # counted with teacher.tokenizer before sending; None = estimate from characters
 
     def payload(self) -> dict:
-        return {"model": self.model, "messages": self.messages, **self.sampling}
+        sampling = self.sampling
+        if self.limit_field != "max_tokens" and "max_tokens" in sampling:
+            sampling = {(self.limit_field if name == "max_tokens" else name): value for name, value in sampling.items()}
+        return {"model": self.model, "messages": self.messages, **sampling}
 
     def prompt_estimate(self, chars_per_token: float = 4.0) -> int:
-        """Prompt tokens before sending: characters / ``chars_per_token`` (about 4 for BPE
-        tokenisers, 1 for the stand-in, which counts characters), rounded up generously."""
+        """Prompt tokens before sending: the tokenizer's count when there is one, else characters /
+        ``chars_per_token`` (about 4 for BPE tokenisers, 1 for the stand-in, which counts characters), rounded
+        up generously."""
+        if self.prompt_tokens is not None:
+            return self.prompt_tokens
         chars = sum(len(str(message.get("content", ""))) for message in self.messages)
         return int(chars // chars_per_token) + 1
 

@@ -1,10 +1,11 @@
 """What a batch of teacher requests will cost, before anything is sent.
 
 Counts the requests the store already answers (free) and the unique ones still to send,
-and prices the rest with ``teacher.price``. Prompt tokens are characters divided by
-``chars_per_token``: about 4 for the BPE tokenisers of real endpoints, but 1 for the
-offline stand-in, whose ``usage`` counts one token per character; the estimate must use
-the tokenisation the bill will use. Completion tokens have two figures:
+and prices the rest with ``teacher.price``. Prompt tokens are counted with ``teacher.tokenizer``
+when it is set (exact for a server that uses it, distill/teacher/tokens.py), else characters
+divided by ``chars_per_token``: about 4 for the BPE tokenisers of real endpoints, but 1 for the
+offline stand-in, whose ``usage`` counts one token per character; the table then says the count
+is approximate, and by how much the probe found it off. Completion tokens have two figures:
 
 - an upper bound, max_tokens x n per request (what the budget reserves);
 - an expected value: the mean completion tokens per answer already observed in the store,
@@ -41,6 +42,7 @@ class Estimate:
     cost_usd_expected: float
     cost_usd_max: float
     completion_source: str  # where the expected completion length came from
+    prompt_source: str = ""  # how prompt tokens were counted (a tokenizer, or characters: approximate)
 
     def table(self, label: str = "teacher") -> str:
         rows = [
@@ -54,6 +56,8 @@ class Estimate:
         lines = [f"{label + ': cost estimate':<28}{'expected':>12}{'upper bound':>14}"]
         lines += [f"  {name:<26}{expected:>12}{bound:>14}" for name, expected, bound in rows]
         lines.append(f"  (expected completion: {self.completion_source})")
+        if self.prompt_source:
+            lines.append(f"  ({self.prompt_source})")
         return "\n".join(lines)
 
 
@@ -73,6 +77,7 @@ def estimate(
     price: PriceParams,
     chars_per_token: float = 4.0,
     expected_completion_tokens: int | None = None,
+    prompt_source: str = "",
 ) -> Estimate:
     """Price the requests not yet in ``store``; reads the store, sends nothing."""
     cached = sum(request.key in store for request in requests)
@@ -97,5 +102,5 @@ def estimate(
         planned=len(requests), cached=cached, to_send=len(pending), prompt_tokens=prompt,
         completion_tokens_expected=expected, completion_tokens_max=most,
         cost_usd_expected=cost_usd(prompt, expected, price), cost_usd_max=cost_usd(prompt, most, price),
-        completion_source=source,
+        completion_source=source, prompt_source=prompt_source,
     )

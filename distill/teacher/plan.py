@@ -17,8 +17,10 @@ def write_plan(requests: list[TeacherRequest], path: Path) -> None:
     """The plan file, 0600: it holds every prompt."""
     with open(private_file(path), "w", encoding="utf-8") as handle:
         for request in requests:
-            record = {"key": request.key, "model": request.model, "messages": request.messages}
-            handle.write(json.dumps(record | {"sampling": request.sampling}) + "\n")
+            record = {"key": request.key, "model": request.model, "messages": request.messages,
+                      "sampling": request.sampling, "limit_field": request.limit_field,
+                      "prompt_tokens": request.prompt_tokens}
+            handle.write(json.dumps(record) + "\n")
 
 
 def read_plan(path: Path) -> list[TeacherRequest]:

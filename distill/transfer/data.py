@@ -4,6 +4,12 @@ Each method module (``distill/transfer/kd.py``, ``distill/transfer/on_policy.py`
 ``distill/transfer/dpo.py``, ``distill/transfer/rl.py``) exposes ``make_trainer(model, tokenizer, params, args, data)``
 and returns a ready transformers/TRL ``Trainer``; the train stage runs it (resuming from a checkpoint
 when there is one) and saves the model, so saving, checkpoints and metrics are the same for all.
+
+A row's target is its answer (``response``), or with ``student.reasoning: keep`` the teacher's reasoning inside the
+student's think tags, then the answer (``distill.reasoning.render``). The pairs carry it to sft, similarity and
+on_policy (GOLD's teacher-answer batches); kd is refused with keep at load (its stored log-probs cover the answer
+tokens only); dpo and rl rank the feedback pairs as they are (answers without reasoning) after an SFT start that
+learnt the targets.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from distill import params as params_module
 from distill import paths
 from distill.chat import frame_prompts, frame_turns, render_example
 from distill.entry import StageError
+from distill.reasoning import render
 from distill.records import conform
 from distill.student import load_tokenizer
 from distill.transfer import kd, replay
 
 TRAINING_ROW = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context": pl.String,
-                "response": pl.String, "keep": pl.Boolean}
+                "response": pl.String, "reasoning": pl.String, "keep": pl.Boolean}
 
 
 @dataclass(frozen=True)
@@ -32,15 +39,44 @@ class TrainData:
     local_teacher: str | None = None  # a Hugging Face id or path: on_policy, similarity
 
 
-def training_pairs(rows: pl.DataFrame, template: str, tokenizer) -> list[dict]:
+def think_tags(student: params_module.StudentParams) -> tuple[str, str] | None:
+    """The tags a target's reasoning is written in; None with ``student.reasoning: drop`` (the answer alone)."""
+    return student.think_tags if student.reasoning == "keep" else None
+
+
+def targets(rows: pl.DataFrame, tags: tuple[str, str] | None) -> list[str]:
+    """What the student learns to write for each row: the answer, or (``tags``) the reasoning in them, then the
+    answer; a row without reasoning (or without the column: replayed rows, rows from before it) is its answer."""
+    if tags is None or "reasoning" not in rows.columns:
+        return rows["response"].to_list()
+    return [render(reasoning, response, tags) for reasoning, response in zip(rows["reasoning"], rows["response"],
+                                                                             strict=True)]
+
+
+def training_pairs(rows: pl.DataFrame, template: str, tokenizer, tags: tuple[str, str] | None = None) -> list[dict]:
     """Prompt/completion pairs rendered as the student sees them (its chat template, if it has one): TRL trains on
-    the completion only."""
+    the completion only. ``tags``: train on the reasoning too (``think_tags``); None: on the answer alone."""
     kept = rows.filter(pl.col("keep"))
     if kept.is_empty():
         raise StageError(f"{paths.SELECT_ROWS} has no rows with keep = true: nothing to train on")
-    pairs = [render_example(tokenizer, turns, response)
-             for turns, response in zip(frame_turns(kept, template), kept["response"], strict=True)]
+    wanted = targets(kept, tags)
+    pairs = [render_example(tokenizer, turns, target)
+             for turns, target in zip(frame_turns(kept, template), wanted, strict=True)]
+    if tags is not None:
+        check_reasoning_rendered(tokenizer, wanted, [completion for _, completion in pairs], tags)
     return [{"prompt": prompt, "completion": completion} for prompt, completion in pairs]
+
+
+def check_reasoning_rendered(tokenizer, wanted: list[str], completions: list[str], tags: tuple[str, str]) -> None:
+    """Refuse a chat template that rewrites the reasoning out of the answer (DeepSeek-R1 distills' templates keep
+    only the text after </think>): the student would silently learn the answer alone."""
+    for target, completion in zip(wanted, completions, strict=True):
+        if target.startswith(tags[0]) and target not in completion:
+            raise StageError(
+                f"student.reasoning=keep: the chat template of {getattr(tokenizer, 'name_or_path', '')} rewrites the "
+                f"target {target[:80]!r}... into {completion[:80]!r}..., so the reasoning would not be trained on. Use "
+                "a chat template that keeps the think block of the last assistant turn (Qwen3's does), or set "
+                "student.reasoning: drop")
 
 
 def kd_examples(rows: pl.DataFrame, features: pl.DataFrame, template: str, params: params_module.TrainParams
@@ -69,17 +105,19 @@ def preference_pairs(frame: pl.DataFrame, template: str, method: str, student: s
 
 
 def training_rows(rows: pl.DataFrame, params: params_module.TrainParams) -> pl.DataFrame:
-    """The kept rows and, with train.replay, the general rows mixed in (id, instruction, input, response, keep)."""
+    """The kept rows and, with train.replay, the general rows mixed in (TRAINING_ROW)."""
     kept = conform(rows.filter(pl.col("keep")), TRAINING_ROW)
     return pl.concat([kept, replay.general_rows(params.replay, kept.height, params.seed)])
 
 
 def training_data(rows: pl.DataFrame, template: str, params: params_module.TrainParams,
-                  features: pl.DataFrame | None = None, preferences: pl.DataFrame | None = None) -> TrainData:
+                  features: pl.DataFrame | None = None, preferences: pl.DataFrame | None = None,
+                  tags: tuple[str, str] | None = None) -> TrainData:
     """Everything ``params.objective`` trains on, each part checked before any training starts: the selected
-    rows, and the teacher's log-probs (``features``, kd) or the feedback pairs (``preferences``, dpo, rl)."""
+    rows (with their reasoning in ``tags``, ``think_tags``), and the teacher's log-probs (``features``, kd) or the
+    feedback pairs (``preferences``, dpo, rl)."""
     rows = training_rows(rows, params)
-    pairs = training_pairs(rows, template, load_tokenizer(params.student))
+    pairs = training_pairs(rows, template, load_tokenizer(params.student), tags)
     local_teacher = None
     if params.objective in ("on_policy", "similarity"):
         if params.local_teacher is None:

@@ -9,7 +9,9 @@ of chosen over rejected relative to a frozen reference, the starting model (by d
 
 TRL classes: ``trl.DPOConfig`` and ``trl.DPOTrainer`` on ``data.preferences`` in TRL's standard (plain text)
 preference format, ``{"prompt", "chosen", "rejected"}``: TRL appends EOS to both answers, tokenises the prompt
-and the answers, and trains on the answer tokens only. The student needs no chat template.
+and the answers, and trains on the answer tokens only. The student needs no chat template. ``student.reasoning``
+does not reach the pairs (a correction has no reasoning): they are ranked as the feedback method stored them; with
+keep, only the SFT start learns the teacher's reasoning.
 
 Written by hand, and only this: the mapping of ``train.dpo`` onto the config, and the reference model. With
 ``ref_model=None`` TRL 1.16 would *reload* the reference from ``model.config._name_or_path``, which is wrong for a

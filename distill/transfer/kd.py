@@ -11,7 +11,8 @@ usable log-probs (another method's row, or an answer whose tokens are not the st
 after chain-of-thought parsing) still trains on its cross-entropy; the count is in the metrics.
 
 Ids in ``features.parquet`` are ids of ``generate.feature_tokenizer``: KD is refused unless that is
-the student's own tokenizer (same tokenizer.json), checked before any training.
+the student's own tokenizer (same tokenizer.json), checked before any training. The stored log-probs cover the
+answer's tokens only, so KD trains on the answer: ``student.reasoning: keep`` with it is refused at load.
 """
 
 from __future__ import annotations

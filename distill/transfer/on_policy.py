@@ -4,7 +4,8 @@ The student samples answers to the training prompts, a local Hugging Face teache
 every token of them, and the student learns the teacher's next-token distribution on its own answers under the
 generalized Jensen-Shannon divergence (``train.on_policy.beta``: 0 = forward KL, 1 = reverse KL) at ``temperature``:
 GKD, Agarwal et al., "On-Policy Distillation of Language Models". ``lmbda`` is the share of batches on the student's
-sampled answers; the rest train on the teacher's stored answers (the ``completion`` column of the pairs).
+sampled answers; the rest train on the teacher's stored answers (the ``completion`` column of the pairs, its
+reasoning in think tags first with ``student.reasoning: keep``).
 
 Which TRL trainer:
 

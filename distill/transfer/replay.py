@@ -42,15 +42,17 @@ def read_general(path: Path) -> list[dict]:
 
 
 def general_rows(settings: params_module.ReplayParams, task_rows: int, seed: int) -> pl.DataFrame:
-    """round(ratio * task_rows) general rows (id, instruction, input, response, keep), drawn with a seed (with
-    replacement past the file's size); they train like the task's rows (KD: on cross-entropy, no teacher)."""
+    """round(ratio * task_rows) general rows (id, instruction, input, response, reasoning, keep), drawn with a
+    seed (with replacement past the file's size); they train like the task's rows (KD: on cross-entropy, no
+    teacher) on their response alone (no reasoning, whatever student.reasoning)."""
     wanted = round(settings.ratio * task_rows)
     schema = {"id": pl.String, "instruction": pl.String, "input": pl.String, "context": pl.String,
-              "response": pl.String, "keep": pl.Boolean}
+              "response": pl.String, "reasoning": pl.String, "keep": pl.Boolean}
     if wanted == 0:
         return pl.DataFrame(schema=schema)
     rows = read_general(Path(settings.data))
     rng = random.Random(seed)
     drawn = rng.sample(rows, wanted) if wanted <= len(rows) else [rng.choice(rows) for _ in range(wanted)]
-    return pl.DataFrame([{"id": f"general-{i}", **row, "context": "", "keep": True} for i, row in enumerate(drawn)],
+    return pl.DataFrame([{"id": f"general-{i}", **row, "context": "", "reasoning": None, "keep": True}
+                         for i, row in enumerate(drawn)],
                         schema=schema)

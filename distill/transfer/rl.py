@@ -19,6 +19,9 @@ the student's own answer *rejected*. Two steps, both inside ``make_trainer``:
    KL penalty to the reference, the starting model (by default the plain-SFT baseline, ``train.start_from_sft``).
    Generation is ``model.generate`` (no vLLM), so it runs on CPU with ``use_cpu``.
 
+As in dpo, ``student.reasoning`` does not reach the pairs: the reward model learns from the answers as the feedback
+method stored them (with keep, only the SFT start learns the teacher's reasoning).
+
 The prompts are the distinct prompts of the preference pairs, not those of ``data.pairs``: the reward model has
 been trained on answers to exactly these prompts, so its scores are most trustworthy there, and they are the
 inputs the teacher found the student answering wrongly (among those it was least confident on,
