@@ -1,7 +1,7 @@
 """Training speed and feature storage: our SFT against a plain PyTorch loop, our KD against our SFT,
 and the bytes per token of stored top-k log-probs.
 
-    python benchmarks/train.py [--steps 80] [--rows 2000]
+    python benchmarks/train.py [--steps 80] [--rows 2000] [--repeats 3]
 
 All three trainings run in this process on the same rows (demo skill instructions and their right
 answers), the same student (``data/students/tiny-char``, initialised from the same seed), batch size,
@@ -12,6 +12,9 @@ sequence length, learning rate and number of steps, on the CPU:
 - ``kd``: the same with ``train.objective: kd`` on k = 20 log-probs per answer token, built as the
   stand-in serves them (``demo.standin.token_logprobs``) and mapped to token ids.
 Tokens per second count the non-padding tokens of the examples trained on (steps x batch x mean length).
+Each method is measured ``--repeats`` times, interleaved (each repeat in another order, so that a slow spell of
+the machine hits every method); the figures are medians, and ``spread`` is each ratio's max / min - 1 over the
+repeats.
 
 Bytes per token: ``features.parquet`` (distill/records.py FEATURES, written as the generate stage writes
 it) at k = 20 for (a) the stand-in's lists, which repeat and compress unrealistically well, and (b)
@@ -26,6 +29,7 @@ import argparse
 import json
 import math
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -133,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per method; medians reported")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -147,29 +152,45 @@ def main() -> None:
     tokens_per_example = sum(len(e["input_ids"]) for e in kd_data.examples) / len(kd_data.examples)
     tokens = args.steps * base.batch_size * tokens_per_example
 
-    print(f"{args.steps} steps of {base.batch_size} on {args.rows} rows, {tokens_per_example:.1f} tokens/example")
-    seconds = {"plain": plain_loop(kd_data.examples, base)}
-    print(f"plain loop   {tokens / seconds['plain']:>9,.0f} tokens/s", flush=True)
+    print(f"{args.steps} steps of {base.batch_size} on {args.rows} rows, {tokens_per_example:.1f} tokens/example, "
+          f"{args.repeats} repeats")
+    sft_pairs = training_pairs(rows, TEMPLATE, tokenizer)
+    kd_params = base.model_copy(update={"objective": "kd"})
     with tempfile.TemporaryDirectory() as scratch:
-        seconds["sft"] = trainer_seconds(train(training_pairs(rows, TEMPLATE), base, Path(scratch) / "sft"))
-        print(f"our sft      {tokens / seconds['sft']:>9,.0f} tokens/s", flush=True)
-        kd_params = base.model_copy(update={"objective": "kd"})
-        seconds["kd"] = trainer_seconds(train(TrainData([], kd=kd_data), kd_params, Path(scratch) / "kd"))
-        print(f"our kd       {tokens / seconds['kd']:>9,.0f} tokens/s", flush=True)
+        measure = {  # each run into a folder of its own: nothing carries over between repeats
+            "plain": lambda repeat: plain_loop(kd_data.examples, base),
+            "sft": lambda repeat: trainer_seconds(train(sft_pairs, base, Path(scratch) / f"sft{repeat}")),
+            "kd": lambda repeat: trainer_seconds(train(TrainData([], kd=kd_data), kd_params,
+                                                       Path(scratch) / f"kd{repeat}")),
+        }
+        seconds = {name: [] for name in measure}
+        for repeat in range(args.repeats):  # interleaved, each repeat in another order: drift hits all alike
+            names = list(measure)[repeat % 3:] + list(measure)[:repeat % 3]
+            for name in names:
+                seconds[name].append(measure[name](repeat))
+                print(f"repeat {repeat + 1}: {name:<6}{tokens / seconds[name][-1]:>9,.0f} tokens/s", flush=True)
 
     storage = {"standin_k20": bytes_per_token(features), "realistic_k20": bytes_per_token(realistic_features(50_000))}
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    ratios = {"sft_vs_plain_loop": [p / s for p, s in zip(seconds["plain"], seconds["sft"], strict=True)],
+              "kd_vs_sft": [s / k for s, k in zip(seconds["sft"], seconds["kd"], strict=True)]}
     result = {
-        "steps": args.steps, "rows": args.rows, "batch_size": base.batch_size,
-        "tokens_per_s": {name: round(tokens / value, 1) for name, value in seconds.items()},
-        "sft_vs_plain_loop": round(seconds["plain"] / seconds["sft"], 3),
-        "kd_vs_sft": round(seconds["sft"] / seconds["kd"], 3),
+        "steps": args.steps, "rows": args.rows, "batch_size": base.batch_size, "repeats": args.repeats,
+        "tokens_per_s": {name: round(tokens / value, 1) for name, value in median.items()},
+        "seconds": {name: [round(value, 3) for value in values] for name, values in seconds.items()},
+        "sft_vs_plain_loop": round(median["plain"] / median["sft"], 3),
+        "kd_vs_sft": round(median["sft"] / median["kd"], 3),
+        # the spread of each ratio over the repeats (max / min - 1): how far one repeat's figure can be trusted
+        "spread": {name: round(max(values) / min(values) - 1, 3) for name, values in ratios.items()},
         "bytes_per_token_k20": storage["realistic_k20"],
         "bytes_per_token_k20_by_source": storage,
         "raw_bytes_per_token_k20": 4 + K * 4 + K * 2 + 4,  # token id, k ids (int32), k log-probs (float16), tail
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"sft vs plain loop {result['sft_vs_plain_loop']:.3f}x; kd vs sft {result['kd_vs_sft']:.3f}x; "
+    print(f"medians of {args.repeats}: sft vs plain loop {result['sft_vs_plain_loop']:.3f}x (spread "
+          f"{result['spread']['sft_vs_plain_loop']:.1%}); kd vs sft {result['kd_vs_sft']:.3f}x (spread "
+          f"{result['spread']['kd_vs_sft']:.1%}); "
           f"stored log-probs at k=20: {storage['realistic_k20']} bytes/token (realistic), "
           f"{storage['standin_k20']} (stand-in); raw {result['raw_bytes_per_token_k20']}")
     if math.isnan(result["kd_vs_sft"]):

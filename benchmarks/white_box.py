@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4000)
     args = parser.parse_args()
     rows, evals = skill_rows(args.rows)
-    pairs = training_pairs(rows, TEMPLATE)
+    pairs = training_pairs(rows, TEMPLATE, load_tokenizer(str(TINY_CHAR)))  # every model here shares it
     base = params_module.load(ROOT / "params.yaml").train
     results: dict = {"steps": args.steps, "teacher_steps": args.teacher_steps, "rows": rows.height, "methods": {}}
     with tempfile.TemporaryDirectory() as scratch:

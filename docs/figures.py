@@ -224,8 +224,11 @@ def train_bench_block(data: Data) -> str:
     names = {"plain": "plain PyTorch loop", "sft": "our SFT (TRL SFTTrainer)", "kd": "our offline-logit KD, k = 20"}
     rows = [[names.get(name, name), fmt(tps, ",.0f")] for name, tps in speed.items()]
     return table(["trainer", "tokens/s"], rows) + (
-        f"\n{fmt(bench['steps'])} steps of {fmt(bench['batch_size'])} on {fmt(bench['rows'])} rows. SFT runs at "
-        f"{fmt(bench['sft_vs_plain_loop'], '.2f')}x the plain loop, KD at {fmt(bench['kd_vs_sft'], '.2f')}x SFT. "
+        f"\n{fmt(bench['steps'])} steps of {fmt(bench['batch_size'])} on {fmt(bench['rows'])} rows, medians of "
+        f"{fmt(bench.get('repeats', 1))} interleaved repeats. SFT runs at {fmt(bench['sft_vs_plain_loop'], '.2f')}x "
+        f"the plain loop, KD at {fmt(bench['kd_vs_sft'], '.2f')}x SFT (spread over the repeats: "
+        f"{fmt(bench.get('spread', {}).get('sft_vs_plain_loop', 0), '.1%')} and "
+        f"{fmt(bench.get('spread', {}).get('kd_vs_sft', 0), '.1%')}). "
         f"Stored top-20 log-probs for lists shaped like a real LLM's: {fmt(bench['bytes_per_token_k20'], '.1f')} "
         f"bytes per token ({fmt(bench['raw_bytes_per_token_k20'])} raw).\n")
 
