@@ -137,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=RESULT, help="the results file (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per method; medians reported")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -186,8 +187,8 @@ def main() -> None:
         "bytes_per_token_k20_by_source": storage,
         "raw_bytes_per_token_k20": 4 + K * 4 + K * 2 + 4,  # token id, k ids (int32), k log-probs (float16), tail
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"medians of {args.repeats}: sft vs plain loop {result['sft_vs_plain_loop']:.3f}x (spread "
           f"{result['spread']['sft_vs_plain_loop']:.1%}); kd vs sft {result['kd_vs_sft']:.3f}x (spread "
           f"{result['spread']['kd_vs_sft']:.1%}); "

@@ -117,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--teacher-steps", type=int, default=400)
+    parser.add_argument("--out", type=Path, default=RESULT, help="the results file (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=4000)
     args = parser.parse_args()
     rows, evals = skill_rows(args.rows)
@@ -154,8 +155,8 @@ def main() -> None:
             results["methods"][method] = found
             print(f"{method:<11} exact match {found['exact_match']:.3f}  KL to the assistant "
                   f"{found['heldout_kl_to_teacher']:.4f}  ({seconds} s)", flush=True)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("| method | exact match | KL to the assistant | seconds |\n|---|---|---|---|\n" + "\n".join(
         f"| {m} | {r['exact_match']:.3f} | {r['heldout_kl_to_teacher']:.4f} | {r['seconds']} |"
         for m, r in results["methods"].items()))
