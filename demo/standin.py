@@ -91,6 +91,7 @@ from pydantic import Field
 from demo import math_problems, word_facts, words
 from distill.lifetime import scratch
 from distill.params import CapabilityParams, Fraction, Positive, Strict, load
+from distill.teacher.tokens import content_text  # a message's text (string or content parts)
 
 MODEL_ID = "standin-skill-1"
 SNAPSHOT_SUFFIX = "-2026-11-01"  # real APIs answer with a dated snapshot of the model asked for
@@ -192,12 +193,6 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def text_of(content: object) -> str:
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
-
-
 def _int(body: dict, key: str, low: int, high: int | None = None) -> int | None:
     value = body.get(key)
     if value is None:
@@ -263,7 +258,7 @@ def dialect(body: dict, config: Settings) -> None:
 
 def last_user_text(messages: list[dict]) -> str:
     user = [m for m in messages if m.get("role") == "user"]
-    return text_of(user[-1].get("content") if user else "")
+    return content_text(user[-1].get("content") if user else "")
 
 
 def question_of(messages: list[dict]) -> str:
@@ -358,8 +353,8 @@ def fact_of(messages: list[dict]) -> tuple[str, str] | None:
     last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
     if last is None:
         return None
-    earlier = [{"role": m.get("role"), "content": text_of(m.get("content"))} for m in messages[:last]]
-    return fact_in(text_of(messages[last].get("content")), earlier)
+    earlier = [{"role": m.get("role"), "content": content_text(m.get("content"))} for m in messages[:last]]
+    return fact_in(content_text(messages[last].get("content")), earlier)
 
 
 def near_miss(op: str, fact: str, u: float) -> str:
@@ -631,7 +626,7 @@ class Tokens:
 
     def prompt(self, messages: list[dict]) -> int:
         if self.counter is None:
-            return sum(len(text_of(m.get("content"))) for m in messages)
+            return sum(len(content_text(m.get("content"))) for m in messages)
         return self.counter.prompt_tokens(messages)
 
     def count(self, text: str) -> int:

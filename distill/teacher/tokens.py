@@ -13,7 +13,7 @@ from functools import lru_cache
 
 
 def content_text(content: object) -> str:
-    """A message's text: a string, or the text parts of a content list."""
+    """A message's text: a string, or the text parts of a content list (the stand-in reads prompts with it too)."""
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content if isinstance(content, str) else ""
