@@ -88,7 +88,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from demo import math_problems, word_facts, words
+from demo import math_problems, standin_batch, word_facts, words
 from distill.lifetime import scratch
 from distill.params import CapabilityParams, Fraction, Positive, Strict, load
 from distill.teacher.tokens import content_text  # a message's text (string or content parts)
@@ -138,9 +138,12 @@ class Settings(Strict):
     ignore_seed: bool = False  # answer without reading seed: at temperature > 0 two identical requests differ
     tokenizer: str | None = None  # bill (and cut at max_tokens) in this tokenizer's tokens (an HF id or local path;
     # the prompt through its chat template, as vLLM bills); null = a token per character; billing only: not in the key
+    batch_delay_ms: Annotated[float, Field(ge=0)] = 200.0  # Batch API: a batch validates this long before it starts
+    batch_line_ms: Annotated[float, Field(ge=0)] = 1.0  # Batch API: time per line while it runs (progress shows)
 
 
-BILLING_ONLY = {"idempotency", "tokenizer", "require_max_completion_tokens"}  # never change an answer
+BILLING_ONLY = {"idempotency", "tokenizer", "require_max_completion_tokens", "batch_delay_ms", "batch_line_ms"}
+# never change an answer
 LATER_KNOBS = ("ignore_logprobs", "position_bias", "math_wrong_rate", "reasoning", "ignore_n", "ignore_seed")
 # added after stores existed: at their defaults they stay out of the key, so those stores keep their keys
 
@@ -674,13 +677,15 @@ class Standin:
         self.users: dict[str, str] = {}  # request hash -> the request's `user` (the caller's label), when it has one
         self.log = request_log.open("a", encoding="utf-8") if request_log else None
 
-    def record(self, request_hash: str, attempt: int, status: int, fault: str | None) -> None:
+    def record(self, request_hash: str, attempt: int, status: int, fault: str | None, batch: str | None = None) -> None:
         # Answered (and billed) = status 200 with no fault, written once the answer was delivered;
         # "replayed" answers a repeated Idempotency-Key unbilled; "client_gone" was never delivered.
         # Headers (and so the API key) are never written; the `user` label is (the probe's requests carry one).
         if self.log is not None:
             line = {"time": time.time(), "request_hash": request_hash, "attempt": attempt, "status": status,
                     "fault": fault} | ({"user": self.users[request_hash]} if request_hash in self.users else {})
+            if batch is not None:
+                line["batch"] = batch
             self.log.write(json.dumps(line) + "\n")
             self.log.flush()
 
@@ -755,6 +760,27 @@ class Standin:
         self.record(request_hash, attempt, 200, fault)
         return response
 
+    def batch_line(self, body: Any, batch_id: str) -> tuple[int, dict]:
+        """One line of a batch (demo/standin_batch.py), answered as /v1/chat/completions would answer it, with the
+        same faults (each a failed line here: a batch has no retry-after) and the same log (billed when 200)."""
+        request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
+        attempt = self.attempts[request_hash] = self.attempts.get(request_hash, 0) + 1
+        try:
+            settings = validate(body)
+            dialect(body, self.config)
+        except BadRequest as error:
+            self.record(request_hash, attempt, 400, None, batch_id)
+            return 400, error_body(str(error), "invalid_request_error", error.param, error.code)
+        fault = self.transient(request_hash, attempt)
+        if fault is not None:
+            status = 429 if fault == "rate_limit" else 500
+            self.record(request_hash, attempt, status, fault, batch_id)
+            return status, error_body(f"The server had an error processing this line (stand-in fault: {fault}).",
+                                      "rate_limit_error" if status == 429 else "server_error")
+        answer = self.complete(body, settings, f"chatcmpl-{sha(request_hash, attempt)[:24]}")
+        self.record(request_hash, attempt, 200, None, batch_id)
+        return 200, answer
+
     def complete(self, body: dict, settings: dict, response_id: str) -> dict:
         messages, config = body["messages"], self.config
         reply = responder(messages, config)
@@ -805,6 +831,7 @@ def create_app(config: Settings, request_log: Path | None = None) -> web.Applica
     app = web.Application()
     app.router.add_get("/v1/models", standin.models)
     app.router.add_post("/v1/chat/completions", standin.chat)
+    standin_batch.add_routes(app, standin)
     app.on_cleanup.append(standin.close)
     return app
 

@@ -32,6 +32,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     example = commands.add_parser("example", help="run a worked example's params file in runs/<its name>")
     example.add_argument("params_file", help="e.g. examples/math.yaml")
     example.add_argument("--dir", help="the workspace (default: runs/<file stem>)")
+    batch = commands.add_parser("batch", help="the generate stage's requests as a Batch API file, and back "
+                                "(e.g. through `vllm run-batch`)")
+    batch.add_argument("action", choices=["export", "import"])
+    batch.add_argument("file", help="export: the input file to write; import: the output file to read")
+    batch.add_argument("--input", help="import: the input file the output answers (written by export)")
     return parser, commands
 
 
@@ -67,6 +72,8 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: li
             sys.exit(run_example(Path(args.params_file), Path(args.dir) if args.dir else None))
         except ParamsError as error:
             sys.exit(f"distill example: {error}")
+    elif args.command == "batch":
+        sys.exit(batch_files(args.action, args.file, args.input))
     elif args.command == "pull":
         from distill import sharing
         from distill.entry import StageError
@@ -94,7 +101,7 @@ def estimate_generate() -> str | None:
     from distill.elicit.forecast import forecast
     from distill.entry import StageError
     from distill.teacher.ask import counted, prompt_source
-    from distill.teacher.estimate import chars_per_token, estimate
+    from distill.teacher.estimate import chars_per_token, estimate, price_of
     from distill.teacher.store import RequestStore
 
     try:
@@ -111,7 +118,7 @@ def estimate_generate() -> str | None:
     totals: dict[str, list[float]] = {}
     with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
         for plan in plans:
-            planned = estimate(counted(plan.requests, plan.teacher), store, plan.teacher.price,
+            planned = estimate(counted(plan.requests, plan.teacher), store, price_of(plan.teacher),
                                chars_per_token(plan.teacher), params.budget.expected_completion_tokens,
                                prompt_source(plan.teacher, None))
             print(planned.table(f"{plan.label} ({plan.teacher.name})"))
@@ -124,6 +131,41 @@ def estimate_generate() -> str | None:
         print(f"  {name:<26}{int(to_send):>12}{expected:>12.4f}{most:>12.4f}")
     caps = {"budget.usd": params.budget.usd, "budget.tokens": params.budget.tokens}
     print("  budget: " + (", ".join(f"{k}={v}" for k, v in caps.items() if v is not None) or "none"))
+    return None
+
+
+def batch_files(action: str, file: str, batch_input: str | None) -> str | None:
+    """``export``: the requests the generate stage would send for its first round (what ``distill estimate`` prices)
+    that the store lacks, as one Batch API input file; ``import``: an output file's answers into the store."""
+    from pathlib import Path
+
+    import polars as pl
+
+    from distill import params as params_module
+    from distill import paths
+    from distill.elicit.forecast import forecast
+    from distill.entry import StageError
+    from distill.teacher.batch import export_requests, import_output
+    from distill.teacher.store import RequestStore, open_store
+
+    if action == "import":
+        if batch_input is None:
+            return "distill batch import: --input names the input file the output answers"
+        try:
+            with open_store(paths.GENERATE_STORE) as store:
+                counts = import_output(Path(file), Path(batch_input), store)
+        except (OSError, ValueError, StageError) as error:
+            return f"distill batch import: {error}"
+        print(f"{paths.GENERATE_STORE}: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
+        return None
+    try:
+        plans = forecast(params_module.load(), pl.read_parquet(paths.INGEST_TRAIN))
+    except (params_module.ParamsError, StageError, OSError) as error:
+        return f"distill batch export: {error}"
+    with RequestStore(paths.GENERATE_STORE, read_only=True) as store:
+        missing = [request for plan in plans for request in plan.requests if request.key not in store]
+    print(f"{file}: {export_requests(missing, Path(file))} requests the store lacks; run them, e.g. `vllm run-batch "
+          f"-i {file} -o out.jsonl --model <model>`, then `distill batch import out.jsonl --input {file}`")
     return None
 
 

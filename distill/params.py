@@ -51,6 +51,13 @@ class PriceParams(Strict):
 
     prompt_per_mtok: NonNegative = 0.0  # dollars per million prompt (input) tokens
     completion_per_mtok: NonNegative = 0.0  # dollars per million completion (output) tokens
+    batch: Fraction = 0.5  # what a request answered through the Batch API costs, as a share of the prices above
+    # (OpenAI and Anthropic: half)
+
+    def at_batch_price(self) -> PriceParams:
+        """These prices as the Batch API charges them."""
+        return PriceParams(prompt_per_mtok=self.prompt_per_mtok * self.batch,
+                           completion_per_mtok=self.completion_per_mtok * self.batch, batch=1.0)
 
 
 class CapabilityParams(Strict):
@@ -72,6 +79,26 @@ class HFParams(Strict):
     max_wait_ms: NonNegative = 20.0  # micro-batching window: how long a batch waits to fill up
     seed: int = 0  # initialises a config-only model (a folder without weights)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+
+
+class BatchParams(Strict):
+    """Sending through the Batch API (``teacher.batch``; ``true`` is ``{enabled: true}``): one JSONL file per batch,
+    uploaded to ``/v1/files`` and run by ``/v1/batches`` (distill/teacher/batch.py). Answers arrive within the
+    completion window, at ``price.batch`` of the price. Where requests go never changes an answer, so none of
+    this is in the request key."""
+
+    enabled: bool = False  # send the plan as batches instead of request by request
+    completion_window: Literal["24h"] = "24h"  # how long the provider may take (OpenAI accepts only 24h)
+    max_requests: Positive = 50_000  # requests per batch at most (OpenAI's limit); a larger plan is split
+    max_bytes: Positive = 200_000_000  # bytes per batch input file at most (OpenAI's limit: 200 MB)
+    failed: Literal["batch", "online"] = "batch"  # where lines that failed for a passing reason (a server error,
+    # a rate limit, the window expiring) are tried again: in a next batch, or request by request
+    rounds: Positive = 3  # batches a request may be in before it is a failure (failed: batch)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
 
 class TeacherParams(Strict):
@@ -99,6 +126,8 @@ class TeacherParams(Strict):
     # unless the probe finds the endpoint refuses it (the request key is the same either way)
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None  # sent to a reasoning model as
     # reasoning_effort (part of the request key); null = not sent
+    batch: BatchParams = BatchParams()  # send through the Batch API at price.batch of the price (OpenAI-compatible
+    # endpoints with /v1/files and /v1/batches; not provider hf)
     probe: bool = True  # before the first paid request, one cheap probe (two tiny requests) checks what the endpoint
     # really does with logprobs, n, seed and the completion limit; a plan it cannot serve is refused unpaid
 
@@ -106,6 +135,9 @@ class TeacherParams(Strict):
     def endpoint_is_named(self) -> TeacherParams:
         if self.provider == "openai" and not self.base_url:
             raise ValueError("provider openai needs base_url, the endpoint (e.g. https://api.openai.com/v1)")
+        if self.provider == "hf" and self.batch.enabled:
+            raise ValueError("batch: a local hf teacher has no Batch API (it already generates in batches, "
+                             "teacher.hf.batch_size); set batch: false")
         return self
 
 
@@ -444,7 +476,7 @@ class TrainParams(Strict):
     # RLOO against it. Any objective but sft also trains the plain-SFT baseline on the same rows
     seed: int = 0  # filled in from student.seed at load: set it there
     max_steps: Positive  # optimizer steps
-    batch_size: Positive  # examples per optimizer step
+    batch_size: Positive  # examples per batch, all training processes together (train.processes splits it)
     learning_rate: Annotated[float, Field(gt=0)]  # peak learning rate
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # after the warmup
     warmup_steps: Annotated[int, Field(ge=0)] = 0  # learning-rate warmup steps (capped at half the steps)
@@ -469,6 +501,12 @@ class TrainParams(Strict):
     reference_kl: NonNegative = 0.0  # sft, kd: weight of KL(student || the starting student) on each batch
     checkpoint_every: Positive = 100  # steps between resumable checkpoints in .distill/checkpoints (a killed
     # run resumes from the last one on the next `dvc repro`)
+    processes: Positive = 1  # data-parallel training processes (one per GPU; on a CPU, gloo processes sharing its
+    # cores); above 1 training is relaunched under `accelerate launch`, each process taking batch_size / processes
+    # examples of every batch, so an optimizer step sees the same batch as one process (distill/transfer/parallel.py)
+    accelerate_config: str | None = None  # an accelerate config file (`accelerate config` writes one: several GPUs,
+    # FSDP, DeepSpeed) to launch training with; its num_processes applies unless train.processes is above 1;
+    # null = none (one process, or train.processes of them)
 
 
 class EvaluateParams(Strict):
@@ -571,6 +609,18 @@ class GateParams(Strict):
     sweep: SweepGate  # the sweep's points
 
 
+class ClusterParams(Strict):
+    """Where the teacher flow's shards run (flows/scale.py; docs/scale.md). Not a DVC param of any stage: where
+    requests run never changes an answer (a request's store key is its content), so moving a run onto a cluster
+    re-runs nothing. Only the generate stage reads it; score and evaluate send in their own process."""
+
+    runner: Literal["local", "dask"] = "local"  # local: every shard in the stage's process, one event loop; dask:
+    # each shard a Prefect task on a Dask worker (prefect-dask), writing its own shard file the stage merges
+    address: str | None = None  # dask: a running scheduler, e.g. tcp://10.0.0.5:8786 (`dask scheduler`); null =
+    # start a LocalCluster of `workers` processes on this machine for the run
+    workers: Positive = 2  # dask without address: the LocalCluster's worker processes (one thread each)
+
+
 FROM_STUDENT = {"model": "student", "prompt_template": "prompt_template", "seed": "seed", "max_length": "max_length"}
 
 
@@ -594,6 +644,7 @@ class Params(Strict):
     sweep: SweepParams  # how much teacher data is enough (stages/sweep.py)
     evaluate: EvaluateParams  # the held-out evaluation (stages/evaluate.py)
     gates: GateParams  # Great Expectations thresholds, one block per stage
+    cluster: ClusterParams = ClusterParams()  # where the teacher's shards run; never a stage's DVC param
 
     @model_validator(mode="before")
     @classmethod
@@ -630,6 +681,18 @@ class Params(Strict):
             raise ValueError("train.objective=kd with student.reasoning=keep: the stored teacher log-probs "
                              "(generate.top_logprobs) cover the answer tokens only, not the reasoning; set "
                              "student.reasoning: drop, or another train.objective (sft trains on the reasoning)")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> Params:
+        train = self.train
+        if train.batch_size % train.processes:
+            raise ValueError(
+                f"train.batch_size={train.batch_size} does not split evenly over train.processes={train.processes}: "
+                "each process takes batch_size / processes examples of every batch, so that an optimizer step sees "
+                f"the same {train.batch_size} examples as one process would; set train.batch_size to a multiple of "
+                f"{train.processes} (e.g. {train.batch_size // train.processes * train.processes or train.processes}) "
+                "or change train.processes")
         return self
 
     @model_validator(mode="after")

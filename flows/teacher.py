@@ -32,7 +32,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from distill.lifetime import watch  # noqa: E402
-from distill.params import PriceParams  # noqa: E402
+from distill.params import BatchParams, PriceParams  # noqa: E402
+from distill.teacher.batch import BatchSender, batch_client  # noqa: E402
 from distill.teacher.engine import (  # noqa: E402
     Budget,
     EngineSettings,
@@ -42,7 +43,7 @@ from distill.teacher.engine import (  # noqa: E402
     answer_all,
     make_client,
 )
-from distill.teacher.plan import read_plan, unique  # noqa: E402
+from distill.teacher.plan import read_plan, unique, write_plan  # noqa: E402
 from distill.teacher.store import open_store  # noqa: E402
 from flows.rate_limit import SharedRateLimit  # noqa: E402
 
@@ -117,14 +118,46 @@ async def teacher_generation(
     return await answer_plan(plan_path, store_path, base_url, api_key_env, shards, budget, settings)
 
 
+@flow(name="teacher-batches", log_prints=True)
+async def teacher_batches(
+    plan_path: str, store_path: str, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None,
+    settings: dict | None = None, batch: dict | None = None,
+) -> Ledger:
+    """Answer every request of the plan not yet in the store through the Batch API (distill/teacher/batch.py),
+    within the budget; what it leaves for online sending (``teacher.batch.failed: online``) goes request by
+    request, within what the batches left of the budget."""
+    requests = unique(read_plan(Path(plan_path)))
+    engine = EngineSettings(**settings) if settings is not None else EngineSettings.from_env()
+    cap = make_budget(budget)
+    api_key = os.environ[api_key_env] if api_key_env else "standin-needs-no-key"
+    with open_store(Path(store_path), engine.store_wait_s) as store:
+        sender = BatchSender(batch_client(base_url, api_key, engine), store, BatchParams(**(batch or {})), engine, cap,
+                             cap.price.batch if cap is not None else 1.0)
+        ledger, leftover = await asyncio.to_thread(sender.run, requests)  # blocking polls, off the event loop
+        if leftover:
+            rest = Path(plan_path).with_name("online.jsonl")
+            write_plan(leftover, rest)
+            left = None if cap is None else budget | {"spent_usd": cap.settled_usd, "spent_tokens": cap.settled_tokens}
+            print(f"batch: {len(leftover)} requests the batches could not answer go online (teacher.batch.failed)")
+            ledger.merge(await answer_plan(str(rest), store_path, base_url, api_key_env, shards, left, settings))
+    return ledger
+
+
 def run_plan(
     plan_path: Path, store_path: Path, base_url: str, api_key_env: str | None, shards: int, budget: dict | None = None,
-    settings: EngineSettings | None = None,
+    settings: EngineSettings | None = None, batch: dict | None = None, cluster: dict | None = None,
 ) -> Ledger:
-    """Entry used by the stages: the plan through the Prefect flow. ``settings`` default to the environment's.
+    """Entry used by the stages: the plan through the Prefect flow (``batch``: teacher.batch, through the Batch
+    API flow). ``settings`` default to the environment's.
     Without a configured Prefect server, Prefect starts a temporary one: the watchdog is started first, so
     that it dies with the stage even under kill -9 (distill/lifetime.py)."""
     settings = settings or EngineSettings.from_env()
     args = (str(plan_path), str(store_path), base_url, api_key_env, shards)
     watch()
+    if batch is not None:
+        return asyncio.run(teacher_batches(*args, budget, settings.model_dump(), batch))
+    if cluster and cluster.get("runner") == "dask":  # params.cluster: each shard a task on a Dask worker
+        from flows.scale import run_on_cluster  # imports dask only when it is used
+
+        return run_on_cluster(*args, budget, settings, cluster)
     return asyncio.run(teacher_generation(*args, budget, settings.model_dump()))

@@ -6,7 +6,8 @@ Writes:  data/generate/rows.parquet (GENERATED: each row with the method and tea
          data/generate/features.parquet (FEATURES: teacher log-probs; empty without ``feature``),
          data/generate/preferences.parquet (PREFERENCE: feedback's pairs), the request store (appended),
          metrics/generate.json
-Params:  generate, task, student, teacher, teachers, budget, judge
+Params:  generate, task, student, teacher, teachers, budget, judge; and cluster (where the teacher's shards run,
+         flows/scale.py), deliberately not a DVC param: it never changes an answer
 
 Methods (distill/elicit/): labelling, expansion, curation, feature, feedback, self_knowledge; several
 teachers share the answer step by ``generate.routing``. Every request goes through the request store
@@ -21,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import polars as pl
 
@@ -83,7 +85,8 @@ def main() -> None:
     seeds, evals = pl.read_parquet(paths.INGEST_TRAIN), pl.read_parquet(paths.INGEST_EVAL)
     check_capabilities(params)  # before the store is opened or a stand-in started (run checks again, cheaply)
     with open_store(paths.GENERATE_STORE, settings.store_wait_s) as store:  # locked until the outputs are written
-        frames, metrics = run(params, seeds, evals, store, run_plan, settings)
+        send = partial(run_plan, cluster=params.cluster.model_dump())  # where shards run: not a DVC param
+        frames, metrics = run(params, seeds, evals, store, send, settings)
         for name, frame in frames.items():
             write_parquet(frame, OUTPUTS[name])
     metrics |= size_metrics(frames["features"], paths.GENERATE_FEATURES)

@@ -74,6 +74,7 @@ def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.Data
         "final_loss": log["loss"][-1] if log.height else None,
         "train_runtime_s": round(float(summary.get("train_runtime", time.monotonic() - started)), 2),
         "samples_per_s": round(float(summary.get("train_samples_per_second", 0.0)), 2),
+        "processes": int(summary.get("processes", 1)),  # data-parallel processes that trained it (train.processes)
         "objective": params.objective,
         "started_from": start or params.student,
         "local_teacher": data.local_teacher,

@@ -99,6 +99,25 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
         train.train([], params, tmp_path / "other")
 
 
+def test_gradient_accumulation_takes_the_mean_of_its_batches(served: tuple[pl.DataFrame, pl.DataFrame],
+                                                             tiny_student: Path, tmp_path: Path, train_params) -> None:
+    """Two batches of 4 accumulated are one step of 8: the same loss, not twice it (the KD loss is a mean the
+    Trainer must divide by the accumulation steps)."""
+    rows, features = served
+    template = (Path(train_params(tiny_student).prompt_template)).read_text()
+    tokenizer = load_tokenizer(str(tiny_student))
+    data = TrainData(train_data.training_pairs(rows, template, tokenizer),
+                     kd=kd.examples(rows, features, template, tokenizer, 64))
+    losses = []
+    for batch, steps in ((8, 1), (4, 2)):
+        params = train_params(tiny_student, objective="kd", max_steps=3, batch_size=batch,
+                              gradient_accumulation_steps=steps)
+        history = train.train(data, params, tmp_path / f"model-{steps}")
+        losses.append([entry["loss"] for entry in history if "loss" in entry])
+    assert len(losses[0]) == len(losses[1]) == 3
+    assert losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
 def test_heldout_kl_falls_as_kd_trains(served: tuple[pl.DataFrame, pl.DataFrame], tiny_student: Path,
                                        tmp_path: Path, train_params) -> None:
     from stages.evaluate import heldout_kl

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from distill.params import Params, TeacherParams
 from distill.teacher.ask import ask
-from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest, cost_usd
+from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest
 from distill.teacher.probe import Probe
 from distill.teacher.store import RequestStore
 
@@ -45,7 +45,7 @@ class Session:
         for teacher in self.params.all_teachers:
             ledger = self.ledgers.get(teacher.name)
             if ledger is not None:
-                dollars += cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price)
+                dollars += ledger.cost_usd(teacher.price)
                 tokens += ledger.prompt_tokens + ledger.completion_tokens
         for result in self.probes.values():  # the probes are paid from the same budget
             dollars, tokens = dollars + result.cost_usd, tokens + result.tokens_billed
@@ -78,7 +78,8 @@ def ledger_metrics(session: Session) -> dict:
         by_teacher[teacher.name] = {
             "requests_sent": ledger.requests_sent, "cache_hits": ledger.cache_hits,
             "prompt_tokens": ledger.prompt_tokens, "completion_tokens": ledger.completion_tokens,
-            "cost_usd": round(cost_usd(ledger.prompt_tokens, ledger.completion_tokens, teacher.price), 6)}
+            "cost_usd": round(ledger.cost_usd(teacher.price), 6),
+            "batches": ledger.batches, "answered_by_batch": ledger.batch_answers}
     return {
         "requests_planned": total.requests_sent + total.cache_hits + total.skipped_budget,
         "requests_sent": total.requests_sent,

@@ -20,7 +20,7 @@ from distill.teacher import capabilities, tokens
 from distill.teacher.capabilities import CapabilityError
 from distill.teacher.endpoint import teacher_endpoint, teacher_identity
 from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest
-from distill.teacher.estimate import chars_per_token, estimate
+from distill.teacher.estimate import chars_per_token, estimate, price_of
 from distill.teacher.plan import write_plan
 from distill.teacher.probe import Probe, ProbeFailed, covers, needs_of, probe, refusal
 from distill.teacher.store import RequestStore, request_key
@@ -120,9 +120,12 @@ def ask(
     printed before sending. ``settings`` default to the environment's."""
     settings = settings or EngineSettings.from_env()
     probes = {} if probes is None else probes
+    price = price_of(teacher)  # what the estimate shows
+    if teacher.batch.enabled:
+        label += f", Batch API at {teacher.price.batch:g}x the price"
     pending = [request for request in requests if request.key not in store]
     if not pending:
-        print(estimate(requests, store, teacher.price, chars_per_token(teacher), expected_completion_tokens,
+        print(estimate(requests, store, price, chars_per_token(teacher), expected_completion_tokens,
                        prompt_source(teacher, None)).table(label))
         return Ledger(cache_hits=len(requests))
     requests = counted(pending, teacher) + [request for request in requests if request.key in store]  # only
@@ -132,6 +135,8 @@ def ask(
         extra["budget"] = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "spent_usd": spent[0],
                            "spent_tokens": spent[1], "price": teacher.price.model_dump(),
                            "chars_per_token": chars_per_token(teacher)}
+    if teacher.batch.enabled:
+        extra["batch"] = teacher.batch.model_dump()
     # scratch first: it starts the watchdog before the stand-in or Prefect's server starts
     with scratch("plan") as folder, teacher_endpoint(teacher) as (base_url, api_key_env):
         before = probes.get(teacher.name)
@@ -142,7 +147,7 @@ def ask(
         limit_field = result.limit_field if result is not None else (
             "max_tokens" if teacher.completion_limit == "auto" else teacher.completion_limit)
         requests = [replace(request, limit_field=limit_field) for request in requests]
-        planned = estimate(requests, store, teacher.price, chars_per_token(teacher), expected_completion_tokens,
+        planned = estimate(requests, store, price, chars_per_token(teacher), expected_completion_tokens,
                            prompt_source(teacher, result))
         print(planned.table(label))
         plan_path = folder / "plan.jsonl"

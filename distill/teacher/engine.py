@@ -17,6 +17,8 @@ of a stage, and refuses a bad value before any server or stand-in starts:
   DISTILL_TEACHER_RATE_LIMIT (none)  a Prefect global rate limit every run shares (flows/rate_limit.py)
   DISTILL_TEACHER_TRANSPORT (openai) "openai" (official client) or "aiohttp" (see transports.py)
   DISTILL_STORE_WAIT_S (0)           seconds to wait for another run writing the same request store, >= 0
+  DISTILL_BATCH_POLL_S (10)          teacher.batch: first wait between polls of a batch, > 0 (it grows 1.5x a poll)
+  DISTILL_BATCH_POLL_MAX_S (120)     teacher.batch: longest wait between polls, > 0
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ class EngineSettings(BaseModel):
     transport: str = Field("openai", description="the HTTP client")
     store_wait_s: float = Field(0.0, ge=0, allow_inf_nan=False,
                                 description="seconds to wait for another run writing the same request store")
+    batch_poll_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="first wait between polls of a batch")
+    batch_poll_max_s: float = Field(120.0, gt=0, allow_inf_nan=False, description="longest wait between polls")
 
     @field_validator("transport")
     @classmethod
@@ -94,6 +98,8 @@ ENVIRONMENT = {  # variable -> EngineSettings field
     "DISTILL_TEACHER_RATE_LIMIT": "rate_limit",
     "DISTILL_TEACHER_TRANSPORT": "transport",
     "DISTILL_STORE_WAIT_S": "store_wait_s",
+    "DISTILL_BATCH_POLL_S": "batch_poll_s",
+    "DISTILL_BATCH_POLL_MAX_S": "batch_poll_max_s",
 }
 
 
@@ -152,10 +158,21 @@ class Ledger:
     skipped_budget: int = 0  # unique requests not sent because the budget would be exceeded (not failures)
     skipped: dict[str, str] = field(default_factory=dict)  # key -> the cap that stopped it, for rejects
     estimated_cost_usd: float = 0.0  # expected dollars for the requests to send, before sending
+    batches: int = 0  # batches submitted to the Batch API (teacher.batch)
+    batch_answers: int = 0  # answers that came through the Batch API, at its price
+    batch_prompt_tokens: int = 0  # the part of prompt_tokens billed at the batch price
+    batch_completion_tokens: int = 0  # the part of completion_tokens billed at the batch price
+
+    def cost_usd(self, price: PriceParams) -> float:
+        """Dollars at ``price``: online answers at its prices, Batch API answers at ``price.batch`` of them."""
+        online = cost_usd(self.prompt_tokens - self.batch_prompt_tokens,
+                          self.completion_tokens - self.batch_completion_tokens, price)
+        return online + cost_usd(self.batch_prompt_tokens, self.batch_completion_tokens, price) * price.batch
 
     def merge(self, other: Ledger) -> None:
         for name in ("requests_sent", "cache_hits", "attempts", "prompt_tokens", "completion_tokens",
-                     "skipped_budget", "estimated_cost_usd"):
+                     "skipped_budget", "estimated_cost_usd", "batches", "batch_answers", "batch_prompt_tokens",
+                     "batch_completion_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.update(other.failures)
         self.retries.update(other.retries)
@@ -225,9 +242,29 @@ class Budget:
         caps = {"usd": self.usd, "tokens": self.tokens}
         return "not sent: " + ", ".join(f"budget.{name}={cap}" for name, cap in caps.items() if cap is not None)
 
-    def _worst_case(self, request: TeacherRequest) -> tuple[float, int]:
+    def _worst_case(self, request: TeacherRequest, scale: float = 1.0) -> tuple[float, int]:
         prompt, completion = request.prompt_estimate(self.chars_per_token), request.completion_limit()
-        return cost_usd(prompt, completion, self.price), prompt + completion
+        return cost_usd(prompt, completion, self.price) * scale, prompt + completion
+
+    def hold(self, request: TeacherRequest, scale: float = 1.0) -> tuple[float, int] | None:
+        """``reserve`` without waiting, at ``scale`` of the price (the Batch API's share): the reservation, or
+        None when it does not fit next to what is settled and held. For a batch, whose requests are all in
+        flight at once until it ends."""
+        usd, tokens = self._worst_case(request, scale)
+        if not self._fits(usd, tokens, held=True):
+            return None
+        self.held_usd += usd
+        self.held_tokens += tokens
+        return usd, tokens
+
+    def settle_held(self, reservation: tuple[float, int], usage: dict | None, scale: float = 1.0) -> None:
+        """``settle`` for a ``hold``: the reservation replaced by the usage (None: nothing spent) at ``scale``."""
+        self.held_usd -= reservation[0]
+        self.held_tokens -= reservation[1]
+        if usage:
+            prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+            self.settled_usd += cost_usd(prompt, completion, self.price) * scale
+            self.settled_tokens += prompt + completion
 
     def _fits(self, usd: float, tokens: int, held: bool) -> bool:
         spent_usd = self.settled_usd + (self.held_usd if held else 0.0)

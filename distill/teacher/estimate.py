@@ -23,6 +23,11 @@ from distill.teacher.engine import TeacherRequest, cost_usd
 from distill.teacher.store import RequestStore
 
 
+def price_of(teacher: TeacherParams) -> PriceParams:
+    """What the teacher's requests are priced at: its prices, or the Batch API's share of them (teacher.batch)."""
+    return teacher.price.at_batch_price() if teacher.batch.enabled else teacher.price
+
+
 def chars_per_token(teacher: TeacherParams) -> float:
     """4.0 for a real endpoint, 1.0 for a local HF teacher (an upper bound whatever its tokenizer, usually
     free anyway), a plugin's own figure (the stand-in bills one token per character)."""

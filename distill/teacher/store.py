@@ -30,7 +30,11 @@ must keep it too):
    append to this file themselves: they hand their answers to the lock holder, or each writes a
    store file of its own that the holder merges (first line per key wins, in a fixed shard order)
    before anything reads it. The plan is de-duplicated by key before it is split into shards, so
-   no key is ever sent by two shards.
+   no key is ever sent by two shards. Shard ``i`` writes ``<name>.shard-<i>.jsonl`` beside the
+   store (``shard_path``; flows/scale.py runs shards on Dask workers), under a writer lock of its
+   own. ``merge_shards`` merges them in index order, keys the store lacks only, and deletes each
+   only once the store is fsynced; the first writable open (``open_store``) merges the files a
+   killed run left, so answers paid for in a killed run are never paid again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -63,6 +68,19 @@ def quarantine_path(store: Path) -> Path:
 
 def lock_path(store: Path) -> Path:
     return store.with_name(store.name + ".lock")
+
+
+def shard_path(store: Path, index: int) -> Path:
+    """Where shard ``index`` of a scaled-out run keeps its answers: ``generate.jsonl`` -> ``generate.shard-0.jsonl``."""
+    return store.with_name(f"{store.stem}.shard-{index}{store.suffix}")
+
+
+def shard_files(store: Path) -> list[Path]:
+    """The shard files beside ``store``, in shard order (2 before 10); their quarantine files are not shards."""
+    pattern = re.compile(rf"{re.escape(store.stem)}\.shard-(\d+){re.escape(store.suffix)}")
+    found = [(int(match[1]), path) for path in store.parent.glob(f"{store.stem}.shard-*{store.suffix}")
+             if (match := pattern.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
 
 
 class StoreBusy(StageError):
@@ -250,13 +268,40 @@ class RequestStore:
         in its order; lines it cannot keep are skipped); returns how many. How a copy pulled from a DVC
         remote joins answers paid for here without losing either (distill/sharing.py)."""
         with RequestStore(other, read_only=True) as incoming:
-            added = [entry for entry in incoming.entries() if entry["key"] not in self._answers]
-        for entry in added:
+            return self.merge_entries(incoming.entries())
+
+    def merge_entries(self, entries: list[dict]) -> int:
+        """Append each stored entry (``{"key", "request", "response", "stored_at"}``, as another store holds it)
+        whose key this store lacks, in order, first per key; fsync; return how many."""
+        added = 0
+        for entry in entries:
+            if entry["key"] in self._answers:
+                continue
             self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
             self._answers[entry["key"]] = entry
+            added += 1
         self._file.flush()
         os.fsync(self._file.fileno())
-        return len(added)
+        return added
+
+    def sync(self) -> None:
+        """Make every answer put so far durable now (not only every ``fsync_every`` lines)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._unsynced = 0
+
+    def merge_shards(self, wait_s: float = 0.0) -> tuple[int, int]:
+        """Merge every shard file beside this store (contract point 5), in shard order: (files, answers added).
+        Each is opened under its own writer lock (a shard still writing it is waited for up to ``wait_s``, then
+        named) and repaired like any store, and deleted only once this store is fsynced, the lock still held."""
+        files = added = 0
+        for path in shard_files(self.path):
+            with RequestStore(path, wait_s=wait_s):
+                added += self.merge(path)  # fsyncs this store
+                path.unlink()
+                fsync_directory(path.parent)
+            files += 1
+        return files, added
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
@@ -280,12 +325,21 @@ _shared_lock = threading.Lock()
 @contextmanager
 def open_store(path: Path, wait_s: float = 0.0) -> Iterator[RequestStore]:
     """The writable store at ``path``, shared by every ``open_store`` of it in this process: the first open
-    takes the writer lock and repairs the file, the last close releases it (see the contract above)."""
+    takes the writer lock, repairs the file and merges the shard files a killed run left; the last close releases
+    it (see the contract above)."""
     key = path.resolve()
     with _shared_lock:
         store, opens = _shared.get(key, (None, 0))
         if store is None:
             store = RequestStore(path, wait_s=wait_s)
+            try:
+                files, added = store.merge_shards(wait_s)  # what a killed scaled-out run paid for, first
+            except BaseException:
+                store.close()
+                raise
+            if files:
+                print(f"{path}: merged {added} answer(s) from {files} shard file(s) an earlier run left",
+                      file=sys.stderr)
         _shared[key] = (store, opens + 1)
     try:
         yield store

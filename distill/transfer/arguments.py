@@ -9,9 +9,11 @@ params and the data, so a changed run never resumes a stale one.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from distill import params as params_module
+from distill.entry import StageError
 from distill.io import content_hash
 
 CHECKPOINTS = Path(".distill/checkpoints")
@@ -28,6 +30,23 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
+def world_size() -> int:
+    """How many processes train together: WORLD_SIZE, which the launcher sets (distill/transfer/parallel.py)."""
+    return int(os.environ.get("WORLD_SIZE") or 1)
+
+
+def per_process_batch(params: params_module.TrainParams) -> int:
+    """Each training process's share of ``train.batch_size`` (all of it in one process): the batch an optimizer
+    step sees is the same for any number of processes (distill/transfer/parallel.py)."""
+    processes = world_size()
+    if params.batch_size % processes:
+        raise StageError(f"train.batch_size={params.batch_size} does not split evenly over the {processes} training "
+                         f"processes launched (train.processes={params.processes}, train.accelerate_config="
+                         f"{params.accelerate_config}): set train.batch_size to a multiple of {processes}, or launch "
+                         "another number of processes")
+    return params.batch_size // processes
+
+
 def common_args(params: params_module.TrainParams, output_dir: Path, max_steps: int | None = None,
                 learning_rate: float | None = None) -> dict:
     """TrainingArguments keywords for any TRL config; dpo and rl pass their own steps and rate."""
@@ -35,7 +54,7 @@ def common_args(params: params_module.TrainParams, output_dir: Path, max_steps: 
     return {
         "output_dir": str(output_dir),
         "max_steps": steps,
-        "per_device_train_batch_size": params.batch_size,
+        "per_device_train_batch_size": per_process_batch(params),
         "gradient_accumulation_steps": params.gradient_accumulation_steps,
         "bf16": params.precision == "bf16",  # mixed precision: the trainer autocasts, the master weights stay fp32
         "fp16": params.precision == "fp16",

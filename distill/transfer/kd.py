@@ -117,21 +117,26 @@ class Collator:
         }
 
 
-def kd_loss(logits, labels, teacher_ids, teacher_logprobs, settings: params_module.KDParams):
-    """(loss, cross-entropy, divergence): position t's logits predict token t + 1, as in the LM loss."""
+def kd_loss(logits, labels, teacher_ids, teacher_logprobs, settings: params_module.KDParams, total=None):
+    """(loss, cross-entropy, divergence): position t's logits predict token t + 1, as in the LM loss.
+    ``total``: sums a count over every training process (distill/transfer/parallel.py); the means are then
+    divided by the whole step's tokens, so this process's share, summed over the processes, is the loss one
+    process would compute on the whole batch."""
     import torch
 
     from distill.transfer.divergences import sparse_divergence, token_mean
 
     logits, targets = logits[:, :-1], labels[:, 1:]
     answer = targets != IGNORE
-    ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
-                                           reduction="sum") / answer.sum().clamp_min(1)
     per_position, valid = sparse_divergence(settings.divergence, logits, teacher_ids[:, 1:], teacher_logprobs[:, 1:],
                                             temperature=settings.temperature, tail=settings.tail,
                                             beta=settings.beta, alpha=settings.alpha)
+    counts = torch.stack([answer.sum(), (valid & answer).sum()])  # answer tokens; those with a teacher
+    counts = (total(counts) if total is not None else counts).clamp_min(1)
+    ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE,
+                                           reduction="sum") / counts[0]
     divergence = token_mean(per_position, valid & answer, temperature=settings.temperature,
-                            scale_t2=settings.scale_t2)
+                            scale_t2=settings.scale_t2, num_tokens=counts[1])
     return settings.ce_weight * ce + (1 - settings.ce_weight) * divergence, ce, divergence
 
 
@@ -177,6 +182,10 @@ def trainer_class():
     from distill.transfer.guards import ReferenceKL
 
     class KDTrainer(ReferenceKL, SFTTrainer):
+        # kd_loss is a mean over this micro-batch's tokens, not a share of num_items_in_batch: the Trainer must
+        # divide it by the gradient accumulation steps (transformers would assume it already was)
+        loss_is_scaled_for_ga = False
+
         def __init__(self, *args, kd: params_module.KDParams, reference_kl: float = 0.0, student: str = "",
                      **kwargs) -> None:
             super().__init__(*args, **kwargs)
@@ -186,16 +195,25 @@ def trainer_class():
                 if kd.teachers else []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
             teacher_ids, teacher_logprobs = inputs.pop("teacher_ids"), inputs.pop("teacher_logprobs")
             if self.teachers:
                 teacher_ids, teacher_logprobs = mixed_teacher(inputs["input_ids"], inputs["attention_mask"],
                                                               teacher_ids, teacher_logprobs, self.teachers, self.kd)
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-            loss, ce, divergence = kd_loss(outputs.logits, inputs["labels"], teacher_ids, teacher_logprobs, self.kd)
-            loss = loss + self.reference_penalty(model, inputs, outputs.logits)
+            # Several processes (distill/transfer/parallel.py): each computes its share of the whole batch's
+            # token means; DDP averages the gradients, so the share is scaled by the process count.
+            processes = self.accelerator.num_processes
+            total = (lambda count: self.accelerator.reduce(count, "sum")) if processes > 1 else None
+            loss, ce, divergence = kd_loss(outputs.logits, inputs["labels"], teacher_ids, teacher_logprobs, self.kd,
+                                           total)
+            loss = processes * loss + self.reference_penalty(model, inputs, outputs.logits)
             mode = "train" if model.training else "eval"
-            self._metrics[mode].setdefault("ce", []).append(float(ce.detach()))
-            self._metrics[mode].setdefault("kd", []).append(float(divergence.detach()))
+            shares = torch.stack([ce.detach(), divergence.detach()])
+            ce, divergence = self.accelerator.reduce(shares, "sum") if processes > 1 else shares
+            self._metrics[mode].setdefault("ce", []).append(float(ce))
+            self._metrics[mode].setdefault("kd", []).append(float(divergence))
             return (loss, outputs) if return_outputs else loss
 
     return KDTrainer

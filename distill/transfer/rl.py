@@ -187,8 +187,9 @@ def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict
 
     prompts = distinct_prompts(data.preferences)
     common = common_args(params, output_dir, max_steps=settings.max_steps, learning_rate=settings.learning_rate)
-    common["per_device_train_batch_size"] = policy_batch_size(params.batch_size, settings.num_generations,
-                                                              len(prompts))
+    # this process's share of train.batch_size (all of it in one process; distill/transfer/parallel.py)
+    common["per_device_train_batch_size"] = policy_batch_size(common["per_device_train_batch_size"],
+                                                              settings.num_generations, len(prompts))
     config = {**common, "activation_checkpointing": params.activation_checkpointing, "beta": settings.beta,
               "num_generations": settings.num_generations, "max_completion_length": settings.max_new_tokens,
               "use_vllm": False}

@@ -21,7 +21,7 @@ from distill.device import use_all_cores
 from distill.io import content_hash
 from distill.records import TRAIN_LOG, conform
 from distill.student import load_model, load_tokenizer
-from distill.transfer import kd
+from distill.transfer import kd, parallel
 from distill.transfer.arguments import (
     checkpoint_dir,
     common_args,
@@ -60,32 +60,56 @@ def make_trainer(model, tokenizer, params: params_module.TrainParams, args: dict
 
 def train(data: TrainData | list[dict], params: params_module.TrainParams, model_dir: Path,
           start: str | None = None) -> list[dict]:
-    """Train with ``params.objective`` and save the student to ``model_dir``; return the trainer's log history.
+    """Train with ``params.objective`` and save the student to ``model_dir``; return the trainer's log history
+    (its summary entry, the one with ``train_runtime``, also says how many ``processes`` trained).
     ``start`` is the model to start from (default ``params.student``). A run killed midway resumes from its
-    last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data."""
+    last checkpoint in ``.distill/checkpoints`` when it is started again with the same params and data.
+    With ``train.processes`` above 1 or ``train.accelerate_config`` the run is relaunched in several processes
+    (distill/transfer/parallel.py), each of which comes back here."""
     if isinstance(data, list):
         data = TrainData(pairs=data)
+    kd_print = [len(data.kd.examples), data.kd.with_teacher, data.kd.examples[:50]] if data.kd else None
+    checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start, kd_print]))
+    if not parallel.inside():
+        last = resume_point(checkpoints)  # here, once: cut-off checkpoints are removed before any process starts
+        if last:
+            print(f"train: resuming {model_dir} from its last checkpoint, {last}")
+        if parallel.wanted(params):
+            return parallel.launch(data, params, model_dir, start)
     use_all_cores()
     tokenizer = load_tokenizer(params.student)
     model = load_model(start or params.student, params.seed)
-    kd_print = [len(data.kd.examples), data.kd.with_teacher, data.kd.examples[:50]] if data.kd else None
-    checkpoints = checkpoint_dir(model_dir, params, content_hash([data.pairs, data.preferences, start, kd_print]))
     trainer = make_trainer(model, tokenizer, params, common_args(params, checkpoints), data)
     trainer.add_callback(no_final_checkpoint())
-    last = resume_point(checkpoints)
-    if last:
-        print(f"train: resuming {model_dir} from its last checkpoint, {last}")
-    trainer.train(resume_from_checkpoint=last)
-    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-    staging = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    trained.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    (staging / TRAINED_ON).write_text(json.dumps(trained_on(data.pairs, params), indent=2))
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return trainer.state.log_history
+    trainer.train(resume_from_checkpoint=resume_point(checkpoints))
+    save_whole(trainer, tokenizer, trained_on(data.pairs, params), model_dir)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    history = trainer.state.log_history
+    for entry in history:
+        if "train_runtime" in entry:
+            entry["processes"] = trainer.accelerator.num_processes
+    return history
+
+
+def save_whole(trainer, tokenizer, provenance: dict, model_dir: Path) -> None:
+    """Process 0 saves the trained student (LoRA merged) to ``model_dir``, whole or not at all; the others wait.
+    FSDP and DeepSpeed hold a shard of the weights in each process: every process joins in gathering them."""
+    from accelerate.utils import DistributedType
+
+    accelerator = trainer.accelerator
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    state_dict = accelerator.get_state_dict(trainer.model_wrapped) if sharded else None
+    if accelerator.is_main_process:
+        trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+        staging = model_dir.with_name(model_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        trained.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / TRAINED_ON).write_text(json.dumps(provenance, indent=2))
+        shutil.rmtree(model_dir, ignore_errors=True)
+        os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
+    accelerator.wait_for_everyone()
 
 
 def loss_log(history: list[dict], objective: str = "sft") -> pl.DataFrame:
