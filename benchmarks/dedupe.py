@@ -1,6 +1,6 @@
 """Near-duplicate detection: distill/curate/near_duplicates.py against datasketch's MinHashLSH, on planted edits.
 
-    python benchmarks/dedupe.py [--rows 100000] [--skip-1m]
+    python benchmarks/dedupe.py [--rows 100000] [--skip-1m] [--repeats 3]
 
 Synthetic instruction/response rows (templates filled from word lists plus a Zipf long tail of made-up
 words, so deterministic and varied), with planted near-duplicates: copies of some rows edited by word swaps,
@@ -13,17 +13,19 @@ similarity join (prefix filtering, Chaudhuri et al. 2006 / Bayardo et al. 2007: 
 share a token within each one's first |x| - ceil(t |x|) + 1 tokens in a fixed global order; every pair
 sharing one is then checked exactly).
 
-Measured in one run, on the same rows, with the same num_perm (128), threshold, shingles and LSH layout
-(bands, rows per band), both starting from the raw texts:
+Measured in one process, on the same rows, with the same num_perm (128), threshold, shingles and LSH layout
+(bands, rows per band), both starting from the raw texts, ``--repeats`` times each, interleaved
+(benchmarks/repeats.py): times are medians, ``spread`` is max / min - 1 over the repeats:
 - ours: ``near_duplicates.find_pairs`` end to end (normalising, shingling, rensa MinHash and LSH flags,
-  exact verification of every candidate); median of 3 runs after a 200-row warm-up;
+  exact verification of every candidate), after a 200-row warm-up;
 - datasketch: shingling (the same ``nd.shingles``, encoded), ``MinHash.bulk``, ``MinHashLSH.insert`` and one
   ``query`` per row. Its raw candidates are scored as they are and after the same exact verification,
   whose time is reported but not charged to it.
 ``speedup_vs_datasketch`` is datasketch's time over ours. A harsher ratio is also given: datasketch without
 its shingling time and with only the bands * rows permutations the LSH reads (ours computes only those).
 Then 1M rows (ours only: datasketch would take several minutes there) in a child process: wall time of
-find_pairs and the peak RSS of that whole process, generating the rows included.
+find_pairs (``--repeats`` runs on rows generated once) and the peak RSS of that whole process, generating the
+rows included. About 5 minutes with the defaults.
 Writes benchmarks/results/dedupe.json.
 """
 
@@ -46,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.repeats import interleaved, median, ratios, spread  # noqa: E402
 from distill.curate import near_duplicates as nd  # noqa: E402
 
 RESULT = ROOT / "benchmarks/results/dedupe.json"
@@ -198,15 +201,10 @@ def scores(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> dict:
             "recall": round(hits / len(truth), 4) if truth else 1.0}
 
 
-def run_ours(texts: list[str], params: nd.NearDuplicateParams, repeats: int = 3) -> tuple[set[tuple[int, int]], dict]:
-    nd.find_pairs(texts[:200], params)  # warm up (polars' thread pool, rensa's permutation cache)
-    walls = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        pairs = nd.find_pairs(texts, params)
-        walls.append(time.perf_counter() - started)
-    return {(i, j) for i, j, _ in pairs}, {"median_s": round(sorted(walls)[len(walls) // 2], 2),
-                                          "runs_s": [round(w, 2) for w in walls]}
+def run_ours(texts: list[str], params: nd.NearDuplicateParams) -> tuple[set[tuple[int, int]], float]:
+    started = time.perf_counter()
+    pairs = nd.find_pairs(texts, params)
+    return {(i, j) for i, j, _ in pairs}, time.perf_counter() - started
 
 
 def run_datasketch(texts: list[str], params: nd.NearDuplicateParams) -> tuple[set, set, dict]:
@@ -273,17 +271,20 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def child_million(rows: int, seed: int) -> None:
+def child_million(rows: int, seed: int, repeats: int) -> None:
     import psutil
 
     started = time.perf_counter()
     texts, _, _ = make_rows(rows, seed)
     generated = {"generate_s": round(time.perf_counter() - started, 1), "peak_rss_generating_mb": peak_rss_mb(),
                  "rss_before_find_pairs_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
-    started = time.perf_counter()
-    pairs = nd.find_pairs(texts, nd.NearDuplicateParams())
-    print(json.dumps(generated | {"rows": rows, "wall_s": round(time.perf_counter() - started, 1),
-                                  "pairs": len(pairs), "peak_rss_mb": peak_rss_mb()}))
+    walls = []
+    for _ in range(repeats):  # one process, so the rows are generated once; the peak covers every repeat
+        started = time.perf_counter()
+        pairs = nd.find_pairs(texts, nd.NearDuplicateParams())
+        walls.append(round(time.perf_counter() - started, 1))
+    print(json.dumps(generated | {"rows": rows, "wall_s": round(median(walls), 1), "runs_s": walls,
+                                  "spread": spread(walls), "pairs": len(pairs), "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:
@@ -291,10 +292,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-1m", action="store_true", help="skip the 1M-row memory run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements; medians reported")
+    parser.add_argument("--out", type=Path, default=RESULT, help="the results file (default: %(default)s)")
     parser.add_argument("--child-million", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_million:
-        return child_million(args.child_million, args.seed)
+        return child_million(args.child_million, args.seed, args.repeats)
 
     params = nd.NearDuplicateParams()
     texts, groups, rates = make_rows(args.rows, args.seed)
@@ -304,10 +307,17 @@ def main() -> None:
     truth = exact_pairs(texts, params)
     truth_s = time.perf_counter() - started
     print(f"ground truth: {len(truth):,} pairs with exact Jaccard >= {params.threshold} ({truth_s:.1f} s)")
-    ours, ours_times = run_ours(texts, params)
-    ours_s = ours_times["median_s"]
+    nd.find_pairs(texts[:200], params)  # warm up (polars' thread pool, rensa's permutation cache)
+    runs = interleaved({"ours": lambda repeat: run_ours(texts, params),
+                        "datasketch": lambda repeat: run_datasketch(texts, params)}, args.repeats,
+                       lambda repeat, name, found: print(f"repeat {repeat + 1}: {name} {found[-1]} s", flush=True))
+    ours, raw, verified = runs["ours"][0][0], runs["datasketch"][0][0], runs["datasketch"][0][1]
+    ours_runs = [round(found[1], 2) for found in runs["ours"]]
+    ours_s = round(median(ours_runs), 2)
     ours_rss = peak_rss_mb()
-    raw, verified, ds_times = run_datasketch(texts, params)
+    ds_runs = [found[2] for found in runs["datasketch"]]
+    ds_times = {key: round(median([times[key] for times in ds_runs]), 2) for key in ds_runs[0]}
+    ds_totals = [times["total_s"] for times in ds_runs]
     ours_scores, raw_scores, ds_scores = scores(ours, truth), scores(raw, truth), scores(verified, truth)
     speedup = ds_times["total_s"] / ours_s
     leanest = ds_times["total_s"] - ds_times["shingling_s"] - ds_times["minhash_s"] + \
@@ -319,7 +329,7 @@ def main() -> None:
              ("wall s", ours_s, ds_times["total_s"], round(ds_times["total_s"] + ds_times["verify_s"], 2))]
     for line in table:
         print(f"{line[0]:<10}" + "".join(f"{v!s:>26}" for v in line[1:]))
-    print(f"ours: median of {ours_times['runs_s']} s, all of find_pairs; datasketch stages: {ds_times}")
+    print(f"medians of {args.repeats}: ours {ours_runs} s, all of find_pairs; datasketch stages: {ds_times}")
     print(f"speedup vs datasketch: {speedup:.1f}x; {leanest / ours_s:.1f}x against datasketch given its shingles "
           f"for free and {params.layout[0] * params.layout[1]} permutations")
 
@@ -327,14 +337,16 @@ def main() -> None:
         "rows": len(texts), "planted_copies": copies, "true_pairs": len(truth),
         "params": asdict(params) | {"layout_bands_rows": list(params.layout)},
         "precision": ours_scores["precision"], "recall": ours_scores["recall"], "pairs_found": ours_scores["pairs"],
-        "ours_s": ours_s, "ours_runs_s": ours_times["runs_s"], "peak_rss_mb_after_ours": ours_rss,
-        "datasketch": {"raw": raw_scores, "verified": ds_scores, "times": ds_times},
+        "repeats": args.repeats, "ours_s": ours_s, "ours_runs_s": ours_runs, "peak_rss_mb_after_ours": ours_rss,
+        "datasketch": {"raw": raw_scores, "verified": ds_scores, "times": ds_times, "runs_total_s": ds_totals},
         "speedup_vs_datasketch": round(speedup, 1),
+        "spread": {"ours_s": spread(ours_runs), "datasketch_total_s": spread(ds_totals),
+                   "speedup_vs_datasketch": spread(ratios(ds_totals, ours_runs))},
         "speedup_vs_datasketch_without_its_shingling_at_bands_x_rows_perms": round(leanest / ours_s, 1),
         "fairness": "both start from the raw texts in the same process. datasketch: shingling (nd.shingles + "
                     "encode), MinHash.bulk at num_perm=128, MinHashLSH(params=(bands, rows)) inserts and one "
                     "query per row, no verification (its verify_s is extra). ours: find_pairs end to end, exact "
-                    "verification included; median of 3 runs after a 200-row warm-up",
+                    "verification included, after a 200-row warm-up. Times are medians of the interleaved repeats",
         "ground_truth": "exact all-pairs join (prefix filtering) over word 5-gram sets; no assumption on planting",
         "ground_truth_s": round(truth_s, 1),
         "machine": f"{os.cpu_count()} CPUs, shared; timings vary by about 20 % between runs",
@@ -344,13 +356,13 @@ def main() -> None:
     print(json.dumps(result["unit_study"], indent=1))
     if not args.skip_1m:
         print("1M rows (child process) ...")
-        done = subprocess.run([sys.executable, __file__, "--child-million", "1000000", "--seed", str(args.seed)],
-                              check=True, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, __file__, "--child-million", "1000000", "--seed", str(args.seed),
+                               "--repeats", str(args.repeats)], check=True, capture_output=True, text=True)
         result["one_million"] = json.loads(done.stdout.strip().splitlines()[-1])
         print(result["one_million"])
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

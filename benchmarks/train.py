@@ -13,8 +13,8 @@ sequence length, learning rate and number of steps, on the CPU:
   stand-in serves them (``demo.standin.token_logprobs``) and mapped to token ids.
 Tokens per second count the non-padding tokens of the examples trained on (steps x batch x mean length).
 Each method is measured ``--repeats`` times, interleaved (each repeat in another order, so that a slow spell of
-the machine hits every method); the figures are medians, and ``spread`` is each ratio's max / min - 1 over the
-repeats.
+the machine hits every method; benchmarks/repeats.py); the figures are medians, and ``spread`` is each ratio's
+max / min - 1 over the repeats.
 
 Bytes per token: ``features.parquet`` (distill/records.py FEATURES, written as the generate stage writes
 it) at k = 20 for (a) the stand-in's lists, which repeat and compress unrealistically well, and (b)
@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.repeats import interleaved, median, ratios, spread  # noqa: E402
 from demo import words  # noqa: E402
 from demo.standin import token_logprobs  # noqa: E402
 from distill import params as params_module  # noqa: E402
@@ -164,25 +164,21 @@ def main() -> None:
             "kd": lambda repeat: trainer_seconds(train(TrainData([], kd=kd_data), kd_params,
                                                        Path(scratch) / f"kd{repeat}")),
         }
-        seconds = {name: [] for name in measure}
-        for repeat in range(args.repeats):  # interleaved, each repeat in another order: drift hits all alike
-            names = list(measure)[repeat % 3:] + list(measure)[:repeat % 3]
-            for name in names:
-                seconds[name].append(measure[name](repeat))
-                print(f"repeat {repeat + 1}: {name:<6}{tokens / seconds[name][-1]:>9,.0f} tokens/s", flush=True)
+        seconds = interleaved(measure, args.repeats, lambda repeat, name, value: print(
+            f"repeat {repeat + 1}: {name:<6}{tokens / value:>9,.0f} tokens/s", flush=True))
 
     storage = {"standin_k20": bytes_per_token(features), "realistic_k20": bytes_per_token(realistic_features(50_000))}
-    median = {name: statistics.median(values) for name, values in seconds.items()}
-    ratios = {"sft_vs_plain_loop": [p / s for p, s in zip(seconds["plain"], seconds["sft"], strict=True)],
-              "kd_vs_sft": [s / k for s, k in zip(seconds["sft"], seconds["kd"], strict=True)]}
+    medians = {name: median(values) for name, values in seconds.items()}
+    per_repeat = {"sft_vs_plain_loop": ratios(seconds["plain"], seconds["sft"]),
+                  "kd_vs_sft": ratios(seconds["sft"], seconds["kd"])}
     result = {
         "steps": args.steps, "rows": args.rows, "batch_size": base.batch_size, "repeats": args.repeats,
-        "tokens_per_s": {name: round(tokens / value, 1) for name, value in median.items()},
+        "tokens_per_s": {name: round(tokens / value, 1) for name, value in medians.items()},
         "seconds": {name: [round(value, 3) for value in values] for name, values in seconds.items()},
-        "sft_vs_plain_loop": round(median["plain"] / median["sft"], 3),
-        "kd_vs_sft": round(median["sft"] / median["kd"], 3),
+        "sft_vs_plain_loop": round(medians["plain"] / medians["sft"], 3),
+        "kd_vs_sft": round(medians["sft"] / medians["kd"], 3),
         # the spread of each ratio over the repeats (max / min - 1): how far one repeat's figure can be trusted
-        "spread": {name: round(max(values) / min(values) - 1, 3) for name, values in ratios.items()},
+        "spread": {name: spread(values) for name, values in per_repeat.items()},
         "bytes_per_token_k20": storage["realistic_k20"],
         "bytes_per_token_k20_by_source": storage,
         "raw_bytes_per_token_k20": 4 + K * 4 + K * 2 + 4,  # token id, k ids (int32), k log-probs (float16), tail

@@ -1,6 +1,6 @@
 """Every transfer method against a real white-box teacher: a teacher-assistant chain, on the CPU.
 
-    python benchmarks/white_box.py [--steps 300] [--teacher-steps 400] [--rows 4000]
+    python benchmarks/white_box.py [--steps 300] [--teacher-steps 400] [--rows 4000] [--repeats 3]
 
 The stand-in teacher's log-probs are synthetic, so this benchmark builds a teacher whose distributions
 are real: a *teacher assistant* (a 4-layer, 256-wide Llama on the demo's character tokenizer) that the
@@ -15,6 +15,12 @@ tokenizer) is then trained from it by each method, for the same number of steps,
   projection) beside the cross-entropy.
 Each student is scored on the demo's 200 held-out rows: exact match (greedy) and the exact forward
 KL(assistant || student) per answer token over the full vocabulary (teacher forcing on the references).
+The assistant is trained once; every method is trained ``--repeats`` times, each repeat with another student
+seed (initialisation and data order: on the CPU one seed gives the same student every time, so a repeat with
+the same seed would measure nothing new), the methods in another order each repeat (benchmarks/repeats.py).
+Figures are medians over the seeds; ``range`` is max - min of exact match and KL over them (how much a seed
+moves the quality), ``spread`` max / min - 1 of the seconds. The repeats cost: about 15 minutes with the
+defaults on 2 CPU cores, against 7 for one seed.
 Writes benchmarks/results/white_box.json.
 """
 
@@ -33,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.repeats import interleaved, median, spread  # noqa: E402
 from demo import words  # noqa: E402
 from distill import params as params_module  # noqa: E402
 from distill.measure.sampling import greedy_answers  # noqa: E402
@@ -119,11 +126,13 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=400)
     parser.add_argument("--out", type=Path, default=RESULT, help="the results file (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=3, help="student seeds per method; medians reported")
     args = parser.parse_args()
     rows, evals = skill_rows(args.rows)
     pairs = training_pairs(rows, TEMPLATE, load_tokenizer(str(TINY_CHAR)))  # every model here shares it
     base = params_module.load(ROOT / "params.yaml").train
-    results: dict = {"steps": args.steps, "teacher_steps": args.teacher_steps, "rows": rows.height, "methods": {}}
+    results: dict = {"steps": args.steps, "teacher_steps": args.teacher_steps, "rows": rows.height,
+                     "repeats": args.repeats, "methods": {}}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         teacher_dir = work / "assistant"
@@ -144,22 +153,44 @@ def main() -> None:
             "on_policy": TrainData(pairs, local_teacher=teacher),
             "similarity": TrainData(pairs, local_teacher=teacher),
         }
-        for method, data in methods.items():
-            params = base.model_copy(update=common | {"objective": method})
-            started = time.monotonic()
-            # on_policy starts from the SFT student, as the train stage does (train.start_from_sft)
-            train(data, params, work / method, start=str(work / "sft") if method == "on_policy" else None)
-            seconds = round(time.monotonic() - started, 1)
-            found = {"exact_match": exact_match(str(work / method), evals),
-                     "heldout_kl_to_teacher": heldout_kl(teacher, str(work / method), evals), "seconds": seconds}
-            results["methods"][method] = found
-            print(f"{method:<11} exact match {found['exact_match']:.3f}  KL to the assistant "
-                  f"{found['heldout_kl_to_teacher']:.4f}  ({seconds} s)", flush=True)
+
+        def one_repeat(repeat: int) -> dict:
+            """Every method once, the students seeded with ``repeat`` (another initialisation and data order each
+            repeat); the methods in another order each repeat, on_policy right after the sft it starts from."""
+            rotated = ["sft", "kd", "similarity"][repeat % 3:] + ["sft", "kd", "similarity"][:repeat % 3]
+            order = [name for method in rotated for name in ([method, "on_policy"] if method == "sft" else [method])]
+            found = {}
+            for method in order:
+                params = base.model_copy(update=common | {"objective": method, "seed": base.seed + repeat})
+                folder = work / f"{method}{repeat}"
+                started = time.monotonic()
+                # on_policy starts from the SFT student, as the train stage does (train.start_from_sft)
+                train(methods[method], params, folder, start=str(work / f"sft{repeat}") if method == "on_policy"
+                      else None)
+                seconds = round(time.monotonic() - started, 1)
+                found[method] = {"exact_match": exact_match(str(folder), evals),
+                                 "heldout_kl_to_teacher": heldout_kl(teacher, str(folder), evals), "seconds": seconds}
+                print(f"repeat {repeat + 1}: {method:<11} exact match {found[method]['exact_match']:.3f}  KL to the "
+                      f"assistant {found[method]['heldout_kl_to_teacher']:.4f}  ({seconds} s)", flush=True)
+            return found
+
+        runs = interleaved({"repeat": one_repeat}, args.repeats)["repeat"]
+    for method in methods:
+        measured = {key: [run[method][key] for run in runs] for key in ("exact_match", "heldout_kl_to_teacher",
+                                                                         "seconds")}
+        results["methods"][method] = {key: round(median(values), 4) for key, values in measured.items()} | {
+            "runs": measured,
+            # quality: max - min over the seeds (absolute); seconds: max / min - 1
+            "range": {key: round(max(measured[key]) - min(measured[key]), 4)
+                      for key in ("exact_match", "heldout_kl_to_teacher")},
+            "spread": {"seconds": spread(measured["seconds"])},
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| method | exact match | KL to the assistant | seconds |\n|---|---|---|---|\n" + "\n".join(
-        f"| {m} | {r['exact_match']:.3f} | {r['heldout_kl_to_teacher']:.4f} | {r['seconds']} |"
-        for m, r in results["methods"].items()))
+    rows_out = [f"| {m} | {r['exact_match']:.3f} | {r['heldout_kl_to_teacher']:.4f} | {r['seconds']} |"
+                for m, r in results["methods"].items()]
+    print(f"medians of {args.repeats} seeds\n| method | exact match | KL to the assistant | seconds |\n"
+          "|---|---|---|---|\n" + "\n".join(rows_out))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ class HFParams(Strict):
     Only ``seed`` changes answers (it initialises a config-only model), so only it is in the request key."""
 
     batch_size: Positive = 16  # concurrent requests generated together (left-padded); keep
-    # DISTILL_TEACHER_CONCURRENCY at least this
+    # DISTILL_TEACHER_CONCURRENCY at least twice this (one batch generating, the next one queued)
     max_wait_ms: NonNegative = 20.0  # micro-batching window: how long a batch waits to fill up
     seed: int = 0  # initialises a config-only model (a folder without weights)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available

@@ -181,40 +181,50 @@ def forgetting_block(data: Data) -> str:
 def throughput_block(data: Data) -> str:
     """Teacher requests per second: the engine against a sequential loop, stand-in at a fixed latency."""
     bench = data["benchmarks/results/teacher_throughput.json"]
-    rows = [["sequential loop (official client)", fmt(bench["sequential_rps"], ".1f"), "", "1x"]]
+    rows = [["sequential loop (official client)", fmt(bench["sequential_rps"], ".1f"), "", "1x",
+             fmt(spread_of(bench.get("sequential_runs_rps")), ".1%")]]
     for name, run in bench["engine"].items():
         transport, concurrency = name.rsplit("_c", 1)
         rows.append([f"engine, `{transport}` transport, {concurrency} in flight", fmt(run["rps"], ",.1f"),
-                     fmt(run["fraction_of_ideal"], ".1%"), fmt(run["speedup_vs_sequential"], ".1f") + "x"])
+                     fmt(run["fraction_of_ideal"], ".1%"), fmt(run["speedup_vs_sequential"], ".1f") + "x",
+                     fmt(run.get("spread"), ".1%")])
     faster = {}
     for name, run in bench["engine"].items():
         transport, concurrency = name.rsplit("_c", 1)
         if concurrency not in faster or run["rps"] > faster[concurrency][1]:
             faster[concurrency] = (transport, run["rps"])
     best = "; ".join(f"at {c} in flight, `{t}`" for c, (t, _) in faster.items())
-    return table(["client", "requests/s", "of ideal (in flight / latency)", "vs sequential"], rows) + (
-        f"\n{fmt(bench['requests'])} requests, {fmt(bench['latency_ms'], '.0f')} ms latency per request. "
-        f"Faster transport {best}.\n")
+    return table(["client", "requests/s", "of ideal (in flight / latency)", "vs sequential", "spread"], rows) + (
+        f"\n{fmt(bench['requests'])} requests, {fmt(bench['latency_ms'], '.0f')} ms latency per request; medians of "
+        f"{fmt(bench.get('repeats', 1))} interleaved repeats. Faster transport {best}.\n")
+
+
+def spread_of(values: list[float] | None) -> float | None:
+    """max / min - 1 of a results file's list of repeats (None without one)."""
+    return max(values) / min(values) - 1 if values and min(values) > 0 else None
 
 
 def dedupe_bench_block(data: Data) -> str:
     """Near-duplicate detection against exact ground truth, and against datasketch."""
     bench = data["benchmarks/results/dedupe.json"]
-    ds, million = bench["datasketch"], bench["one_million"]
+    ds, million, spreads = bench["datasketch"], bench["one_million"], bench.get("spread", {})
     rows = [
         ["ours (`distill/curate/near_duplicates.py`)", fmt(bench["pairs_found"]), fmt(bench["precision"], ".3f"),
-         fmt(bench["recall"], ".3f"), fmt(bench["ours_s"], ".2f")],
+         fmt(bench["recall"], ".3f"), fmt(bench["ours_s"], ".2f"), fmt(spreads.get("ours_s"), ".1%")],
         ["datasketch MinHashLSH, no check", fmt(ds["raw"]["pairs"]), fmt(ds["raw"]["precision"], ".3f"),
-         fmt(ds["raw"]["recall"], ".3f"), fmt(ds["times"]["total_s"], ".2f")],
+         fmt(ds["raw"]["recall"], ".3f"), fmt(ds["times"]["total_s"], ".2f"),
+         fmt(spreads.get("datasketch_total_s"), ".1%")],
         ["datasketch, with an exact check", fmt(ds["verified"]["pairs"]), fmt(ds["verified"]["precision"], ".3f"),
-         fmt(ds["verified"]["recall"], ".3f"), fmt(ds["times"]["total_s"] + ds["times"]["verify_s"], ".2f")],
+         fmt(ds["verified"]["recall"], ".3f"), fmt(ds["times"]["total_s"] + ds["times"]["verify_s"], ".2f"), ""],
     ]
-    return table(["", "pairs found", "precision", "recall", "seconds"], rows) + (
+    return table(["", "pairs found", "precision", "recall", "seconds", "spread"], rows) + (
         f"\n{fmt(bench['rows'])} rows with {fmt(bench['planted_copies'])} planted edited copies; ground truth: "
         f"{fmt(bench['true_pairs'])} pairs with word-{bench['params']['ngram']}-gram Jaccard at least "
-        f"{bench['params']['threshold']}. Ours is {fmt(bench['speedup_vs_datasketch'])}x faster than datasketch "
-        f"without its check. 1,000,000 rows: {fmt(million['wall_s'], '.1f')} s, "
-        f"{fmt(million['peak_rss_mb'] / 1024, '.1f')} GiB peak memory for the whole process.\n")
+        f"{bench['params']['threshold']}. Seconds are medians of {fmt(bench.get('repeats', 1))} interleaved repeats. "
+        f"Ours is {fmt(bench['speedup_vs_datasketch'])}x faster than datasketch without its check (spread "
+        f"{fmt(spreads.get('speedup_vs_datasketch'), '.1%')}). 1,000,000 rows: {fmt(million['wall_s'], '.1f')} s "
+        f"(spread {fmt(million.get('spread'), '.1%')}), {fmt(million['peak_rss_mb'] / 1024, '.1f')} GiB peak memory "
+        "for the whole process.\n")
 
 
 def train_bench_block(data: Data) -> str:
@@ -237,7 +247,12 @@ def white_box_block(data: Data) -> str:
     """Every white-box method, trained from a teacher assistant whose distributions are real."""
     bench = data["benchmarks/results/white_box.json"]
     methods = bench["methods"]
-    rows = [[f"`{name}`", fmt(m["exact_match"], ".3f"), fmt(m["heldout_kl_to_teacher"], ".4f"),
+
+    def ranged(m: dict, key: str, spec: str) -> str:
+        spread = m.get("range", {}).get(key)
+        return fmt(m[key], spec) + (f" ± {fmt(spread / 2, spec)}" if spread else "")
+
+    rows = [[f"`{name}`", ranged(m, "exact_match", ".3f"), ranged(m, "heldout_kl_to_teacher", ".4f"),
              fmt(m["seconds"], ".1f")] for name, m in methods.items()]
     closer = [name for name, m in methods.items()
               if name != "sft" and m["heldout_kl_to_teacher"] < methods["sft"]["heldout_kl_to_teacher"]]
@@ -245,37 +260,104 @@ def white_box_block(data: Data) -> str:
     return table(["method", "held-out exact match", "KL to the assistant (per answer token)", "seconds"], rows) + (
         f"\nThe assistant: {teacher['layers']} layers, {teacher['hidden']} wide, {fmt(bench['teacher_steps'])} "
         f"steps, exact match {fmt(teacher['exact_match'], '.3f')}. Each student: {fmt(bench['steps'])} steps on "
-        f"{fmt(bench['rows'])} rows. Closer to the assistant than `sft`: "
-        f"{', '.join(f'`{n}`' for n in closer) or 'none'}.\n")
+        f"{fmt(bench['rows'])} rows; medians over {fmt(bench.get('repeats', 1))} student seeds, ± half the range "
+        f"over them. Closer to the assistant than `sft` (medians): {', '.join(f'`{n}`' for n in closer) or 'none'}.\n")
 
 
 def schedule_block(data: Data) -> str:
     """What a Prefect server and a worker add to a run of the pipeline."""
     bench = data["benchmarks/results/schedule.json"]
-    nothing = bench["nothing_to_do"]
+    nothing, spreads = bench["nothing_to_do"], bench.get("spread", {})
+
+    def spread_note(key: str) -> str:
+        return f" (spread {fmt(spreads[key], '.0%')})" if key in spreads else ""
+
     rows = [
-        ["whole pipeline from nothing", fmt(bench["by_hand_s"], ".1f"),
-         f"{fmt(bench['nightly']['completed_s'], '.1f')} (picked up {fmt(bench['nightly']['picked_up_s'], '.1f')} "
-         "s after the trigger)"],
-        ["nothing to do", fmt(nothing["by_hand_s"], ".1f"), fmt(nothing["nightly"]["completed_s"], ".1f")],
+        ["whole pipeline from nothing", fmt(bench["by_hand_s"], ".1f") + spread_note("by_hand_s"),
+         f"{fmt(bench['nightly']['completed_s'], '.1f')}{spread_note('nightly_s')} (picked up "
+         f"{fmt(bench['nightly']['picked_up_s'], '.1f')} s after the trigger)"],
+        ["nothing to do", fmt(nothing["by_hand_s"], ".1f") + spread_note("nothing_to_do_by_hand_s"),
+         fmt(nothing["nightly"]["completed_s"], ".1f") + spread_note("nothing_to_do_nightly_s")],
     ]
     return table(["run", "by hand, `dvc repro` (s)", "nightly deployment on a worker (s)"], rows) + (
-        f"\nProfile `{bench['profile']}`. Added per run: {fmt(bench['added_per_run_s'], '.1f')} s; once: "
-        f"{fmt(bench['server_start_s'], '.1f')} s to start the server, {fmt(bench['deploy_s'], '.1f')} s for "
-        "`distill deploy`.\n")
+        f"\nProfile `{bench['profile']}`; medians of {fmt(bench.get('repeats', 1))} interleaved repeats. Added per "
+        f"run: {fmt(bench['added_per_run_s'], '.1f')} s; once: {fmt(bench['server_start_s'], '.1f')} s to start the "
+        f"server, {fmt(bench['deploy_s'], '.1f')} s for `distill deploy`.\n")
 
 
 def pipeline_bench_block(data: Data) -> str:
     """Each stage's wall time and peak memory, and what Prefect adds to the generate stage."""
     bench = data["benchmarks/results/pipeline.json"]
-    rows = [[f"`{name}`", fmt(s["wall_s"], ".2f"), fmt(s["peak_rss_mb"], ",.0f"),
+    rows = [[f"`{name}`", fmt(s["wall_s"], ".2f"), fmt(s.get("spread"), ".0%"), fmt(s["peak_rss_mb"], ",.0f"),
              fmt(bench["gates"].get(name, {}).get("wall_s"), ".2f")] for name, s in bench["stages"].items()]
     prefect = bench["prefect"]
-    return table(["stage", "wall (s)", "peak memory (MB)", "its gate (s)"], rows) + (
-        f"\n{fmt(bench['cpus'])} CPUs; {fmt(bench['generate']['requests_sent'])} teacher requests sent from an empty "
-        f"store. Prefect adds {fmt(prefect['startup_cost_s'], '.1f')} s to a stage that uses it without a "
-        f"configured server ({fmt(prefect['with_prefect']['wall_s'], '.1f')} s against "
+    return table(["stage", "wall (s)", "spread", "peak memory (MB)", "its gate (s)"], rows) + (
+        f"\n{fmt(bench['cpus'])} CPUs; medians of {fmt(bench.get('repeats', 1))} passes, each from an empty store "
+        f"({fmt(bench['generate']['requests_sent'])} teacher requests sent). Prefect adds "
+        f"{fmt(prefect['startup_cost_s'], '.1f')} s to a stage that uses it without a configured server "
+        f"({fmt(prefect['with_prefect']['wall_s'], '.1f')} s against "
         f"{fmt(prefect['without_prefect']['wall_s'], '.1f')} s for the same shards without it).\n")
+
+
+def scale_block(data: Data) -> str:
+    """The score -> dedupe -> select path at two sizes, and generation at zero latency."""
+    bench = data["benchmarks/results/scale.json"]
+    sizes = list(bench["stages"])
+    rows = []
+    for stage in ("score", "dedupe", "select"):
+        row = [f"`{stage}`"]
+        for size in sizes:
+            s = bench["stages"][size][stage]
+            row += [f"{fmt(s['wall_s'], '.1f')} ({fmt(s['spread'], '.0%')})", fmt(s["peak_rss_mb"] / 1024, ".2f")]
+        rows.append(row)
+    rows.append(["whole path"] + [cell for size in sizes for cell in
+                                  (f"**{fmt(bench['stages'][size]['path_s'], '.1f')}**", "")])
+    header = ["stage"] + [h for size in sizes for h in (f"{size} rows: s (spread)", "peak GiB")]
+    small, large = sizes[0], sizes[-1]
+    growth = bench.get(f"growth_{small}_to_{large}")
+    select = bench["stages"][large]["select"]
+    out = table(header, rows) + (
+        f"\nMedians of {fmt(bench['repeats'])} interleaved repeats, each stage in a process of its own on "
+        f"{fmt(bench['cpus'])} CPUs. {small} to {large} rows: the path's time grew {fmt(growth, '.2f')}x "
+        f"({fmt(bench['growth_linear'], '.0f')}x is linear; spread {fmt(bench['growth_spread'], '.0%')}); the "
+        f"largest stage peaked at {fmt(bench[f'peak_rss_gb_{large}'], '.2f')} GiB.")
+    if "model_rows_per_s" in select:
+        out += (f" Select ran on stand-in vectors; the embedding model embeds {fmt(select['model_rows_per_s'], ',.0f')}"
+                f" rows/s here, so with it select would take about {fmt(select['select_with_model_s'] / 60, ',.0f')} "
+                f"minutes for its {fmt(select['eligible'])} eligible rows at {large}.")
+    if "generate" in bench:
+        gen = bench["generate"]
+        out += (f" Generation (the generate stage, stand-in at zero latency, Prefect flow): {fmt(gen['requests'])} "
+                f"requests at {fmt(gen['requests_per_s'], ',.0f')} requests/s (spread {fmt(gen['spread'], '.0%')}), "
+                f"{fmt(gen['peak_rss_mb'] / 1024, '.1f')} GiB peak, a {fmt(gen['store_mb'], ',.0f')} MB request "
+                "store.")
+    return out + "\n"
+
+
+def hf_teacher_block(data: Data) -> str:
+    """The local Hugging Face teacher against plain batched ``model.generate``: same model, prompts and batch."""
+    bench = data["benchmarks/results/hf_teacher.json"]
+    head, model = bench["batch_size"], bench["model"]
+
+    def row(label: str, found: dict) -> list[str]:
+        return [label, fmt(found["generate_rps"], ",.1f"), fmt(found["rps"], ",.1f"),
+                f"**{fmt(found['ratio_vs_generate'], '.2f')}x**" if label == str(head) else
+                fmt(found["ratio_vs_generate"], ".2f") + "x", fmt(found["spread"], ".1%")]
+
+    rows = [row(size, found) for size, found in bench["batches"].items()]
+    rows.append(row(f"{head}, top-20 log-probs", bench["logprobs_top20"]))
+    if "flow" in bench:
+        rows.append(row(f"{head}, the Prefect flow ({bench['flow']['shards']} shards)", bench["flow"]))
+    flow = (f" Prefect's start-up, once per stage: {fmt(bench['flow']['startup_s'], '.1f')} s (not in the flow's "
+            "rate)." if "flow" in bench else "")
+    return table(["batch", "plain `model.generate` (requests/s)", "`teacher.provider: hf` (requests/s)", "ratio",
+                  "spread"], rows) + (
+        f"\nA {model['layers']}-layer, {model['hidden']}-wide Llama ({fmt(model['parameters'] / 1e6, '.1f')}M "
+        f"parameters, `{model['tokenizer']}`'s tokenizer and chat template); {fmt(bench['requests'])} greedy "
+        f"requests of {fmt(bench['max_tokens'])} tokens per measurement, on {fmt(bench['cores'])} of "
+        f"{fmt(bench['cpus'])} cores (torch threads: {fmt(bench['torch_threads'])}); medians of "
+        f"{fmt(bench['repeats'])} interleaved repeats. Greedy answers equal to plain generate's: "
+        f"{fmt(bench['batches'][str(head)]['same_answers'], '.0%')}.{flow}\n")
 
 
 BLOCKS: dict[str, Callable[[Data], str]] = {
@@ -290,6 +372,8 @@ BLOCKS: dict[str, Callable[[Data], str]] = {
     "white-box": white_box_block,
     "schedule": schedule_block,
     "pipeline-bench": pipeline_bench_block,
+    "scale-bench": scale_block,
+    "hf-teacher": hf_teacher_block,
 }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +16,7 @@ from tokenizers import Tokenizer
 
 from distill import params as params_module
 from distill.io import write_parquet
-from distill.teacher import capabilities
+from distill.teacher import capabilities, hf_local
 from distill.teacher.endpoint import hf_url, teacher_endpoint, teacher_identity
 from distill.teacher.hf_local import HFTransport, parse_url
 from distill.teacher.transports import make_transport
@@ -104,6 +106,26 @@ def test_top_logprobs_alternatives_per_token(teacher_dir: Path) -> None:
 def test_n_answers_per_request(teacher_dir: Path) -> None:
     (answer,) = complete_all(HFTransport(str(teacher_dir)), [payload("upper cat", n=3, temperature=1.0)])
     assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2]
+
+
+def test_full_batches_go_at_once_all_on_one_thread(teacher_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full batch does not wait for the timer, and every generate, from any event loop, runs on the one torch
+    thread (a second thread calling torch gets an OpenMP pool of its own, which slows every op)."""
+    threads = []
+
+    def recorded(*args: object) -> list[dict]:
+        threads.append(threading.get_ident())
+        return generate(*args)
+
+    generate = hf_local.generate_batch
+    monkeypatch.setattr(hf_local, "generate_batch", recorded)
+    started = time.perf_counter()
+    for words in (["cat", "dog", "sun", "sea"], ["red", "big"]):
+        transport = HFTransport(str(teacher_dir), batch_size=2, max_wait_ms=60_000)  # the timer never fires
+        answers = complete_all(transport, [payload(f"upper {word}") for word in words])
+        assert transport.batch_sizes == [2] * (len(words) // 2) and all(answer["choices"] for answer in answers)
+    assert time.perf_counter() - started < 30 and len(threads) == 3 and len(set(threads)) == 1
+    assert threads[0] != threading.get_ident()  # off the event loop
 
 
 @pytest.fixture

@@ -141,3 +141,26 @@ def test_params_are_validated_and_the_layout_favours_recall() -> None:
         NearDuplicateParams(ngram=0)
     assert NearDuplicateParams().layout == (16, 6)  # P(candidate | J = 0.8) = 0.992
     assert NearDuplicateParams(bands=20).layout == (20, 6)
+
+
+def test_a_crowded_band_key_gives_the_same_pairs_from_far_fewer_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instances of one template with a long fixed preamble share band keys by the hundred; pairing every row of
+    such a bucket made the candidates grow with the square of the rows. Prefix filtering (buckets over
+    BUCKET_PAIRS_UP_TO rows) must give exactly the pairs that pairing them all gives."""
+    rng = random.Random(3)
+    preamble = "you are a careful assistant so read the question below and answer it in one short sentence"
+    texts = [f"{preamble} why does the {rng.choice(WORDS)} {rng.choice(WORDS)} the {rng.choice(WORDS)}"
+             for _ in range(800)]
+    texts += [text.replace("short", "brief") for text in texts[:40]]  # near copies: 1 word in 24 changed
+    eval_rows = texts[100:110] + [sentence(seed) for seed in range(10)]
+    candidates: list[int] = []
+    verify = nd._verify
+    monkeypatch.setattr(nd, "_verify", lambda codes, *rest: candidates.append(len(codes)) or verify(codes, *rest))
+    found = {}
+    for cap in (10**9, nd.BUCKET_PAIRS_UP_TO, 1):  # every pair of a bucket; the default; prefix filtering always
+        monkeypatch.setattr(nd, "BUCKET_PAIRS_UP_TO", cap)
+        found[cap] = (find_pairs(texts), cross_pairs(texts, eval_rows))
+    assert found[10**9] == found[nd.BUCKET_PAIRS_UP_TO] == found[1]
+    pairs, cross = found[1]
+    assert len(pairs) >= 40 and len(cross) >= 10  # the copies and the eval rows copied from texts
+    assert candidates[2] * 10 < candidates[0], candidates  # find_pairs' candidates: all pairs of a bucket vs prefix

@@ -27,7 +27,10 @@ How a pair is found (``find_pairs``; ``cross_pairs`` likewise across two lists):
 2. rensa computes MinHash digests from the flat hash buffer (``digest_matrix_from_flat_token_hashes``)
    and flags every row that shares an LSH band with another row (``query_duplicate_flags_matrix_one_shot``;
    ``cross_pairs``: ``insert_matrix`` + ``query_duplicate_flags_matrix``);
-3. only flagged rows' digests are read back into NumPy, where equal band keys give the candidate pairs;
+3. only flagged rows' digests are read back into NumPy, where equal band keys give the candidate pairs; a key
+   shared by more than BUCKET_PAIRS_UP_TO rows (instances of one template with a long fixed part) gives only
+   the pairs that prefix filtering cannot rule out, so the candidates grow with the near-duplicates, not with
+   the square of a template's rows (``_candidates``);
 4. every candidate gets the exact Jaccard of its two shingle sets (the strings from ``shingles``), so no
    pair below the threshold is returned and every similarity returned is exact. Recall depends on the
    banding: with the default layout a pair at exactly the threshold is a candidate with probability
@@ -56,6 +59,7 @@ Pair = tuple[int, int, float]
 LSH_RECALL_AT_THRESHOLD = 0.99  # the default banding makes a pair at exactly the threshold a candidate this often
 CHUNK_ROWS = 50_000  # rows tokenised and sketched at a time: bounds the Python lists, so 1M rows fit in memory
 VERIFY_BLOCK = 20_000  # candidate pairs verified per block; shingle sets are cached within a block only
+BUCKET_PAIRS_UP_TO = 64  # rows sharing a band key: up to this many, every pair is a candidate; above, prefix filtering
 
 _U64 = np.uint64
 _MIX1, _MIX2 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53)  # murmur3's 64-bit finaliser
@@ -246,14 +250,18 @@ class _Shingled:
         builds a Python int per value (about 30 us a row), so only these rows are recomputed (Rust, cheap)
         and read back.
         """
-        begin = self.offsets[rows].astype(np.int64)
-        counts = self.offsets[rows + 1].astype(np.int64) - begin
-        sub_first = np.cumsum(counts) - counts
-        picked = self.hashes[np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(begin - sub_first, counts)]
+        picked, counts = self.tokens(rows)
         matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(picked, _offsets(counts), perms, seed)
         if not len(rows):
             return np.zeros((0, perms), dtype=np.uint32), matrix
         return np.asarray(matrix.to_rows(), dtype=np.uint32).reshape(len(rows), perms), matrix
+
+    def tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Some rows' (local indices) shingle hashes, flat, and each one's count."""
+        begin = self.offsets[rows].astype(np.int64)
+        counts = self.offsets[rows + 1].astype(np.int64) - begin
+        sub_first = np.cumsum(counts) - counts
+        return self.hashes[np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(begin - sub_first, counts)], counts
 
     def row_set(self, row: int) -> set[int]:
         """Row ``row``'s (local index) shingle hashes as a set."""
@@ -300,35 +308,107 @@ def _band_keys(digests: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _equal_key_pairs(keys: np.ndarray, ids: np.ndarray, total: int) -> np.ndarray:
-    """Every pair of rows with equal keys, as sorted unique codes ``i * total + j`` (i < j)."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    same = sorted_keys[1:] == sorted_keys[:-1]
-    member = np.zeros(len(keys), dtype=bool)  # rows in a run of two or more equal keys
-    member[:-1] |= same
-    member[1:] |= same
-    run = np.concatenate([[0], np.cumsum(~same)])[member]
-    who = ids[order][member].astype(_U64)
-    found = []
-    live = np.arange(len(run) - 1)
-    gap = 1
-    while len(live):  # runs are contiguous: pair each member with the one `gap` further on, while in the run
-        live = live[live + gap < len(run)]
-        live = live[run[live + gap] == run[live]]
-        a, b = who[live], who[live + gap]
-        found.append(np.minimum(a, b) * _U64(total) + np.maximum(a, b))
-        gap += 1
-    return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=_U64)
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per position of sorted keys: its run's index, the run's first position and the position after its last."""
+    new_run = np.ones(len(sorted_keys), dtype=bool)
+    new_run[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    run = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    return run, starts[run], np.append(starts[1:], len(sorted_keys))[run]
 
 
-def _candidates(keys: np.ndarray, ids: np.ndarray, total: int, keep: Callable[[np.ndarray], np.ndarray]
-                ) -> np.ndarray:
-    codes = np.zeros(0, dtype=_U64)
+def _spans(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) positions: each position a paired with positions first[a] .. first[a] + count[a] - 1."""
+    a = np.repeat(np.arange(len(count)), count)
+    return a, np.repeat(first - np.cumsum(count) + count, count) + np.arange(len(a))
+
+
+def _codes(a: np.ndarray, b: np.ndarray, total: int) -> np.ndarray:
+    a, b = a.astype(_U64), b.astype(_U64)
+    return np.unique(np.minimum(a, b) * _U64(total) + np.maximum(a, b))
+
+
+def _equal_key_pairs(keys: np.ndarray, ids: np.ndarray, total: int, boundary: int | None = None) -> np.ndarray:
+    """Every pair of rows with equal keys, as sorted unique codes ``i * total + j`` (i < j). With ``boundary``,
+    only the pairs of a row below it and a row at or above it (cross_pairs: left ids, then right ids)."""
+    side = np.zeros(len(ids), dtype=np.int64) if boundary is None else (ids >= boundary).astype(np.int64)
+    order = np.lexsort((side, keys))  # by key; within a key, the left side's rows first
+    ids, side = ids[order], side[order]
+    run, run_start, run_end = _runs(keys[order])
+    if boundary is None:  # each row with every later row of its run
+        a, b = _spans(np.arange(len(ids)) + 1, run_end - np.arange(len(ids)) - 1)
+    else:  # each right row with every left row of its run
+        lefts = np.bincount(run, weights=1 - side)[run].astype(np.int64) if len(run) else run
+        a, b = _spans(run_start, np.where(side == 1, lefts, 0))
+    return _codes(ids[a], ids[b], total)
+
+
+def _prefix_pairs(hashes: np.ndarray, counts: np.ndarray, ids: np.ndarray, total: int, threshold: float,
+                  boundary: int | None) -> np.ndarray:
+    """Every pair of the rows ``ids`` (shingle hashes ``hashes``, ``counts`` a row) that can reach ``threshold``
+    by the prefix filter, as codes like ``_equal_key_pairs`` (with ``boundary``, across it only).
+
+    Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. 2007; the shorter prefix of the smaller set from
+    Xiao et al. 2008, PPJoin): with every row's distinct tokens in one global order, two sets x and y, |y| <= |x|,
+    of Jaccard >= t share o >= t |x| >= 2t / (1 + t) |y| tokens, so their first common token is among x's first
+    |x| - ceil(t |x|) + 1 and among y's first |y| - ceil(2t / (1 + t) |y|) + 1. The order is rarest first: a
+    shingle that many rows share (a template's fixed preamble) comes last, out of the prefixes, and pairs no rows
+    by itself.
+    """
+    row = np.repeat(np.arange(len(ids)), counts)
+    order = np.lexsort((hashes, row))
+    row, token = row[order], hashes[order]
+    distinct = np.ones(len(token), dtype=bool)
+    distinct[1:] = (token[1:] != token[:-1]) | (row[1:] != row[:-1])
+    row, token = row[distinct], token[distinct]
+    _, inverse, frequency = np.unique(token, return_inverse=True, return_counts=True)
+    order = np.lexsort((token, frequency[inverse.ravel()], row))  # each row's tokens, rarest first
+    row, token = row[order], token[order]
+    size = np.bincount(row, minlength=len(ids))
+    rank = np.arange(len(row)) - (np.cumsum(size) - size)[row]
+
+    def prefix(overlap: float) -> np.ndarray:  # 1e-9: never one token short
+        return size - np.ceil(overlap * size - 1e-9).astype(np.int64) + 1
+
+    inside = rank < prefix(threshold)[row]
+    smaller = (rank < prefix(2 * threshold / (1 + threshold))[row])[inside]
+    token, row = token[inside], row[inside]
+    order = np.lexsort((ids[row], size[row], token))  # by token; within one, smaller sets first
+    token, row, smaller = token[order], row[order], smaller[order]
+    _, _, run_end = _runs(token)
+    # each row as the smaller set, on its shorter prefix, with every later row of the token's run
+    a, b = _spans(np.arange(len(row)) + 1, np.where(smaller, run_end - np.arange(len(row)) - 1, 0))
+    a, b = ids[row[a]], ids[row[b]]
+    if boundary is not None:
+        a, b = a[(a < boundary) != (b < boundary)], b[(a < boundary) != (b < boundary)]
+    return _codes(a, b, total)
+
+
+def _candidates(keys: np.ndarray, ids: np.ndarray, total: int, tokens: Callable[[np.ndarray], tuple],
+                threshold: float, boundary: int | None = None) -> np.ndarray:
+    """Codes (``_equal_key_pairs``) of every pair of rows that share a band key and could reach the threshold.
+
+    A band key shared by up to BUCKET_PAIRS_UP_TO rows makes each pair of them a candidate. A larger bucket
+    (a template whose instances share most shingles: k rows would make k(k - 1) / 2 candidates, most of them
+    far below the threshold, so the time grew with the square of the rows) goes through ``_prefix_pairs``
+    instead, and a pair it gives is kept when the two rows share a band key: the same pairs reach the exact
+    check as from every pair of the bucket, less those that cannot reach the threshold. ``tokens(ids)`` gives
+    rows' shingle hashes and counts; ``ids`` ascend.
+    """
+    codes, crowded = [np.zeros(0, dtype=_U64)], np.zeros(len(ids), dtype=bool)
     for b in range(keys.shape[1]):
-        found = _equal_key_pairs(keys[:, b], ids, total)
-        codes = np.union1d(codes, found[keep(found)])
-    return codes
+        _, inverse, sizes = np.unique(keys[:, b], return_inverse=True, return_counts=True)
+        size = sizes[inverse.ravel()]
+        few = size <= BUCKET_PAIRS_UP_TO
+        codes.append(_equal_key_pairs(keys[few, b], ids[few], total, boundary))
+        crowded |= ~few
+    if crowded.any():
+        hashes, counts = tokens(ids[crowded])
+        found = _prefix_pairs(hashes, counts, ids[crowded], total, threshold, boundary)
+        i = np.searchsorted(ids, (found // _U64(total)).astype(np.int64))
+        j = np.searchsorted(ids, (found % _U64(total)).astype(np.int64))
+        codes.append(found[(keys[i] == keys[j]).any(axis=1)])  # proposed by the LSH: a band key in common
+    return np.unique(np.concatenate(codes))
 
 
 def _verify(codes: np.ndarray, total: int, hashed: Callable[[int], set[int]], text: Callable[[int], str],
@@ -416,7 +496,7 @@ def find_pairs(texts: Sequence[str], params: NearDuplicateParams = NearDuplicate
         side.matrix(bands * rows, params.seed))
     flagged = _flagged(side, flags, params)
     del flags
-    codes = _candidates(flagged.keys, flagged.ids, total, lambda found: np.ones(len(found), dtype=bool))
+    codes = _candidates(flagged.keys, flagged.ids, total, side.tokens, params.threshold)
     return _verify(codes, total, side.row_set, texts.__getitem__, params)
 
 
@@ -442,9 +522,14 @@ def cross_pairs(left: Sequence[str], right: Sequence[str], params: NearDuplicate
     matched = _flagged(right_side, _index(queried.matrices, params, copies=2).query_duplicate_flags_matrix(
         right_matrix), params)
     del right_matrix
-    boundary, width = _U64(len(left)), _U64(total)
+
+    def tokens(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # ids ascend: the left rows', then the right's
+        on_left = ids < len(left)
+        (a, a_counts), (b, b_counts) = left_side.tokens(ids[on_left]), right_side.tokens(ids[~on_left] - len(left))
+        return np.concatenate([a, b]), np.concatenate([a_counts, b_counts])
+
     codes = _candidates(np.concatenate([queried.keys, matched.keys]), np.concatenate([queried.ids, matched.ids]),
-                        total, lambda found: (found // width < boundary) & (found % width >= boundary))
+                        total, tokens, params.threshold, boundary=len(left))
 
     def hashed(k: int) -> set[int]:
         return left_side.row_set(k) if k < len(left) else right_side.row_set(k - len(left))
