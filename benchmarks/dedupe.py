@@ -25,7 +25,7 @@ Measured in one process, on the same rows, with the same num_perm (128), thresho
 its shingling time and with only the bands * rows permutations the LSH reads (ours computes only those).
 Then 1M rows (ours only: datasketch would take several minutes there) in a child process: wall time of
 find_pairs (``--repeats`` runs on rows generated once) and the peak RSS of that whole process, generating the
-rows included. About 5 minutes with the defaults.
+rows included. About 3 minutes with the defaults.
 Writes benchmarks/results/dedupe.json.
 """
 

@@ -10,7 +10,7 @@ through the Prefect flow and once with the same shards run as plain functions (`
 same requests, same engine; the product has no such switch, the benchmark builds it).
 All of it ``--repeats`` times, each pass in a fresh copy (benchmarks/repeats.py): times are medians,
 ``runs_s`` every pass's, ``spread`` max / min - 1 over them; peak memory is the largest of the passes.
-About 7 minutes a pass on 2 CPU cores (train and sweep take most of it), so about 20 with the defaults.
+About 7 minutes a pass on 2 idle CPU cores (train and sweep take most of it), so about 21 with the defaults.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ import flows.teacher as teacher
 from distill.teacher.engine import EngineSettings
 from stages import generate
 
-def direct(plan_path, store_path, base_url, api_key_env, shards, budget=None, settings=None):
+def direct(plan_path, store_path, base_url, api_key_env, shards, budget=None, settings=None, **routing):
+    # the default params send through the local shards: no Batch API (batch), no Dask cluster (cluster.runner)
+    assert routing.get("batch") is None and (routing.get("cluster") or {}).get("runner") != "dask", routing
     settings = settings or EngineSettings.from_env()
     return asyncio.run(teacher.answer_plan(str(plan_path), str(store_path), base_url, api_key_env, shards, budget,
                                            settings.model_dump(), shard_runner=teacher.answer_shard.fn))

@@ -13,8 +13,8 @@ deploys again, the by-hand run first in one repeat and the deployment first in t
 (benchmarks/repeats.py): times are medians of ``--repeats``, ``spread`` max / min - 1 over them.
 
 ``--profile tiny`` (default) is the tests' small profile (150 seeds, 30 training steps): what is measured is
-what the server and worker add, which does not grow with the pipeline, and a repeat takes about 4 minutes
-(about 13 with the defaults) where the default profile's takes about 15.
+what the server and worker add, which does not grow with the pipeline, and a repeat takes about 3 minutes
+(about 10 with the defaults) where the default profile's takes over 10.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ The assistant is trained once; every method is trained ``--repeats`` times, each
 seed (initialisation and data order: on the CPU one seed gives the same student every time, so a repeat with
 the same seed would measure nothing new), the methods in another order each repeat (benchmarks/repeats.py).
 Figures are medians over the seeds; ``range`` is max - min of exact match and KL over them (how much a seed
-moves the quality), ``spread`` max / min - 1 of the seconds. The repeats cost: about 15 minutes with the
-defaults on 2 CPU cores, against 7 for one seed.
+moves the quality), ``spread`` max / min - 1 of the seconds. About 8 minutes with the defaults on 2 CPU
+cores, the assistant's training (once) 2 of them.
 Writes benchmarks/results/white_box.json.
 """
 

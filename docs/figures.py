@@ -269,20 +269,24 @@ def schedule_block(data: Data) -> str:
     bench = data["benchmarks/results/schedule.json"]
     nothing, spreads = bench["nothing_to_do"], bench.get("spread", {})
 
-    def spread_note(key: str) -> str:
-        return f" (spread {fmt(spreads[key], '.0%')})" if key in spreads else ""
+    def with_spread(seconds: float, key: str, more: str = "") -> str:
+        notes = ([f"spread {fmt(spreads[key], '.0%')}"] if key in spreads else []) + ([more] if more else [])
+        return fmt(seconds, ".1f") + (f" ({'; '.join(notes)})" if notes else "")
 
     rows = [
-        ["whole pipeline from nothing", fmt(bench["by_hand_s"], ".1f") + spread_note("by_hand_s"),
-         f"{fmt(bench['nightly']['completed_s'], '.1f')}{spread_note('nightly_s')} (picked up "
-         f"{fmt(bench['nightly']['picked_up_s'], '.1f')} s after the trigger)"],
-        ["nothing to do", fmt(nothing["by_hand_s"], ".1f") + spread_note("nothing_to_do_by_hand_s"),
-         fmt(nothing["nightly"]["completed_s"], ".1f") + spread_note("nothing_to_do_nightly_s")],
+        ["whole pipeline from nothing", with_spread(bench["by_hand_s"], "by_hand_s"),
+         with_spread(bench["nightly"]["completed_s"], "nightly_s",
+                     f"picked up {fmt(bench['nightly']['picked_up_s'], '.1f')} s after the trigger")],
+        ["nothing to do", with_spread(nothing["by_hand_s"], "nothing_to_do_by_hand_s"),
+         with_spread(nothing["nightly"]["completed_s"], "nothing_to_do_nightly_s")],
     ]
+    added = bench["added_per_run_s"]
+    why = (" (less: by hand, each stage that runs a Prefect flow starts a temporary server of its own; on the "
+           "worker they share the running one)") if added < 0 else ""
     return table(["run", "by hand, `dvc repro` (s)", "nightly deployment on a worker (s)"], rows) + (
         f"\nProfile `{bench['profile']}`; medians of {fmt(bench.get('repeats', 1))} interleaved repeats. Added per "
-        f"run: {fmt(bench['added_per_run_s'], '.1f')} s; once: {fmt(bench['server_start_s'], '.1f')} s to start the "
-        f"server, {fmt(bench['deploy_s'], '.1f')} s for `distill deploy`.\n")
+        f"run: {fmt(added, '+.1f')} s{why}; once: {fmt(bench['server_start_s'], '.1f')} s to start the server, "
+        f"{fmt(bench['deploy_s'], '.1f')} s for `distill deploy`.\n")
 
 
 def pipeline_bench_block(data: Data) -> str:
