@@ -332,14 +332,26 @@ class ContaminationParams(Strict):
     # (reject reason eval_overlap)
 
 
+class DecontaminateParams(Strict):
+    """No training row may share a word n-gram with a standard benchmark item (benchmarks.sets): the
+    instruction, input and answer of each row against each item's benchmarks.sets[].fields, lowercased,
+    punctuation and spacing ignored."""
+
+    ngram: Positive = 13  # words per n-gram: 13 as lm-evaluation-harness, 8 as open-r1; an item shorter than
+    # this matches a row that contains the whole item
+    action: Literal["drop", "fail"] = "drop"  # drop: drop the rows (drop reason contaminated); fail: the dedupe
+    # stage fails naming the benchmark, the rows and the shared n-gram
+
+
 class DedupeParams(Strict):
-    """Exact and near duplicates, and overlap with the held-out split (stages/dedupe.py)."""
+    """Exact and near duplicates, and overlap with the held-out split and the benchmarks (stages/dedupe.py)."""
 
     lowercase: bool = True  # normalisation before exact matching: compare lowercased text
     collapse_whitespace: bool = True  # normalisation before exact matching: runs of whitespace count as one space
     near: NearDedupeParams = NearDedupeParams()  # MinHash near-duplicates
     semantic: SemanticDedupeParams = SemanticDedupeParams()  # embedding near-duplicates
     contamination: ContaminationParams = ContaminationParams()  # overlap with the held-out eval rows
+    decontaminate: DecontaminateParams = DecontaminateParams()  # n-gram overlap with the standard benchmarks
 
 
 Signal = Literal["quality", "judge_rating", "ifd", "reward", "difficulty"]  # the score stage's per-row signals
@@ -609,6 +621,35 @@ class GateParams(Strict):
     sweep: SweepGate  # the sweep's points
 
 
+class BenchmarkSet(Strict):
+    """One standard benchmark: its items are decontaminated against (dedupe.decontaminate) and, with a task,
+    the benchmark stage scores the student and the teacher on it (lm-evaluation-harness)."""
+
+    name: str  # how metrics and reports name it
+    path: str  # its items: JSONL or parquet, one item per row (keep it under data/benchmarks: DVC tracks that)
+    fields: list[str] = ["question", "answer"]  # the item fields whose text a training row may not share
+    task: str | None = None  # lm-eval: a task YAML (a path) or a registered task name; null = decontamination
+    # only
+
+
+class BenchmarksParams(Strict):
+    """Standard benchmarks, one list for decontamination and evaluation (stages/benchmark.py)."""
+
+    sets: list[BenchmarkSet] = []  # the benchmarks
+    lm_eval: bool = False  # score the student and the teacher on each set's task with lm-evaluation-harness
+    # (the student as lm-eval's hf model on data/train/model, the teacher as local-chat-completions)
+    limit: Positive | None = None  # items per task; null = all
+    num_fewshot: Annotated[int, Field(ge=0)] = 0  # demonstrations per prompt, the same for student and teacher
+    batch_size: Positive = 16  # the student's batch in lm-eval
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BenchmarksParams:
+        names = [item.name for item in self.sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmarks.sets: names must be unique, got {names}")
+        return self
+
+
 class ClusterParams(Strict):
     """Where the teacher flow's shards run (flows/scale.py; docs/scale.md). Not a DVC param of any stage: where
     requests run never changes an answer (a request's store key is its content), so moving a run onto a cluster
@@ -644,6 +685,7 @@ class Params(Strict):
     sweep: SweepParams  # how much teacher data is enough (stages/sweep.py)
     evaluate: EvaluateParams  # the held-out evaluation (stages/evaluate.py)
     gates: GateParams  # Great Expectations thresholds, one block per stage
+    benchmarks: BenchmarksParams = BenchmarksParams()  # standard benchmarks: decontaminated against, scored on
     cluster: ClusterParams = ClusterParams()  # where the teacher's shards run; never a stage's DVC param
 
     @model_validator(mode="before")
