@@ -1,6 +1,8 @@
 """The ``distill`` command.
 
     distill lineage <id> [--json]        trace a row back to its seed file and line
+    distill lineage --model data/train/model [--json] [--all]  every row a checkpoint was trained on, its teacher
+                                         calls and cost, selection, gates, dvc.lock hashes and git commit
     distill teacher serve [--port 8000]  run the offline stand-in teacher by hand
     distill run [--pull] [--push] [target ...]  run the pipeline (dvc repro) as a Prefect flow
     distill pull                         dvc pull that keeps local changes and merges request stores
@@ -22,9 +24,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     """The command line of the library's commands; flows/cli.py adds the two that start Prefect."""
     parser = argparse.ArgumentParser(prog="distill", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    lineage = commands.add_parser("lineage", help="trace a row back to its seed file and line")
-    lineage.add_argument("id")
-    lineage.add_argument("--json", action="store_true", help="print the chain as JSON")
+    lineage = commands.add_parser("lineage", help="trace a row back to its seed file and line, or a checkpoint "
+                                  "(--model) to the rows it was trained on")
+    lineage.add_argument("id", nargs="?", help="a row or seed id")
+    lineage.add_argument("--model", help="a checkpoint folder the train stage wrote, e.g. data/train/model")
+    lineage.add_argument("--all", action="store_true", help="--model: list every row (default: the first 20)")
+    lineage.add_argument("--json", action="store_true", help="print everything as JSON")
     teacher = commands.add_parser("teacher", help="serve params.yaml's teacher provider (the stand-in)")
     teacher.add_argument("action", choices=["serve"])
     commands.add_parser("pull", help="dvc pull that never overwrites local changes; request stores are merged")
@@ -53,13 +58,7 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: li
     elif rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     elif args.command == "lineage":
-        from distill.lineage import render, trace
-
-        try:
-            chain = trace(args.id)
-        except KeyError as error:
-            sys.exit(f"distill lineage: {error.args[0]}")
-        print(json.dumps(chain, indent=2, default=str) if args.json else render(chain))
+        sys.exit(lineage(parser, args))
     elif args.command == "estimate":
         sys.exit(estimate_generate())
     elif args.command == "example":
@@ -89,6 +88,28 @@ def main(argv: list[str] | None = None) -> None:
     parser, _ = build_parser()
     args, rest = parser.parse_known_args(argv)
     dispatch(parser, args, rest)
+
+
+def lineage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """``distill lineage <id>`` (a row back to its seed) or ``--model <folder>`` (a checkpoint to its rows)."""
+    from pathlib import Path
+
+    from distill.lineage import model_lineage, render, render_model, trace
+    from distill.model_card import NotTrainedHere
+
+    if (args.id is None) == (args.model is None):
+        parser.error("distill lineage: give a row id or --model <checkpoint folder>, one of the two")
+    try:
+        found = model_lineage(Path(args.model)) if args.model else trace(args.id)
+    except NotTrainedHere as error:
+        return f"distill lineage: {error}"
+    except KeyError as error:
+        return f"distill lineage: {error.args[0]}"
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+    else:
+        print(render_model(found, args.all) if args.model else render(found))
+    return None
 
 
 def estimate_generate() -> str | None:

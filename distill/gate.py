@@ -16,7 +16,12 @@ stages) first, then the content checks; it writes the report on every run, pass 
 file-free core (frames in, result out) that the tests call; ``main()`` is what each gate's
 ``python -m stages.gates.<stage>`` runs. It exits 0 with a one-line summary when every
 expectation holds, otherwise 1 with one line per failed expectation on stderr, each naming
-the stage, table, expectation, what was observed and the first failing row ids.
+the stage, table, expectation, what was observed and the first failing row ids, then a line with the Data Docs page(s).
+
+``main()`` also stores GX's validation results, one suite per checked frame (``<stage>.<frame>``), in the file-based
+GX project ``gx/`` and rebuilds their Data Docs in ``reports/gx/`` (``distill/gate_docs.py``; ``--no-data-docs``
+skips it); the report's ``data_docs`` gives the index and the suites (``gate_docs.current_page`` finds a suite's
+page). ``validate()`` writes no files.
 
 Great Expectations is imported inside the functions only: it costs seconds and ~250 MB, and
 listing a gate's tables must stay cheap.
@@ -25,6 +30,7 @@ listing a gate's tables must stay cheap.
 from __future__ import annotations
 
 import argparse
+import html
 import math
 import os
 import sys
@@ -41,7 +47,10 @@ from distill.io import write_json
 from distill.params import PARAMS_FILE, ParamsError, load
 
 if TYPE_CHECKING:
-    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
     from great_expectations.expectations import Expectation
 
 # Before any great_expectations import in this process: no usage statistics leave the machine.
@@ -149,6 +158,13 @@ class Outcome:
         condition = kwargs.get("row_condition")
         return f"{text} where {describe_condition(condition)}" if condition else text
 
+    def title(self) -> str:
+        """The label, the bound and the suite's description: what the Data Docs page names the expectation by,
+        as the gate's messages do (``expect_column_sum_to_be_between(keep), expected >= 100: kept rows``)."""
+        expected = expected_text(self.kwargs)
+        text = self.label() + (f", expected {expected}" if expected else "")
+        return text + (f": {self.description}" if self.description else "")
+
     def why(self) -> str:
         if self.error:
             return f"error: {self.error}"
@@ -177,6 +193,8 @@ class GateResult:
     outcomes: list[Outcome]
     rows: dict[str, int]  # rows per input table
     skipped: str | None = None  # why content checks did not run (schema mismatch)
+    validations: dict[str, Any] = field(default_factory=dict, repr=False)  # suite -> GX's result, for Data Docs
+    data_docs: dict[str, Any] | None = None  # set by main(): index and page paths, or the error that stopped them
 
     @property
     def success(self) -> bool:
@@ -195,13 +213,35 @@ class GateResult:
             "failed": len(self.failures),
             "skipped": self.skipped,
             "expectations": [plain(asdict(outcome)) for outcome in self.outcomes],
+            **({"data_docs": self.stable_docs()} if self.data_docs else {}),
         }
 
     def message(self, report: Path) -> str:
         lines = [outcome.line(self.stage, report) for outcome in self.failures]
         if self.skipped:
             lines.append(f"gate {self.stage}: {self.skipped}")
+        if self.data_docs:  # the pages of the failed suites, each listing the failing expectations and rows
+            failed = {f"{self.stage}.{outcome.table}" for outcome in self.failures}
+            pages = [page for suite, page in self.data_docs.get("pages", {}).items() if suite in failed]
+            lines.append(f"gate {self.stage}: " + (f"Data Docs: {', '.join(pages)}" if pages else self.docs_note()))
         return "\n".join(lines)
+
+    def stable_docs(self) -> dict[str, Any]:
+        """The report's ``data_docs``: the index and the suites, not the pages, whose paths hold the run's time (a
+        rerun on the same data must write the same report, or every stage after the gate would run again);
+        ``distill.gate_docs.current_page(suite)`` finds a suite's page."""
+        docs = dict(self.data_docs or {})
+        if "pages" in docs:
+            docs["suites"] = sorted(docs.pop("pages"))
+        return docs
+
+    def docs_note(self) -> str:
+        """``Data Docs: reports/gx/index.html``, or why they were not built; empty when not asked for."""
+        if not self.data_docs:
+            return ""
+        if "error" in self.data_docs:
+            return f"Data Docs not built: {self.data_docs['error']}"
+        return f"Data Docs: {self.data_docs['index']}"
 
 
 def describe_condition(condition: Any) -> str:
@@ -299,8 +339,9 @@ def merged(checks: list[Check]) -> list[Check]:
     return list(by_name.values())
 
 
-def run_checks(checks: list[Check]) -> list[Outcome]:
-    """Validate every check in one ephemeral GX context; outcomes in suite order."""
+def run_checks(checks: list[Check], stage: str) -> tuple[list[Outcome], dict[str, ExpectationSuiteValidationResult]]:
+    """Validate every check in one ephemeral GX context: the outcomes in suite order, and GX's result per suite
+    (``<stage>.<frame>``, e.g. ``select.rows``) for the Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -309,12 +350,13 @@ def run_checks(checks: list[Check]) -> list[Outcome]:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm noise in logs
     source = context.data_sources.add_pandas("gate")
     outcomes: list[Outcome] = []
+    results: dict[str, ExpectationSuiteValidationResult] = {}
     for check in merged(checks):
         asset = source.add_dataframe_asset(check.name)
         # GX takes pandas only: a polars frame fails with a misleading BuildBatchRequestError.
         batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
             batch_parameters={"dataframe": check.frame.to_pandas()})
-        suite = gx.ExpectationSuite(name=check.name)
+        suite = gx.ExpectationSuite(name=f"{stage}.{check.name}")
         for order, expectation in enumerate(check.expectations):
             # GX returns results grouped by metric, not in suite order; restore it for the report.
             expectation.meta = {**(expectation.meta or {}), "gate_order": order}
@@ -322,10 +364,13 @@ def run_checks(checks: list[Check]) -> list[Outcome]:
         result_format: dict[str, Any] = {"result_format": "COMPLETE"}
         if check.index:  # failing rows are reported by this column's values
             result_format["unexpected_index_column_names"] = [check.index]
-        result = batch.validate(suite, result_format=result_format)
+        result = results[suite.name] = batch.validate(suite, result_format=result_format)
         ordered = sorted(result.results, key=lambda item: item.expectation_config.meta.get("gate_order", 0))
-        outcomes.extend(outcome(check, item) for item in ordered)
-    return outcomes
+        for item in ordered:
+            outcomes.append(done := outcome(check, item))
+            # Data Docs show the description in place of GX's sentence, and insert it into the HTML as is
+            item.expectation_config.description = html.escape(done.title(), quote=False)
+    return outcomes, results
 
 
 def validate(suite: ModuleType, gate: BaseModel, frames: dict[str, pl.DataFrame]) -> GateResult:
@@ -350,7 +395,8 @@ def validate(suite: ModuleType, gate: BaseModel, frames: dict[str, pl.DataFrame]
     else:
         checks.extend(suite.checks(gate, frames))
     rows = {table: frames[table].height for table in suite.TABLES}
-    return GateResult(stage=stage, outcomes=run_checks(checks), rows=rows, skipped=skipped)
+    outcomes, results = run_checks(checks, stage)
+    return GateResult(stage=stage, outcomes=outcomes, rows=rows, skipped=skipped, validations=results)
 
 
 def read_tables(suite: ModuleType) -> dict[str, pl.DataFrame]:
@@ -375,6 +421,8 @@ def main(suite: ModuleType, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m stages.gates.{stage}",
                                      description=(suite.__doc__ or "").splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--no-data-docs", action="store_true",
+                        help="do not store the results in gx/ nor rebuild their pages in reports/gx/")
     args = parser.parse_args(argv)
     report = REPORT_DIR / f"{stage}.json"
     started = time.perf_counter()
@@ -385,11 +433,24 @@ def main(suite: ModuleType, argv: list[str] | None = None) -> int:
         write_json({"stage": stage, "success": False, "error": str(error), "expectations": []}, report)
         print(f"gate {stage} failed: {error} (report: {report})", file=sys.stderr)
         return 1
+    if not args.no_data_docs:
+        result.data_docs = data_docs(stage, result.validations)
     write_json(result.to_json(), report)
     if not result.success:
         print(result.message(report), file=sys.stderr)
         return 1
     tables = ", ".join(f"{table} ({rows} rows)" for table, rows in result.rows.items())
     print(f"gate {stage} OK: {len(result.outcomes)} expectations passed on {tables} "
-          f"in {time.perf_counter() - started:.1f}s (report: {report})")
+          f"in {time.perf_counter() - started:.1f}s (report: {report}"
+          f"{'; ' + result.docs_note() if result.data_docs else ''})")
     return 0
+
+
+def data_docs(stage: str, validations: dict[str, Any]) -> dict[str, Any]:
+    """Publish the run's results to the Data Docs; a failure to do so is recorded, never the gate's verdict."""
+    from distill.gate_docs import publish
+
+    try:
+        return publish(stage, validations)
+    except Exception as error:  # noqa: BLE001 -- the checks ran; the report and the exit code must still come out
+        return {"error": f"{type(error).__name__}: {error}"}

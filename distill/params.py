@@ -337,10 +337,11 @@ class DecontaminateParams(Strict):
     instruction, input and answer of each row against each item's benchmarks.sets[].fields, lowercased,
     punctuation and spacing ignored."""
 
-    ngram: Positive = 13  # words per n-gram: 13 as lm-evaluation-harness, 8 as open-r1; an item shorter than
-    # this matches a row that contains the whole item
-    action: Literal["drop", "fail"] = "drop"  # drop: drop the rows (drop reason contaminated); fail: the dedupe
-    # stage fails naming the benchmark, the rows and the shared n-gram
+    ngram: Positive = 13  # words per n-gram: 13 as lm-evaluation-harness, 8 as open-r1 (catches shorter pastes,
+    # and more chance overlaps); an item field shorter than this matches a row text that contains the whole field,
+    # word for word; a one-word field (an answer like "B") is not checked (distill/curate/decontaminate.py)
+    action: Literal["drop", "fail"] = "drop"  # drop: drop the rows (drop reason contaminated; metrics/dedupe.json
+    # names them per benchmark); fail: the dedupe stage fails naming the benchmark, the rows and the shared n-gram
 
 
 class DedupeParams(Strict):

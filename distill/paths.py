@@ -32,7 +32,14 @@ EVALUATE_REPORT = Path("reports/eval.md")
 EVALUATE_BY_GROUP_PLOT = Path("reports/plots/eval_by_group.csv")
 EVALUATE_CHART = Path("reports/eval.png")
 
+BENCHMARK_SAMPLES = Path("data/benchmark/samples.parquet")
+BENCHMARK_STORE = Path("data/store/benchmark")  # lm-eval's request cache of the teacher, a file per teacher
+BENCHMARK_REPORT = Path("reports/benchmark.md")
+
 GATE_REPORTS = Path("reports/gates")
+
+REPORT_PAGE = Path("reports/index.html")
+MODEL_CARD = Path("reports/model_card.md")
 
 
 def metrics(stage: str) -> Path:

@@ -118,7 +118,8 @@ SCORES = {
 }
 SCORED = GENERATED | SCORES
 
-# dedupe: data/dedupe/rows.parquet = SCORED + these (keep/drop_reason updated)
+# dedupe: data/dedupe/rows.parquet = SCORED + these (keep/drop_reason updated: duplicate, eval_overlap, and
+# contaminated for a row that shares an n-gram with a benchmark item)
 DEDUPED = SCORED | {
     "norm_hash": pl.String,  # hash of the normalised instruction + input
     "dup_of": pl.String,  # id of the kept row of its duplicate cluster, for rows dropped as duplicates
@@ -143,6 +144,19 @@ TRAIN_LOG = {
     "objective": pl.String,  # "loss": never negative (CE, divergences, DPO); "policy": rl's objective, any sign
 }
 
+# train: data/train/model/training_rows.parquet (and baseline/): every row the checkpoint was trained on, in order
+TRAINED_ROW = {
+    "id": pl.String,  # the row's id in its input table (replayed general rows: general-<i>)
+    "content_hash": pl.String,  # content_hash of the {"prompt", "completion"} pair exactly as the row was trained on
+    "source": pl.String,  # "select" (data/select/rows.parquet, keep) or "replay" (train.replay.data)
+    "input_file": pl.String,  # the table the row came from
+    "input_md5": pl.String,  # md5 of that file when training read it (what dvc.lock records for a dep)
+    "teacher": pl.String,  # the teacher that wrote the answer; null for replayed rows
+    "request_key": pl.String,  # its call in the request store (data/store/generate.jsonl); null for replayed rows
+    "prompt_tokens": pl.Int64,  # the call's usage (shared by the answers of one call); null for replayed rows
+    "completion_tokens": pl.Int64,
+}
+
 # evaluate: data/evaluate/predictions.parquet
 SYSTEMS = ("student_before", "student_after", "teacher")
 OPTIONAL_SYSTEMS = ("baseline_sft",)  # the plain-SFT baseline, trained beside a train.objective other than sft
@@ -163,6 +177,19 @@ SWEEP_POINT = {
     "rows": pl.Int64,  # rows the student was trained on
     "fraction": pl.Float64,  # share of the generated rows
     "score": pl.Float64,  # the student's eval score, in [0, 1]
+}
+
+# benchmark: data/benchmark/samples.parquet, lm-eval's logged samples, one row per system and item
+BENCHMARK_SAMPLE = {
+    "benchmark": pl.String,  # benchmarks.sets[].name
+    "task": pl.String,  # the lm-eval task that scored it (a group's subtask)
+    "system": pl.String,  # one of SYSTEMS
+    "doc_id": pl.Int64,  # the item's index in the task's split
+    "prompt": pl.String,  # the task's prompt (the teacher's user message; a student's text before any chat template)
+    "target": pl.String,  # the reference, as the task renders it
+    "response": pl.String,  # the system's whole answer
+    "answer": pl.String,  # the answer after the task's filters (what the metric compares)
+    "score": pl.Float64,  # the task's metric on this item
 }
 
 def tie_break(seed: int) -> pl.Expr:

@@ -31,7 +31,7 @@ from distill import paths
 from distill.elicit import check_capabilities, elicit, rejection
 from distill.elicit.answering import FAILURES, prompt_of
 from distill.elicit.features import feature_tokenizer, size_metrics
-from distill.elicit.session import Session, ledger_metrics
+from distill.elicit.session import Session, answers_cost, ledger_metrics
 from distill.entry import StageError, guarded
 from distill.io import write_json, write_parquet
 from distill.teacher.engine import EngineSettings, Ledger
@@ -52,7 +52,7 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
     outputs, rows, rejects, preferences, features = elicit(session, seeds, evals, tokenizer)
     failed = rejects.filter(pl.col("reason").is_in(FAILURES)).height
     failed_fraction = failed / max(rows.height + failed, 1)
-    metrics = ledger_metrics(session) | {
+    metrics = ledger_metrics(session) | answers_cost(session, rows) | {
         "elicit": {method: out.metrics | {"rows": out.rows.height, "rejects": out.rejects.height}
                     for method, out in outputs.items()},
         "rows": rows.height,

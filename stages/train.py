@@ -3,8 +3,10 @@
 Reads:   data/select/rows.parquet (rows with keep = true), the student (``student.model``), and by method:
          data/generate/features.parquet (kd), data/generate/preferences.parquet (dpo, rl), a local teacher
          (on_policy, similarity: ``train.local_teacher``), general rows (``train.replay``)
-Writes:  data/train/model/ (safetensors + tokenizer + resolved params), data/train/baseline/ (the plain-SFT
-         baseline when train.objective is not sft), data/train/log.parquet,
+Writes:  data/train/model/ (safetensors + tokenizer + resolved params, and what it was trained on:
+         training_rows.parquet, lineage.json, the model card README.md; distill/model_card.py),
+         data/train/baseline/ (the same for the plain-SFT baseline when train.objective is not sft),
+         data/train/log.parquet,
          reports/plots/train_loss.csv, metrics/train.json
 Params:  train, student (its model, prompt template, seed and max_length through train; ``student.reasoning``
          and ``think_tags``: whether the targets carry the teacher's reasoning)
@@ -15,6 +17,7 @@ method (checkpoints, resuming, saving whole), is distill/transfer/training.py.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +28,8 @@ from distill import params as params_module
 from distill import paths
 from distill.entry import guarded
 from distill.io import atomic_path, content_hash, write_json, write_parquet
-from distill.transfer.data import think_tags, training_data
+from distill.model_card import file_md5, gate_result, selection_summary, trained_rows, training_facts, write_lineage
+from distill.transfer.data import TrainData, think_tags, training_data
 from distill.transfer.training import STARTS_FROM_SFT, loss_log, train
 
 
@@ -44,10 +48,29 @@ def train_baseline(pairs: list[dict], params: params_module.TrainParams, baselin
     return float(losses[-1]) if losses else None
 
 
+def record_lineage(params: params_module.TrainParams, rows: pl.DataFrame, data: TrainData,
+                   trained: dict[Path, tuple[params_module.TrainParams, dict]], rows_file: Path | None,
+                   select_gate: Path | None) -> None:
+    """Into each trained folder (``trained``: folder -> its params and metrics): the rows it was trained on, the
+    facts of its training and its model card (distill/model_card.py)."""
+    replay = Path(params.replay.data)
+    inputs = {"select": (str(rows_file) if rows_file else "(in memory)", file_md5(rows_file) if rows_file else None),
+              "replay": (str(replay), file_md5(replay) if params.replay.ratio and replay.is_file() else None)}
+    manifest = trained_rows(data.ids, data.pairs, rows.filter(pl.col("keep")), inputs)
+    report = json.loads(select_gate.read_text(encoding="utf-8")) if select_gate and select_gate.is_file() else None
+    selection = selection_summary(rows) | {"gate": gate_result(report, select_gate)}
+    for folder, (folder_params, metrics) in trained.items():
+        write_lineage(folder, manifest, training_facts(folder_params, manifest, content_hash(data.pairs), metrics,
+                                                       selection, folder))
+
+
 def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.DataFrame, preferences: pl.DataFrame,
-        model_dir: Path, baseline_dir: Path, tags: tuple[str, str] | None = None) -> tuple[pl.DataFrame, dict]:
+        model_dir: Path, baseline_dir: Path, tags: tuple[str, str] | None = None, rows_file: Path | None = None,
+        select_gate: Path | None = None) -> tuple[pl.DataFrame, dict]:
     """Train the student into ``model_dir`` (and the baseline into ``baseline_dir``); the loss log and metrics.
-    ``tags``: the targets carry the teacher's reasoning inside them (distill.transfer.data.think_tags)."""
+    ``tags``: the targets carry the teacher's reasoning inside them (distill.transfer.data.think_tags).
+    ``rows_file`` (the file ``rows`` was read from) and ``select_gate`` (its gate report) go into each folder's
+    lineage (``record_lineage``)."""
     template = Path(params.prompt_template).read_text(encoding="utf-8")
     data = training_data(rows, template, params, features, preferences, tags)
     replayed = len(data.pairs) - rows.filter(pl.col("keep")).height
@@ -65,7 +88,7 @@ def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.Data
     history = train(data, params, model_dir, start)
     log = loss_log(history, params.objective)
     summary = next((entry for entry in history if "train_runtime" in entry), {})
-    return log, {
+    metrics = {
         "examples": len(data.pairs),
         "replayed_general_rows": replayed,
         "preference_pairs": len(data.preferences),
@@ -86,6 +109,12 @@ def run(params: params_module.TrainParams, rows: pl.DataFrame, features: pl.Data
         "lora": params.lora.enabled,
         "params_hash": content_hash(params.model_dump()),
     }
+    trained = {model_dir: (params, metrics)}
+    if params.objective != "sft":  # the baseline was trained on the same rows
+        trained[baseline_dir] = (params.model_copy(update={"objective": "sft"}),
+                                 {"steps": params.max_steps, "final_loss": baseline, "started_from": params.student})
+    record_lineage(params, rows, data, trained, rows_file, select_gate)
+    return log, metrics
 
 
 def read_optional(path: Path) -> pl.DataFrame:
@@ -96,7 +125,8 @@ def main() -> None:
     params = params_module.load()
     log, metrics = run(params.train, pl.read_parquet(paths.SELECT_ROWS),
                        read_optional(paths.GENERATE_FEATURES), read_optional(paths.GENERATE_PREFERENCES),
-                       paths.TRAIN_MODEL, paths.TRAIN_BASELINE, think_tags(params.student))
+                       paths.TRAIN_MODEL, paths.TRAIN_BASELINE, think_tags(params.student), paths.SELECT_ROWS,
+                       paths.GATE_REPORTS / "select.json")
     write_parquet(log, paths.TRAIN_LOG)
     with atomic_path(paths.TRAIN_LOSS_PLOT) as tmp:
         log.select("step", "loss").write_csv(tmp)

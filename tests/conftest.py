@@ -167,6 +167,7 @@ TINY_PROFILE = {
     "gates.select.min_rows": 30,
     "gates.train.max_final_loss": 5.0,
     "gates.evaluate.min_rows": 20,
+    "benchmarks.limit": 20,  # lm-eval's items per benchmark task (the benchmark stage)
 }
 
 
@@ -271,6 +272,18 @@ def metrics() -> Callable[[Path, str], dict]:
 def stages_run() -> Callable[[str], list[str]]:
     """``stages_run(dvc_output)``: the stages a dvc command ran, in order."""
     return stages_in
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless browser that opens reports/index.html; skipped, saying how to get it, where there is none."""
+    from distill.report.browser import find_chromium
+
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium on PATH: `make test` installs Debian's chromium package when run as root; "
+                    "otherwise `apt-get install chromium`, or set CHROMIUM=/path/to/chrome")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -484,6 +497,30 @@ def billed() -> Callable[[Path], Counter]:
     """``billed(request_log, probes=False)``: the stand-in's billed requests by request hash (see
     billed_requests)."""
     return billed_requests
+
+
+def standin_endpoint_logging_to(request_log: Path) -> Callable:
+    """A teacher endpoint as distill.teacher.endpoint.teacher_endpoint is one (``endpoint(teacher)`` yields
+    ``(base_url, api_key_env)``) that starts the stand-in with the teacher's settings on 127.0.0.1, every request it
+    receives appended to ``request_log``."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def endpoint(teacher) -> Iterator[tuple[str, None]]:
+        from demo.standin import Settings as StandinSettings
+        from demo.standin import running_standin
+
+        with running_standin(StandinSettings.model_validate(teacher.settings), request_log) as url:
+            yield url, None
+
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def logged_standin() -> Callable[[Path], Callable]:
+    """``logged_standin(request_log)``: a teacher endpoint (stages.benchmark.run's ``endpoint``) that serves the
+    stand-in on loopback and logs every request it receives to ``request_log`` (read it with ``billed``)."""
+    return standin_endpoint_logging_to
 
 
 # --- the elicitation methods and the feature method ---------------------------------------------------------
@@ -931,6 +968,16 @@ def gate_workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def gx_workdir(gate_workdir: Path) -> Path:
+    """gate_workdir with the committed GX project file as a clone has it (gx/great_expectations.yml and
+    gx/.gitignore): no stores and no Data Docs yet."""
+    (gate_workdir / "gx").mkdir()
+    for name in ("great_expectations.yml", ".gitignore"):
+        shutil.copy(REPO / "gx" / name, gate_workdir / "gx" / name)
+    return gate_workdir
+
+
 @pytest.fixture(scope="session")
 def run_gate() -> Callable[[Path, str], subprocess.CompletedProcess]:
     """``run_gate(workdir, stage)``: ``python -m stages.gates.<stage>`` in workdir (not checked)."""
@@ -941,3 +988,20 @@ def run_gate() -> Callable[[Path, str], subprocess.CompletedProcess]:
 def write_ingest() -> Callable[[Path, list[dict], list[dict]], None]:
     """``write_ingest(workdir, train, eval_)``: those seed rows as workdir's data/ingest/{train,eval}.parquet."""
     return write_ingest_tables
+
+
+# --- benchmark decontamination ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def write_items(tmp_path: Path) -> Callable[..., Path]:
+    """``write_items(items, suffix=".jsonl")``: benchmark items (dicts) as a JSONL or parquet file in tmp_path."""
+    import polars as pl
+
+    def write(items: list[dict], suffix: str = ".jsonl") -> Path:
+        path = tmp_path / f"bench{suffix}"
+        frame = pl.DataFrame(items)
+        frame.write_parquet(path) if suffix == ".parquet" else frame.write_ndjson(path)
+        return path
+
+    return write

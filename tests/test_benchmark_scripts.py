@@ -20,6 +20,7 @@ TINY_RUNS = {
     "scale": ["--sizes", "200,2000", "--requests", "0", "--repeats", "1", "--embed-sample", "0"],
     "hf_teacher": ["--requests", "32", "--max-tokens", "4", "--batches", "16,4", "--hidden", "64", "--layers", "1",
                    "--flow-requests", "0", "--repeats", "1"],
+    "decontaminate": ["--sizes", "3000", "--items", "500", "--repeats", "1"],
 }
 
 
@@ -42,6 +43,9 @@ def test_the_benchmark_runs_and_writes_its_results(name: str, tmp_path: Path) ->
     elif name == "hf_teacher":  # the engine with the hf:// transport against plain generate, same model
         assert set(written["batches"]) == {"16", "4"} and written["ratio_vs_generate"] > 0
         assert written["logprobs_top20"]["rps"] > 0 and written["torch_threads"] == 1
+    elif name == "decontaminate":  # every planted pasted question found, nothing else
+        assert written["planted"] == written["found"] == 3 and written["sizes"]["3000"]["unplanted_found"] == 0
+        assert written["seconds_3000_vs_500"] > 0 and 0 < written["peak_rss_gb"] < 2
     else:  # the score -> dedupe -> select path at two sizes, each stage in a process of its own
         assert set(written["stages"]) == {"200", "2000"} and written["growth_200_to_2000"] > 0
         stages = written["stages"]["2000"]

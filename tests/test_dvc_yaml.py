@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 STAGES = ["ingest", "generate", "score", "dedupe", "select", "train", "evaluate"]  # a chain, each after its gate
 REPORTS = ["sweep"]  # stages whose outputs are reports, not tables a later stage reads
+UNGATED = ["benchmark"]  # report stages with no gate: lm-eval's scores (benchmark, after evaluate's gate)
+SECTIONS = {"benchmark": "benchmarks"}  # a stage whose params section is named otherwise
+FINAL = ["report"]  # the run on one page, from what every stage and gate wrote: no params, metrics or gate
 
 
 def names(entries: list) -> set[str]:
@@ -29,7 +32,7 @@ def code_deps(stage: dict) -> set[str]:
 # Plugins are imported by name, not by an import statement: the stages that use the task or the teacher
 # provider that params.yaml names list that module (and what it imports) too.
 TASK_USERS = {"generate", "score", "evaluate", "sweep"}  # verifier (score, self_knowledge), metric, groups
-PROVIDER_USERS = {"generate", "score", "evaluate"}  # the stages that ask the teacher
+PROVIDER_USERS = {"generate", "score", "evaluate", "benchmark"}  # the stages that ask the teacher
 
 
 def plugin_modules(stage: str) -> set[str]:
@@ -47,7 +50,7 @@ def plugin_modules(stage: str) -> set[str]:
     return modules
 
 
-@pytest.mark.parametrize("stage", STAGES + REPORTS)
+@pytest.mark.parametrize("stage", STAGES + REPORTS + UNGATED)
 def test_stage_lists_exactly_the_modules_it_imports(stage: str, project_files) -> None:
     plugins = set().union(*(project_files(module) for module in plugin_modules(stage)))
     assert code_deps(PIPELINE[stage]) == project_files(f"stages.{stage}") | plugins
@@ -66,29 +69,32 @@ def test_each_stage_has_a_gate_listing_the_modules_it_imports(stage: str, projec
 def test_stages_holds_only_entry_points_and_gates() -> None:
     entries = {path.stem for path in (ROOT / "stages").glob("*.py")}
     gates = {path.stem for path in (ROOT / "stages/gates").glob("*.py")}
-    assert entries == gates == set(STAGES + REPORTS)
+    assert entries == set(STAGES + REPORTS + UNGATED + FINAL) and gates == set(STAGES + REPORTS)
     assert {path.name for path in (ROOT / "stages").iterdir() if path.name != "__pycache__"} == {
-        f"{stage}.py" for stage in STAGES + REPORTS} | {"gates"}
+        f"{stage}.py" for stage in STAGES + REPORTS + UNGATED + FINAL} | {"gates"}
 
 
-@pytest.mark.parametrize("stage", STAGES + REPORTS)
+@pytest.mark.parametrize("stage", STAGES + REPORTS + UNGATED)
 def test_stage_writes_its_metrics_file_and_reads_only_its_params(stage: str) -> None:
     entry = PIPELINE[stage]
     assert names(entry["metrics"]) == {str(paths.metrics(stage))}
     own = {param.split(".")[0] for param in entry["params"]}
-    assert stage in own
-    assert own - SHARED - {stage} == CROSS_READS.get(stage, set()), own
+    section = SECTIONS.get(stage, stage)
+    assert section in own
+    assert own - SHARED - {section} == CROSS_READS.get(stage, set()), own
 
 
 SHARED = {"task", "student", "teacher", "teachers", "budget", "judge"}  # sections no stage owns
 # The named reads of another stage's section: score sends the judge's requests as generate sends its own,
-# evaluate asks the teacher as generate asks it (and reports train.objective), the sweep trains as train does.
-CROSS_READS = {"score": {"generate"}, "evaluate": {"generate", "train"}, "sweep": {"train"}}
+# evaluate asks the teacher as generate asks it (and reports train.objective), the sweep trains as train does,
+# dedupe decontaminates against benchmarks.sets.
+CROSS_READS = {"score": {"generate"}, "dedupe": {"benchmarks"}, "evaluate": {"generate", "train"},
+               "sweep": {"train"}}
 
 
 def test_every_path_in_paths_py_is_an_out_of_some_stage() -> None:
     outs = set()
-    for stage in STAGES + REPORTS:
+    for stage in STAGES + REPORTS + UNGATED + FINAL:
         outs |= names(PIPELINE[stage]["outs"]) | names(PIPELINE[stage].get("plots", []))
     outs.add(str(paths.GATE_REPORTS))  # gate@<stage> writes reports/gates/<stage>.json
     for name, value in vars(paths).items():
@@ -101,3 +107,15 @@ def test_each_stage_after_ingest_waits_for_the_previous_gate() -> None:
     for before, stage in zip(STAGES, STAGES[1:], strict=False):
         assert f"reports/gates/{before}.json" in names(PIPELINE[stage]["deps"]), stage
     assert "reports/gates/select.json" in names(PIPELINE["sweep"]["deps"])
+    assert "reports/gates/evaluate.json" in names(PIPELINE["benchmark"]["deps"])
+
+
+def test_the_report_reads_every_stages_metrics_and_every_gate(project_files) -> None:
+    entry = PIPELINE["report"]
+    deps = names(entry["deps"])
+    assert code_deps(entry) == project_files("stages.report")
+    assert "distill/report/index.html.j2" in deps  # the page's template
+    assert {str(paths.metrics(stage)) for stage in STAGES + REPORTS + UNGATED} <= deps
+    assert str(paths.GATE_REPORTS) in deps  # so it runs after every gate
+    assert set(entry["params"]) <= SHARED and "metrics" not in entry  # the teachers' prices only
+    assert names(entry["outs"]) == {str(paths.REPORT_PAGE), str(paths.MODEL_CARD)}

@@ -14,9 +14,14 @@ Contamination: each kept row's instruction + input is checked against the eval s
 MinHash (``dedupe.contamination.threshold``); a match sets ``contaminated_by`` (the eval
 row's id) and ``contamination_similarity``. With ``action: fail`` (default) the dedupe gate
 then fails naming the ids; with ``action: drop`` those rows are dropped as ``eval_overlap``.
+
+Benchmark contamination (an n-gram shared with a standard benchmark's item, distill/curate/decontaminate.py) is
+found by the caller and passed in as row ids: those rows are dropped as ``contaminated`` before any pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import polars as pl
 
@@ -109,8 +114,15 @@ def mark_contamination(kept: pl.DataFrame, evals: pl.DataFrame, params: params_m
                                            dtype=pl.Float64))
 
 
-def dedupe(scored: pl.DataFrame, params: params_module.DedupeParams, evals: pl.DataFrame | None = None
-           ) -> pl.DataFrame:
+def dedupe(scored: pl.DataFrame, params: params_module.DedupeParams, evals: pl.DataFrame | None = None,
+           contaminated: Collection[str] = ()) -> pl.DataFrame:
+    """Every row of ``scored``, marked (DEDUPED). ``contaminated``: ids of rows that share an n-gram with a benchmark
+    item (distill/curate/decontaminate.py): kept rows among them are dropped as ``contaminated`` before the passes,
+    so that such a row never stands for a cluster of clean ones."""
+    benchmark_overlap = pl.col("keep") & pl.col("id").is_in(list(contaminated))
+    scored = scored.with_columns(
+        drop_reason=pl.when(benchmark_overlap).then(pl.lit("contaminated")).otherwise(pl.col("drop_reason")),
+        keep=pl.col("keep") & ~benchmark_overlap)
     task = pl.concat_str([normalised("instruction", params), normalised("input", params)], separator="\x1f")
     keyed = scored.with_columns(
         # sha256 rather than polars' hash(): that one is not stable across polars versions; a chat seed's earlier

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import polars as pl
+
 from distill.params import Params, TeacherParams
 from distill.teacher.ask import ask
-from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest
+from distill.teacher.engine import EngineSettings, Ledger, TeacherRequest, cost_usd
 from distill.teacher.probe import Probe
 from distill.teacher.store import RequestStore
 
@@ -97,3 +99,22 @@ def ledger_metrics(session: Session) -> dict:
         "probes": {name: result.metrics() for name, result in session.probes.items()},
         "probe_cost_usd": round(sum(result.cost_usd for result in session.probes.values()), 8),
     }
+
+
+def answers_cost(session: Session, rows: pl.DataFrame) -> dict:
+    """What the answers behind ``rows`` cost at their teacher's online price, whether this run paid for them or
+    an earlier one did (the store served them): the cost of the data, where ``cost_usd`` is this run's spending.
+    A request answered with several choices is counted once (its rows share ``request_key`` and usage)."""
+    prices = {teacher.name: teacher.price for teacher in session.params.all_teachers}
+    requests = rows.unique("request_key", keep="first", maintain_order=True).filter(pl.col("teacher").is_in(prices))
+    costs = [cost_usd(prompt or 0, completion or 0, prices[teacher]) for teacher, prompt, completion in
+             requests.select("teacher", "prompt_tokens", "completion_tokens").iter_rows()]
+    priced = requests.select("teacher", "method").with_columns(cost=pl.Series(costs, dtype=pl.Float64))
+
+    def by(column: str) -> dict[str, float]:
+        totals = priced.group_by(column, maintain_order=True).agg(pl.col("cost").sum())
+        return {name: round(total, 6) for name, total in totals.iter_rows()}
+
+    return {"answers_cost_usd": round(sum(costs), 6), "answers_cost_by_teacher": by("teacher"),
+            "answers_cost_by_method": by("method")}
+

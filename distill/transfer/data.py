@@ -37,6 +37,7 @@ class TrainData:
     kd: object | None = None  # distill.transfer.kd.KDExamples with train.objective kd
     preferences: list[dict] = field(default_factory=list)  # {"prompt", "chosen", "rejected"}: dpo, rl
     local_teacher: str | None = None  # a Hugging Face id or path: on_policy, similarity
+    ids: list[str] = field(default_factory=list)  # each pair's row id, in pairs' order (the checkpoint's manifest)
 
 
 def think_tags(student: params_module.StudentParams) -> tuple[str, str] | None:
@@ -132,4 +133,5 @@ def training_data(rows: pl.DataFrame, template: str, params: params_module.Train
         preferences=preference_pairs(preferences if preferences is not None else pl.DataFrame(), template,
                                      params.objective, params.student) if params.objective in ("dpo", "rl") else [],
         local_teacher=local_teacher,
+        ids=rows["id"].to_list(),
     )

@@ -5,6 +5,8 @@ from ``params.gates.dedupe``. Checks that no two kept rows share a ``norm_hash``
 of the stage), that every duplicate names its kept twin in ``dup_of``, that ``drop_reason``
 is set exactly on dropped rows, that no kept row near-duplicates a held-out eval row
 (``contaminated_by`` null; the failure names the row ids), and that enough rows are kept for training.
+Rows sharing an n-gram with a standard benchmark never reach it kept: the stage drops them (drop reason
+``contaminated``) or fails itself (``dedupe.decontaminate.action``).
 """
 
 from __future__ import annotations
