@@ -45,7 +45,7 @@ run: setup browser
 	@echo "reports: reports/eval.md, reports/sweep.md; all metrics: dvc metrics show; plots: dvc plots show"
 
 test: setup browser
-	pytest -n 2 --dist loadgroup  # two workers; a module stays on one (tests/conftest.py)
+	pytest -n 2 --dist loadgroup --durations=15  # two workers; a module stays on one (tests/conftest.py)
 
 lint: setup
 	ruff check distill stages flows demo tests benchmarks docs

@@ -142,6 +142,8 @@ TRAIN_LOG = {
     "learning_rate": pl.Float64,
     "grad_norm": pl.Float64,
     "objective": pl.String,  # "loss": never negative (CE, divergences, DPO); "policy": rl's objective, any sign
+    "ce": pl.Float64,  # objective kd: the loss's cross-entropy term on the teacher's answer (null otherwise)
+    "kd": pl.Float64,  # objective kd: the loss's divergence term to the teacher's distribution (null otherwise)
 }
 
 # train: data/train/model/training_rows.parquet (and baseline/): every row the checkpoint was trained on, in order

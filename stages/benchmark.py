@@ -53,6 +53,7 @@ def run(params: params_module.Params, model_dir: Path, store_dir: Path,
 
 def main() -> None:
     metrics, samples = run(params_module.load(), paths.TRAIN_MODEL, paths.BENCHMARK_STORE)
+    paths.BENCHMARK_STORE.mkdir(parents=True, exist_ok=True)  # a DVC out even when off (then empty)
     write_parquet(samples, paths.BENCHMARK_SAMPLES)
     write_json(metrics, paths.metrics("benchmark"))
     write_text(report(metrics), paths.BENCHMARK_REPORT)

@@ -167,6 +167,7 @@ TINY_PROFILE = {
     "gates.select.min_rows": 30,
     "gates.train.max_final_loss": 5.0,
     "gates.evaluate.min_rows": 20,
+    "benchmarks.lm_eval": False,  # lm-eval costs a repro 15-30 s: on in tiny_run only (LM_EVAL_ON)
     "benchmarks.limit": 20,  # lm-eval's items per benchmark task (the benchmark stage)
 }
 
@@ -286,11 +287,14 @@ def chromium() -> str:
     return path
 
 
+LM_EVAL_ON = {"benchmarks.lm_eval": True}  # the shared run scores on the benchmarks as the default does
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git+DVC copy of the repo with the tiny profile after one `dvc repro`. Read only: a test that goes on
     from it works on its own copy (the ``copy_run`` fixture)."""
-    repo = make_tiny_repo(tmp_path_factory.mktemp("tiny-run") / "repo")
+    repo = make_tiny_repo(tmp_path_factory.mktemp("tiny-run") / "repo", LM_EVAL_ON)
     run_in(repo, "dvc", "repro")
     return repo
 

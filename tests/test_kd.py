@@ -94,6 +94,8 @@ def test_kd_trains_the_student_on_the_served_log_probs(served: tuple[pl.DataFram
     history = train.train(TrainData(pairs, kd=found), params, tmp_path / "model")
     logged = [entry for entry in history if "loss" in entry]
     assert logged and all(math.isfinite(entry["loss"]) and entry["kd"] > 0 and entry["ce"] > 0 for entry in logged)
+    log = train.loss_log(history, "kd")  # data/train/log.parquet keeps both terms beside the loss: the report's curves
+    assert log["ce"].to_list() == [entry["ce"] for entry in logged] and log["kd"].null_count() == 0
     assert (tmp_path / "model/model.safetensors").exists()
     with pytest.raises(StageError, match="train.objective=kd needs the teacher's log-probs"):
         train.train([], params, tmp_path / "other")

@@ -77,7 +77,7 @@ def test_training_param_reruns_only_training_and_eval_with_no_teacher_calls(
     result = run(repo, "dvc", "repro")
     ran = stages_run(result.stdout)
     assert ran[0] == "train" and sorted(ran) == [
-        "benchmark", "evaluate", "gate@evaluate", "gate@sweep", "gate@train", "sweep", "train"]
+        "benchmark", "evaluate", "gate@evaluate", "gate@sweep", "gate@train", "report", "sweep", "train"]
     assert metrics(repo, "generate") == before
     evaluation = metrics(repo, "eval")
     assert evaluation["teacher_requests_sent"] == 0

@@ -127,3 +127,18 @@ def test_the_page_is_escaped(tmp_path: Path) -> None:
     (tmp_path / "metrics/eval.json").write_text(json.dumps({"task": "<script>alert(1)</script>", "student_after": 1}))
     page = render(gather(RunFiles(tmp_path)), tmp_path / "reports/index.html", "abc")
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_figures_a_run_did_not_produce_show_as_n_a(tmp_path: Path) -> None:
+    """A chat student without the teacher's log-probs has no held-out KL; a run may have no losses or probe."""
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/eval.json").write_text(json.dumps({
+        "task": "chat", "metric": "rouge_l", "student_before": 0.1, "student_after": 0.3, "teacher": None,
+        "gap_closed": None, "heldout_kl_to_teacher": {"student_after": None},
+        "forgetting_probe": {"rows": 5, "general_eval": "g.jsonl", "loss": {"student_after": None},
+                             "forgetting": None}}))
+    (tmp_path / "metrics/train.json").write_text(json.dumps({"examples": 3, "steps": 2, "objective": "sft",
+                                                             "first_loss": None, "final_loss": None}))
+    text = text_of(render(gather(RunFiles(tmp_path)), tmp_path / "reports/index.html", "abc"))
+    assert "Held-out KL to the teacher, student_after: n/a" in text and "loss n/a → n/a" in text
+    assert "Teacher gap closed: n/a" in text

@@ -94,6 +94,7 @@ def check_log(history: list[dict], params: params_module.TrainParams) -> None:
     assert log.height == len(logged) == params.max_steps  # logging_steps = 1 for 8 steps
     assert log["step"].to_list() == [entry["step"] for entry in logged]
     assert all(math.isfinite(loss) for loss in log["loss"])
+    assert log["ce"].null_count() == log["kd"].null_count() == log.height  # only the KD loss has the two terms
 
 
 @pytest.mark.parametrize("variant", ["full", "lora", "packing", "group_by_length"])

@@ -65,12 +65,15 @@ def eval_chart(evaluation: dict | None) -> str | None:
 
 
 def training_chart(log: pl.DataFrame | None) -> str | None:
-    """The loss of each objective term and the learning rate against the step."""
+    """The loss (and the KD loss's cross-entropy and divergence terms) and the learning rate against the step."""
     if log is None or not log.height:
         return None
     figure, (loss_axes, rate_axes) = plt.subplots(1, 2, figsize=(9, 3))
-    for (term,), part in log.sort("step").group_by("objective", maintain_order=True):
-        loss_axes.plot(part["step"], part["loss"], label=str(term))
+    for (objective,), part in log.sort("step").group_by("objective", maintain_order=True):
+        loss_axes.plot(part["step"], part["loss"], label=str(objective))
+        for term in ("ce", "kd"):  # the KD loss's terms, when the objective has them
+            if term in part.columns and part[term].drop_nulls().len():
+                loss_axes.plot(part["step"], part[term], label=f"{term} term", linestyle="--")
     loss_axes.set_yscale("log")
     loss_axes.set_xlabel("step")
     loss_axes.set_ylabel("training loss")
@@ -100,7 +103,8 @@ def sweep_chart(sweep: dict | None, teacher_score: float | None) -> str | None:
                   label=policy, color=COLOURS.get(policy))
     if teacher_score is not None:
         axes.axhline(teacher_score, color=COLOURS["teacher"], linestyle=":", label="teacher")
-    axes.set_xscale("log")
+    axes.set_xlim(left=0)
+    axes.xaxis.set_major_formatter(lambda value, _: f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k")
     axes.set_xlabel("teacher tokens in the training rows")
     axes.set_ylabel(sweep.get("metric") or "score")
     axes.legend(fontsize=8, frameon=False)

@@ -9,31 +9,43 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from distill.report import charts
 
 TEMPLATE = "index.html.j2"
 
 
+def missing(value: object) -> bool:
+    """A figure the run did not produce: None in a metrics file, or a key it does not have."""
+    return value is None or isinstance(value, Undefined)
+
+
 def usd(value: float | None) -> str:
-    if value is None:
+    if missing(value):
         return "n/a"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.4f}" if value >= 0.01 or value == 0 else f"${value:.6f}"  # a row's share: fractions of a cent
 
 
 def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
+    return "n/a" if missing(value) else f"{value:.1%}"
 
 
 def num(value: int | float | None) -> str:
-    if value is None:
+    if missing(value):
         return "n/a"
     return f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
 
 
+def fixed(value: float | None, digits: int) -> str:
+    """``value`` with ``digits`` decimals; "n/a" for a figure the run did not produce (None)."""
+    return "n/a" if missing(value) else f"{value:.{digits}f}"
+
+
 def score(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if missing(value) else f"{value:.3f}"
 
 
 def environment(page: Path) -> Environment:
@@ -41,7 +53,7 @@ def environment(page: Path) -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     # links in the facts are relative to the repository; the page sits in its own folder
     link = lambda path: os.path.relpath(path, page.parent).replace(os.sep, "/")  # noqa: E731
-    env.globals.update(usd=usd, pct=pct, num=num, score=score, link=link)
+    env.globals.update(usd=usd, pct=pct, num=num, score=score, fixed=fixed, link=link)
     return env
 
 

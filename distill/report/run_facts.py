@@ -26,6 +26,7 @@ from distill.gate_docs import current_page
 EXAMPLES_PER_REASON = 3  # example rows shown for each drop reason
 MISTAKES = 10  # student mistakes shown after training
 LINEAGE_SAMPLES = 3  # training rows traced back to their seed line
+STUDENT_ROWS = 10  # the student's first training rows listed (distill lineage --model lists them all)
 TEXT_CHARS = 160  # longer texts are cut in the page (the tables keep them whole)
 SYSTEMS = ("student_before", "student_after", "baseline_sft", "teacher")
 STAGES = ("ingest", "generate", "score", "dedupe", "select", "train", "evaluate", "sweep", "benchmark")  # in order
@@ -259,6 +260,8 @@ def student_summary(lineage: dict, card: Path) -> dict:
         "teachers": [{"name": name} | total for name, total in sorted(lineage["teachers"].items())],
         "commit": commit + (" + uncommitted changes" if trained_at.get("dirty") else ""),
         "code": [{"path": dep["path"], "md5": dep["md5"]} for dep in lineage["dvc"].get("code", [])],
+        "first_rows": [{key: row.get(key) for key in ("id", "content_hash", "source", "teacher", "request_key",
+                                                      "cost_usd")} for row in lineage["rows"][:STUDENT_ROWS]],
         "card": str(card),
     }
 

@@ -121,6 +121,9 @@ def loss_log(history: list[dict], objective: str = "sft") -> pl.DataFrame:
             "learning_rate": [float(entry.get("learning_rate", 0.0)) for entry in entries],
             "grad_norm": [float(entry.get("grad_norm", float("nan"))) for entry in entries],
             "objective": ["policy" if objective == "rl" else "loss"] * len(entries),
+            # the KD loss's terms, as its trainer logs them (distill/transfer/kd.py): what the mixture weighs
+            **{term: [None if entry.get(term) is None else float(entry[term]) for entry in entries]
+               for term in ("ce", "kd")},
         }
     )
     return conform(frame, TRAIN_LOG)
