@@ -40,6 +40,7 @@ WORDS = ["planet", "cat", "river", "stone", "maple", "orbit", "lemon", "tiger", 
          "delta", "quartz", "piano", "cedar", "fjord", "globe", "harbor", "ivory", "jungle", "kayak"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``make test`` runs on two workers (pytest-xdist, ``--dist loadgroup``): each module stays on one worker, so
     its module fixtures (a whole `dvc repro`, often) are built once, and the modules that share the session's
