@@ -12,12 +12,39 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from pathlib import Path
 
+from distill.entry import StageError
 from distill.io import content_hash
 from distill.reasoning import of_message
 
 _ANSWER_LINE = re.compile(r"^[ \t]*answer[ \t]*:(?P<answer>.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+class TemplateError(StageError):
+    """A template field that is not a plain name the template is filled with."""
+
+
+class _PlainNames(string.Formatter):
+    """``str.format`` with named fields only: a template is user data, so ``{instruction.__class__}`` or
+    ``{input[0]}`` must not reach into Python objects (str.format would render them), and a stray brace (literal
+    JSON in a template) is one clear error instead of a KeyError."""
+
+    def get_field(self, field_name: str, args, kwargs):  # noqa: ANN001 -- string.Formatter's signature
+        if not field_name.isidentifier() or field_name not in kwargs:
+            fields = ", ".join("{" + name + "}" for name in kwargs)
+            raise TemplateError(f"template field {{{field_name}}} is not one of {fields}: a template fills plain "
+                                "names only; write a literal brace as {{ or }}")
+        return kwargs[field_name], field_name
+
+
+def render(template: str, **fields: object) -> str:
+    """``template`` with each ``{name}`` replaced by ``fields[name]`` and ``{{``/``}}`` as literal braces."""
+    try:
+        return _PlainNames().format(template, **fields)
+    except ValueError as error:  # an unmatched brace: "Single '}' encountered", ...
+        raise TemplateError(f"template cannot be filled: {error}; write a literal brace as {{{{ or }}}}") from None
 
 
 def _normal(text: str) -> str:
@@ -118,7 +145,7 @@ class Template:
 
     def messages(self, **fields: object) -> list[dict]:
         return [{"role": "system", "content": self.system},
-                {"role": "user", "content": self.user.format(**fields).strip()}]
+                {"role": "user", "content": render(self.user, **fields).strip()}]
 
 
 def parse_reasoned(choice: dict) -> tuple[str | None, str | None]:
@@ -150,7 +177,7 @@ def final_answer(text: str) -> str | None:
 def fill(template: str, instruction: str, input_text: str = "") -> str:
     """A user template filled with a seed; a template without ``{input}`` gets a non-empty input after a blank
     line, so an input is never silently lost (and a seed without one renders as it always did)."""
-    text = template.format(instruction=instruction, input=input_text)
+    text = render(template, instruction=instruction, input=input_text)
     return f"{text.rstrip()}\n\n{input_text}" if input_text and "{input}" not in template else text
 
 

@@ -15,7 +15,7 @@ from distill import params as params_module
 from distill.elicit import answering
 from distill.entry import StageError
 from distill.io import content_hash, write_parquet
-from distill.prompts import Prompt, final_answer
+from distill.prompts import Prompt, TemplateError, fill, final_answer, render
 from distill.teacher.store import RequestStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,3 +184,17 @@ def test_stage_rejects_cot_answers_without_an_answer_line(
     assert all(d.startswith("Reading the letters") or d.startswith("Writing each letter") for d in rejects["detail"])
     rows = pl.read_parquet(tmp_path / "gen/rows.parquet")
     assert all(r.startswith("Sure! ") for r in rows["response"])
+
+
+@pytest.mark.parametrize("template", ["{instruction.__class__.__mro__}", "{input[0]}", '{"score": 1}', "{nope}",
+                                      "answer }"])
+def test_a_template_fills_plain_names_only(template: str) -> None:
+    """A template is user data: it cannot read attributes or items through a field (str.format would render
+    `{instruction.__class__.__mro__}`), and literal JSON braces are one clear error, not a KeyError."""
+    with pytest.raises(TemplateError, match="write a literal brace as"):
+        fill(template, "reverse abc")
+
+
+def test_doubled_braces_are_literal() -> None:
+    assert render('{{"verdict": "{answer}"}}', answer="A") == '{"verdict": "A"}'
+    assert fill("{instruction} {{x}}", "reverse abc") == "reverse abc {x}"
