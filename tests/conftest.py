@@ -51,6 +51,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group("tiny_run" if name in shares_tiny_run else name))
 
 
+# --- the reliability suite's figures (benchmarks/reliability.py sums them into the README's table) -------------
+
+
+def record_reliability(row: str, **figures: int) -> None:
+    """Add ``figures`` (counts: tried, survived, refused, leaks, ...) to the reliability table's ``row``. They go
+    to the JSON-lines file named by DISTILL_RELIABILITY_LOG when benchmarks/reliability.py runs the suite, and
+    nowhere otherwise (the tests assert on their own results either way)."""
+    log = os.environ.get("DISTILL_RELIABILITY_LOG")
+    if log:
+        with open(log, "a") as out:  # one short line per call: appends from two workers do not interleave
+            out.write(json.dumps({"row": row, **figures}) + "\n")
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Callable[..., None]:
+    """``reliability(row, **counts)``: record figures for the README's reliability table, e.g.
+    ``reliability("kill anywhere", stage="train", kills=3)``; numbers are summed per row and key."""
+    return record_reliability
+
+
 # --- real servers and workers ---------------------------------------------------------------------------------
 
 
