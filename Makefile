@@ -44,8 +44,9 @@ run: setup browser
 	@echo "the whole run on one page: reports/index.html (open it from disk); Data Docs: reports/gx/index.html"
 	@echo "reports: reports/eval.md, reports/sweep.md; all metrics: dvc metrics show; plots: dvc plots show"
 
+# -m "not long": the reliability suite's long variants run in python benchmarks/reliability.py (or pytest -m long)
 test: setup browser
-	pytest -n 2 --dist loadgroup --durations=15  # two workers; a module stays on one (tests/conftest.py)
+	pytest -n 2 --dist loadgroup --durations=15 -m "not long"  # two workers; a module stays on one (conftest.py)
 
 lint: setup
 	ruff check distill stages flows demo tests benchmarks docs

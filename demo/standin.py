@@ -140,10 +140,15 @@ class Settings(Strict):
     # the prompt through its chat template, as vLLM bills); null = a token per character; billing only: not in the key
     batch_delay_ms: Annotated[float, Field(ge=0)] = 200.0  # Batch API: a batch validates this long before it starts
     batch_line_ms: Annotated[float, Field(ge=0)] = 1.0  # Batch API: time per line while it runs (progress shows)
+    auth_error_rate: Fraction = 0.0  # share of requests (any route) refused with OpenAI's HTTP 401 "Incorrect API
+    # key provided: sk-abcd****wxyz", echoing the key sent, masked; 1 = a wrong key (tests that no log keeps it)
+    echo_key_rate: Fraction = 0.0  # share of chat requests refused with HTTP 400 whose message echoes the key sent,
+    # masked, as verbose proxies do; they end in the rejects file (tests that it is scrubbed there)
 
 
-BILLING_ONLY = {"idempotency", "tokenizer", "require_max_completion_tokens", "batch_delay_ms", "batch_line_ms"}
-# never change an answer
+BILLING_ONLY = {"idempotency", "tokenizer", "require_max_completion_tokens", "batch_delay_ms", "batch_line_ms",
+                "auth_error_rate", "echo_key_rate"}
+# never change an answer (a refusal is never stored, so a later run asks again under the same key)
 LATER_KNOBS = ("ignore_logprobs", "position_bias", "math_wrong_rate", "reasoning", "ignore_n", "ignore_seed")
 # added after stores existed: at their defaults they stay out of the key, so those stores keep their keys
 
@@ -194,6 +199,12 @@ def draw(*parts: object) -> float:
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def masked_key(request: web.Request) -> str:
+    """The request's API key as OpenAI echoes it in a 401: its first 8 characters, stars, its last 4."""
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return key[:8] + "*" * max(len(key) - 12, 3) + key[-4:]
 
 
 def _int(body: dict, key: str, low: int, high: int | None = None) -> int | None:
@@ -697,6 +708,11 @@ class Standin:
                 return fault
         return None
 
+    def echo_key(self, request: web.Request, request_hash: str) -> None:
+        """echo_key_rate: refuse the request with a message that shows its key, masked (drawn per request)."""
+        if draw(request_hash, self.config.seed, "echo_key") < self.config.echo_key_rate:
+            raise BadRequest(f"Request refused for the key {masked_key(request)} (stand-in fault).", code=None)
+
     async def models(self, request: web.Request) -> web.Response:
         model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "standin"}
         return web.json_response({"object": "list", "data": [model]})
@@ -716,6 +732,7 @@ class Standin:
         try:
             settings = validate(body)
             dialect(body, self.config)
+            self.echo_key(request, request_hash)
         except BadRequest as error:
             self.record(request_hash, attempt, 400, None)
             payload = error_body(str(error), "invalid_request_error", error.param, error.code)
@@ -828,7 +845,18 @@ class Standin:
 
 def create_app(config: Settings, request_log: Path | None = None) -> web.Application:
     standin = Standin(config, request_log)
-    app = web.Application()
+    calls = itertools.count()  # auth_error_rate draws per call, whatever the route
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Callable) -> web.StreamResponse:
+        if draw(next(calls), config.seed, "auth") < config.auth_error_rate:
+            message = (f"Incorrect API key provided: {masked_key(request)}. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys.")
+            return web.json_response(error_body(message, "invalid_request_error", None, "invalid_api_key"),
+                                     status=401)
+        return await handler(request)
+
+    app = web.Application(middlewares=[authenticate])
     app.router.add_get("/v1/models", standin.models)
     app.router.add_post("/v1/chat/completions", standin.chat)
     standin_batch.add_routes(app, standin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from distill.io import WriteFailed
 from distill.params import ParamsError
 
 
@@ -13,9 +14,10 @@ class StageError(RuntimeError):
 
 
 def guarded(stage: str, main: Callable[[], None]) -> None:
-    """Run a stage's main; known failures exit 1 with ``<stage>: <message>`` and no traceback."""
+    """Run a stage's main; known failures exit 1 with ``<stage>: <message>`` and no traceback, among them an
+    output the filesystem refused to write (``WriteFailed``: a full disk, naming the file)."""
     try:
         main()
-    except (ParamsError, StageError, FileNotFoundError) as error:
+    except (ParamsError, StageError, FileNotFoundError, WriteFailed) as error:
         print(f"{stage}: {error}", file=sys.stderr)
         sys.exit(1)

@@ -59,6 +59,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 REPORT_DIR = Path("reports/gates")
 MAX_IDS = 20  # failing ids kept per expectation, in the report and the message
 SAMPLE = 5  # unexpected values kept per expectation
+MAX_CHARS = 200  # characters kept of a failing value (report, message, Data Docs); the rest is only counted
 
 
 @dataclass
@@ -289,6 +290,18 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def clipped(value: Any) -> Any:
+    """``value`` with every string over MAX_CHARS cut to its start and its length: GX copies failing values whole
+    into its results, and a 5 MB seed must not land whole in the report, on stderr and in the Data Docs."""
+    if isinstance(value, str) and len(value) > MAX_CHARS:
+        return f"{value[:MAX_CHARS]}... ({len(value)} chars)"
+    if isinstance(value, dict):
+        return {key: clipped(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(clipped(item) for item in value)
+    return value
+
+
 def error_text(result: ExpectationValidationResult) -> str | None:
     info = result.exception_info or {}
     if "raised_exception" in info:  # one flat record
@@ -367,6 +380,7 @@ def run_checks(checks: list[Check], stage: str) -> tuple[list[Outcome], dict[str
         result = results[suite.name] = batch.validate(suite, result_format=result_format)
         ordered = sorted(result.results, key=lambda item: item.expectation_config.meta.get("gate_order", 0))
         for item in ordered:
+            item.result = clipped(item.result)  # before the outcome and the Data Docs read the values
             outcomes.append(done := outcome(check, item))
             # Data Docs show the description in place of GX's sentence, and insert it into the HTML as is
             item.expectation_config.description = html.escape(done.title(), quote=False)

@@ -8,6 +8,8 @@ project ``gx/`` and rebuilds their HTML pages in ``reports/gx/`` (open ``reports
   in the gate's ephemeral context, so a run never rewrites the committed file.
 - One suite per checked frame, ``<stage>.<frame>`` (``select.rows``, ``select.rows.dtypes``); a run replaces the
   stage's earlier results, so the store and the site keep the latest result per suite and do not grow run after run.
+- ``reports/gx/latest/<suite>.html`` forwards to the suite's latest page, whose path holds the run's time: the HTML
+  report links there, so that it stays the same from run to run.
 - ``reports/gx/`` is written by all eight gate stages, so it is no one stage's DVC out; two gates publishing at
   once in one repo take turns on an exclusive ``flock`` (``gx/uncommitted/gates.lock``).
 
@@ -17,6 +19,7 @@ Publishing costs about 0.1-0.3 s beside GX's import: only this run's pages and t
 from __future__ import annotations
 
 import fcntl
+import html
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
+
+from distill.io import write_text
 
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -35,6 +40,7 @@ CONFIG = GX_DIR / "great_expectations.yml"
 LOCK = GX_DIR / "uncommitted/gates.lock"
 SITE = "local_site"
 DOCS_DIR = Path("reports/gx")  # the site's folder; index.html is its home page
+LATEST_DIR = DOCS_DIR / "latest"  # <suite>.html: a stable address that forwards to the suite's latest page
 SCAFFOLD = ("expectations", "checkpoints", "validation_definitions", "plugins")  # GX's defaults, unused here
 
 
@@ -127,7 +133,25 @@ def publish(stage: str, results: dict[str, ExpectationSuiteValidationResult], ro
         # suite a.b is stored as folders a/b/<run name>/<run time>/: drop the emptied folders of earlier runs
         prune(Path(results_store.store_backend.full_base_directory) / stage)
         prune(root / Path(index).parent / "validations" / stage)
-        return {"index": index, "pages": {suite: page_path(context, key, root) for suite, key in keys.items()}}
+        pages = {suite: page_path(context, key, root) for suite, key in keys.items()}
+        for suite, page in pages.items():
+            forward(root / LATEST_DIR / f"{suite}.html", root / page)
+        return {"index": index, "pages": pages}
+
+
+def forward(stub: Path, page: Path) -> None:
+    """A page at ``stub`` that forwards the browser to ``page`` (a meta refresh, no script): the report links to it,
+    so that the report stays byte-identical from run to run while each run's page has the run's time in its path."""
+    target = html.escape(os.path.relpath(page, stub.parent).replace(os.sep, "/"))
+    write_text(f'<!doctype html>\n<meta charset="utf-8"><meta http-equiv="refresh" content="0; url={target}">\n'
+               f'<title>{html.escape(stub.stem)}</title><a href="{target}">{html.escape(stub.stem)}</a>\n', stub)
+
+
+def latest_page(suite: str, root: Path = Path()) -> str | None:
+    """The stable address of ``suite``'s latest Data Docs page (``forward``), relative to ``root``; None if no gate
+    run has published one."""
+    stub = LATEST_DIR / f"{suite}.html"
+    return stub.as_posix() if (root / stub).is_file() else None
 
 
 def current_page(suite: str, root: Path = Path()) -> str | None:

@@ -48,9 +48,15 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+# What the pipeline writes into git itself: a run rewriting them changes none of its inputs, and counting them would
+# make a rerun at the same commit record another state than the first run (tests/test_reproducible.py).
+PIPELINE_WRITTEN = (":(exclude)metrics", ":(exclude)reports", ":(exclude)dvc.lock")
+
+
 def git_state(folder: Path = Path(".")) -> dict:
     """``{"commit": HEAD's sha, "dirty": whether tracked files differ from it}``; both None outside a git repo.
-    Untracked files do not count as dirty (a first run's dvc.lock is untracked until committed)."""
+    Untracked files do not count as dirty (a first run's dvc.lock is untracked until committed), nor the files the
+    pipeline writes (``PIPELINE_WRITTEN``)."""
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=60, check=False)
 
@@ -58,8 +64,8 @@ def git_state(folder: Path = Path(".")) -> dict:
         head = git("rev-parse", "HEAD")
         if head.returncode:
             return {"commit": None, "dirty": None}
-        return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")
-                                                              .stdout.strip())}
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_WRITTEN).stdout.strip()
+        return {"commit": head.stdout.strip(), "dirty": bool(changed)}
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
 

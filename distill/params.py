@@ -8,23 +8,30 @@ are one error that names the dotted key.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 PARAMS_FILE = Path("params.yaml")
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
+Pair = Annotated[tuple[str, str], Field(strict=False)]  # two strings; not strict, as YAML gives a list and a
+# strict tuple takes only a tuple (the two items are still strict strings)
 
 
 class Strict(BaseModel):
-    """Every section: an unknown key is an error, and a loaded value never changes."""
+    """Every section: an unknown key is an error, a value has its field's own type (``true`` is not 1, ``"16"`` is
+    not 16; an int is a float), a float is finite (``.inf`` and ``.nan`` are refused), and a loaded value never
+    changes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class FieldNames(Strict):
@@ -159,8 +166,20 @@ class StudentParams(Strict):
     # auto = cuda when available (training follows the trainer's own choice)
     reasoning: Literal["drop", "keep"] = "drop"  # the teacher's reasoning (GENERATED.reasoning) in training: drop =
     # train on the answer only; keep = the reasoning inside think_tags, then the answer
-    think_tags: tuple[str, str] = ("<think>", "</think>")  # how the student writes its reasoning (Qwen3, DeepSeek-R1:
+    think_tags: Pair = ("<think>", "</think>")  # how the student writes its reasoning (Qwen3, DeepSeek-R1:
     # <think> </think>); evaluation scores only what follows the closing tag
+
+
+class ModelsParams(Strict):
+    """What loading a model may do, for every model a stage loads (the student, a local hf teacher, KD, on-policy and
+    similarity teachers, reward and embedding models, their tokenizers; distill/student.py). Both off: loading runs
+    no code a model ships and unpickles nothing. Applied to the whole process when params are loaded (``load``
+    calls ``use_models``)."""
+
+    trust_remote_code: bool = False  # run the Python code a model folder or Hub repo ships (config.json's auto_map);
+    # turn on only for a model whose code you have read
+    allow_pickle_checkpoints: bool = False  # load a pytorch_model.bin (a pickle, which can run code as it loads)
+    # where there is no model.safetensors; off = safetensors only
 
 
 class BudgetParams(Strict):
@@ -672,6 +691,7 @@ class Params(Strict):
     task: TaskParams = TaskParams()  # what the student learns and how answers are checked; a bare string is
     # task.module
     student: StudentParams  # the model being distilled, one for every stage that runs it
+    models: ModelsParams = ModelsParams()  # what loading any model may do: run its code, unpickle its weights
     ingest: IngestParams  # the seed and held-out data
     teacher: TeacherParams  # the primary teacher: answers, judges, and is the eval baseline
     teachers: list[TeacherParams] = []  # more teachers, same keys as teacher; generate.routing spreads rows across
@@ -709,8 +729,10 @@ class Params(Strict):
         except ValidationError:
             return raw  # reported with its key by the model's own validation
         for source, target in FROM_STUDENT.items():
-            if target in raw["train"] and raw["train"][target] != student[source]:
-                raise ValueError(f"train.{target} is student.{source} (one student for every stage): set it there")
+            value = raw["train"].get(target, student[source])
+            if type(value) is not type(student[source]) or value != student[source]:  # `true` is not a seed of 1
+                raise ValueError(f"train.{target}={value!r} is student.{source} (one student for every stage): "
+                                 "set it there")
         return raw | {"train": raw["train"] | {target: student[source] for source, target in FROM_STUDENT.items()}}
 
     @property
@@ -755,15 +777,25 @@ class ParamsError(ValueError):
     """A bad params file; the message names the file and the dotted key."""
 
 
-def describe(error: ValidationError, source: str, prefix: tuple = ()) -> str:
+SEEN = reprlib.Repr()  # the value seen, cut short: a pasted 5 MB string is not echoed whole
+SEEN.maxstring = SEEN.maxother = 120
+SEEN.maxlist = SEEN.maxdict = 8
+YAML_SLIPS = {str: "written without quotes", bool: "not true/false"}  # why a YAML value is not the number (or
+# boolean) its field wants: a quoted "16" is a string, and `true` is a boolean, not 1
+
+
+def describe(errors: list[ErrorDetails], source: str, prefix: tuple = ()) -> str:
     lines = []
-    for item in error.errors():
+    for item in errors:
         key = ".".join(str(part) for part in (*prefix, *item["loc"]))
         if not key:  # a check across sections: its message names the keys
             lines.append(f"{source}: {item['msg'].removeprefix('Value error, ')}")
             continue
-        seen = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
-        lines.append(f"{source}: {key}: {item['msg']}{seen}")
+        value = item.get("input")
+        slip = YAML_SLIPS.get(type(value)) if item["type"] in ("int_type", "float_type", "bool_type") else None
+        expected = f"{item['msg']}, {slip}" if slip else item["msg"]
+        seen = "" if item["type"] == "missing" else f" (got {SEEN.repr(value)})"
+        lines.append(f"{source}: {key}: {expected}{seen}")
     return "\n".join(lines)
 
 
@@ -771,7 +803,12 @@ def parse(raw: object, source: str = str(PARAMS_FILE)) -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(describe(error, source)) from None
+        errors = error.errors()
+        if any(item["loc"][:1] == ("student",) for item in errors):  # train's student fields are filled in from a
+            # valid student section only: a "Field required" for them would send the user to the wrong section
+            filled_in = {("train", target) for target in FROM_STUDENT.values()}
+            errors = [item for item in errors if not (item["type"] == "missing" and item["loc"] in filled_in)]
+        raise ParamsError(describe(errors, source)) from None
     return with_provider_settings(params, source)
 
 
@@ -789,15 +826,41 @@ def with_provider_settings(params: Params, source: str) -> Params:
             settings = providers.settings(teacher.provider, teacher.settings)
         except ValueError as error:  # an unknown provider; pydantic's ValidationError is a ValueError too
             if isinstance(error, ValidationError):
-                raise ParamsError(describe(error, source, (*key, "settings"))) from None
+                raise ParamsError(describe(error.errors(), source, (*key, "settings"))) from None
             raise ParamsError(f"{source}: {'.'.join(map(str, key))}.provider: {error}") from None
         checked.append(teacher.model_copy(update={"settings": settings.model_dump()}))
     return params.model_copy(update={"teacher": checked[0], "teachers": checked[1:]})
 
 
+class YAMLLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it: 8x faster
+    """YAML as DVC reads it (ruamel, YAML 1.2): ``2e-5`` and ``1.0e3`` are floats, where PyYAML's YAML 1.1 reads
+    them as strings, which a float field refuses. A quoted ``"2e-5"`` stays a string, and is refused."""
+
+
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                                 list("-+.0123456789"))
+
+
 def load(path: Path = PARAMS_FILE) -> Params:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAMLLoader)
     except (OSError, yaml.YAMLError) as error:
         raise ParamsError(f"{path}: cannot read params: {error}") from None
-    return parse(raw, str(path))
+    params = parse(raw, str(path))
+    use_models(params.models)
+    return params
+
+
+_models = ModelsParams()  # the models section of the params this process loaded last; both off before any
+
+
+def use_models(models: ModelsParams) -> None:
+    """Load every model of this process as ``models`` allows (``load`` calls it; distill/student.py follows it)."""
+    global _models
+    _models = models
+
+
+def models_policy() -> ModelsParams:
+    """What loading a model may do in this process (``use_models``)."""
+    return _models

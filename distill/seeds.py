@@ -1,4 +1,4 @@
-"""Seed files: read JSONL, CSV, parquet or a ``datasets.save_to_disk`` folder, and normalise the records
+"""Seed files: read JSONL, JSON, CSV, parquet or a ``datasets.save_to_disk`` folder, and normalise the records
 to the SEED schema.
 
 A record is either an instruction seed, ``instruction`` (non-empty string) with optional ``input`` and
@@ -8,14 +8,27 @@ the reference. A chat seed's final user turn is its instruction and the turns be
 ``reference`` is required in the eval split: it is what the metric compares against. The field names can
 be mapped (``ingest.fields``). Ids are content hashes of (instruction, input, and context when there is
 one), so they are stable across runs and machines; records with identical content collapse onto the first
-one. A malformed file is one error naming the file, the line and what is wrong.
+one. A malformed file is one error naming the file, the line and what is wrong, and quoting at most
+``QUOTED`` characters of any value.
+
+Text files are UTF-8, with or without a byte order mark. JSONL lines end at ``\n`` (or ``\r\n``) only: U+2028
+and the other Unicode line breaks are text inside a string. A ``.json`` file is JSONL, or one array of objects
+(a record's line is where its object starts). Values may not hold NUL or other non-whitespace control
+characters, nor lone surrogates (a stray ``\ud800`` escape). A field that no ``ingest.fields`` name maps is
+ignored (``ignored_fields`` counts them) unless it looks like a misspelt one (``inptu``), which is an error.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import functools
 import io
 import json
+import re
+import reprlib
+import sys
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -27,14 +40,54 @@ from distill.records import SEED, conform
 
 FIELDS = ("instruction", "input", "reference")
 ROLES = ("system", "user", "assistant")
+QUOTED = 80  # characters of a value that a message quotes; the rest is counted, never printed
+CLOSE = 0.8  # difflib similarity from which an unknown field is a misspelt known one ('inptu' ~ 'input': 0.8)
+# NUL and the other C0 controls that are not whitespace are never seed text (C libraries and tokenizers stop at
+# NUL); tab, newline, vertical tab, form feed and carriage return are. A lone surrogate (a stray "\ud800" escape
+# in JSON) is not Unicode at all: it cannot be written as UTF-8 (parquet, JSON).
+BAD_CHARACTER = re.compile(r"[\x00-\x08\x0e-\x1f\ud800-\udfff]")
+# Raw control characters inside JSON strings are judged by BAD_CHARACTER, as in every other format.
+JSON = json.JSONDecoder(strict=False)
+SURPLUS = object()  # csv.DictReader's key for the cells of a row beyond the header's columns
 
 
 class SeedError(StageError):
     """A seed file that cannot be ingested; the message names file and line."""
 
 
+def clip(text: str) -> str:
+    """``text`` cut to its first QUOTED characters, with its length when cut."""
+    return text if len(text) <= QUOTED else f"{text[:QUOTED]}... ({len(text)} chars)"
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = QUOTED
+_repr.maxlevel = 3  # a 10,000-deep list prints as [[[...]]]
+
+
+def shown(value: object) -> str:
+    """``value`` as a message quotes it: a repr cut to QUOTED characters per string and a few items and levels."""
+    if isinstance(value, str) and len(value) > QUOTED:
+        return f"{value[:QUOTED]!r}... ({len(value)} chars)"
+    return _repr.repr(value)
+
+
+def _check_text(where: str, what: str, text: str) -> None:
+    bad = BAD_CHARACTER.search(text)
+    if bad:
+        if bad.group() >= "\ud800":
+            kind, fix = "a lone surrogate", "a JSON \\u escape must name a whole character (a surrogate pair)"
+        else:
+            kind, fix = "a control character", "remove it from the file"
+        raise SeedError(f"{where}: {what} holds {kind} ({ascii(bad.group())}) at character {bad.start() + 1}; {fix}")
+
+
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SeedError(f"{path}: cannot read it ({error.strerror})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark (spreadsheet exports) is no part of the text
     if not data.strip():
         raise SeedError(f"{path}: file is empty")
     try:
@@ -48,32 +101,90 @@ def _decode(path: Path) -> str:
         ) from None
 
 
+def _json_problem(error: ValueError | RecursionError) -> str:
+    """Why JSON text could not be decoded."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON ({error.msg} at column {error.colno})"
+    if isinstance(error, RecursionError):  # Python's decoder recurses once per level of [ or {
+        return "JSON nested too deeply to read; a seed is a flat object of strings"
+    # the only other ValueError: an integer over Python's limit on digits (sys.get_int_max_str_digits)
+    return f"invalid JSON (a number of over {sys.get_int_max_str_digits()} digits)"
+
+
+def _json(path: Path, text: str, line: int | None = None) -> object:
+    """``text`` decoded; errors name line ``line`` (a JSONL line) or the line the decoder stopped at, if known."""
+    try:
+        return JSON.decode(text)
+    except (ValueError, RecursionError) as error:
+        line = line or getattr(error, "lineno", None)
+        raise SeedError(f"{path}:{line}: {_json_problem(error)}" if line else f"{path}: {_json_problem(error)}"
+                        ) from None
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    text = _decode(path)
+    if path.suffix.lower() == ".json" and text.lstrip()[:1] == "[":
+        return _read_json_array(path, text)
     records = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    # "\n" only: str.splitlines() would also split at U+2028, \x85, \x0c, ... which JSON strings may hold raw
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SeedError(f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})") from None
+        record = _json(path, line.removesuffix("\r"), number)
         if not isinstance(record, dict):
             raise SeedError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append((number, record))
     return records
 
 
-def _read_csv(path: Path, names: FieldNames) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
-    if not {names.instruction, names.messages} & set(reader.fieldnames or []):
-        raise SeedError(f"{path}:1: header has no '{names.instruction}' (or '{names.messages}') column (found "
-                        f"{reader.fieldnames}; map your names with ingest.fields)")
+def _read_json_array(path: Path, text: str) -> list[tuple[int, dict]]:
+    """A ``.json`` file holding one array of objects (the common export); a record's line is where its object
+    starts."""
+    items = _json(path, text)  # the whole document first: the decoder's errors name line and column
+    skip = json.decoder.WHITESPACE
+    position = text.index("[") + 1
+    line = text.count("\n", 0, position) + 1  # the line at position
     records = []
-    start = reader.line_num + 1  # a quoted field may span lines: report where the record starts
-    for record in reader:
-        clean = {key: value for key, value in record.items() if key is not None and value != ""}
-        records.append((start, clean))
+    for index, item in enumerate(items):
+        start = skip.match(text, position).end()
+        line += text.count("\n", position, start)
+        if not isinstance(item, dict):
+            raise SeedError(f"{path}:{line}: element {index} of the array is a {type(item).__name__}, expected a "
+                            "JSON object")
+        records.append((line, item))
+        end = JSON.raw_decode(text, start)[1]  # valid JSON (decoded above): only where the element ends
+        position = skip.match(text, end).end() + 1  # past the comma, or the closing bracket
+        line += text.count("\n", start, position)
+    return records
+
+
+def _read_csv(path: Path, names: FieldNames) -> list[tuple[int, dict]]:
+    text = _decode(path)
+    # strict: a stray quote is an error, not text; SURPLUS collects the cells of a row longer than the header
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True, restkey=SURPLUS)
+    records, start = [], 1  # start: the line where the current record starts (a quoted cell may span lines)
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # a cell may be as long as the file
+    try:
+        header = reader.fieldnames or []
+        if not {names.instruction, names.messages} & set(header):
+            raise SeedError(f"{path}:1: header has no '{names.instruction}' (or '{names.messages}') column (found "
+                            f"{shown(header)}; map your names with ingest.fields)")
+        twice = [name for name, count in Counter(header).items() if count > 1 and name]
+        if twice:
+            raise SeedError(f"{path}:1: the header names {shown(twice)} more than once; give each column its own "
+                            "name")
         start = reader.line_num + 1
+        for record in reader:
+            if SURPLUS in record:
+                raise SeedError(f"{path}:{start}: {len(header) + len(record[SURPLUS])} cells but the header has "
+                                f"{len(header)} columns; quote the cells that hold a comma")
+            records.append((start, {key: value for key, value in record.items() if value != ""}))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        hint = "; a quoted cell that starts here is never closed" if "unexpected end of data" in str(error) else ""
+        raise SeedError(f"{path}:{start}: not valid CSV ({error}){hint}") from None
+    finally:
+        csv.field_size_limit(limit)
     return records
 
 
@@ -111,7 +222,12 @@ def read_records(path: Path, names: FieldNames | None = None) -> list[tuple[int,
     if not path.exists():
         raise SeedError(f"{path}: file not found")
     if path.is_dir():
+        if path.suffix.lower() in READERS:  # e.g. data/seeds/train.jsonl/ made by a mistaken copy
+            raise SeedError(f"{path}: is a folder, not a {path.suffix} file")
         return _read_saved_dataset(path)
+    if not path.is_file():
+        raise SeedError(f"{path}: not a regular file (a pipe or a device?); point ingest at a seed file or a saved "
+                        "dataset folder")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise SeedError(f"{path}: unsupported format {path.suffix!r}; use one of {sorted(READERS)}")
@@ -131,29 +247,72 @@ def _turns(where: str, field: str, value: object) -> list[dict]:
     """A chat seed's turns, checked: a list of {role, content} strings, system first if at all."""
     if isinstance(value, str):  # CSV cells (and some exports) hold the list as JSON text
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise SeedError(f"{where}: field '{field}' is not a JSON list of turns ({error.msg})") from None
+            value = JSON.decode(value)
+        except (ValueError, RecursionError) as error:
+            raise SeedError(f"{where}: field '{field}' is not a JSON list of turns: {_json_problem(error)}") from None
     if not isinstance(value, list) or not value:
         raise SeedError(f"{where}: field '{field}' must be a non-empty list of {{role, content}} turns")
     turns = []
     for i, turn in enumerate(value):
         if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
             raise SeedError(f"{where}: {field}[{i}] must be {{role: system|user|assistant, content: string}}, "
-                            f"got {str(turn)[:80]}")
+                            f"got {shown(turn)}")
         if turn["role"] == "system" and i > 0:
             raise SeedError(f"{where}: {field}[{i}]: a system turn may only come first")
+        _check_text(where, f"{field}[{i}].content", turn["content"])
         turns.append({"role": turn["role"], "content": turn["content"]})
     return turns
 
 
+def _known(names: FieldNames) -> dict[str, str]:
+    """The field names the seed files use -> the ingest.fields key that maps each."""
+    return {getattr(names, key): key for key in (*FIELDS, "messages")}
+
+
+def _unknown(record: dict, names: FieldNames) -> list[str]:
+    """The fields of ``record`` that carry a value and that no ingest.fields name maps."""
+    known = _known(names)
+    return [key for key, value in record.items() if value is not None and key not in known]
+
+
+@functools.cache  # a parquet or CSV file repeats the same columns on every row
+def _misspelt(field: str, absent: tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(field, absent, n=1, cutoff=CLOSE)
+    return close[0] if close else None
+
+
+def _check_unknown(where: str, record: dict, names: FieldNames) -> None:
+    """Unknown fields are allowed (real datasets carry ids, categories, ...) unless one looks like a misspelling of
+    a known field that the record lacks."""
+    known = _known(names)
+    absent = [name for name in known if record.get(name) is None]
+    if names.instruction not in absent or names.messages not in absent:  # a seed has one or the other
+        absent = [name for name in absent if name not in (names.instruction, names.messages)]
+    for field in _unknown(record, names):
+        _check_text(where, "a field name", field)
+        meant = _misspelt(field, tuple(absent))
+        if meant:
+            raise SeedError(f"{where}: unknown field {shown(field)}: did you mean '{meant}'? Rename it in the file, "
+                            f"or set ingest.fields.{known[meant]}: {shown(field)} in params.yaml")
+
+
+def ignored_fields(records: list[tuple[int, dict]], names: FieldNames | None = None) -> dict[str, int]:
+    """How many records carry each field that no ingest.fields name maps (its name clipped): listed by the stage so
+    that a field meant to be read is never dropped unnoticed."""
+    counts = Counter(clip(field) for _, record in records for field in _unknown(record, names or FieldNames()))
+    return dict(sorted(counts.items()))
+
+
 def _values(where: str, record: dict, names: FieldNames) -> dict:
     """instruction, input, reference and context of one record (instruction or chat seed), checked."""
+    _check_unknown(where, record, names)
     values = {}
     for name in FIELDS:
         value = record.get(getattr(names, name))
         if value is not None and not isinstance(value, str):
             raise SeedError(f"{where}: field '{getattr(names, name)}' must be a string, got {type(value).__name__}")
+        if value is not None:
+            _check_text(where, f"field '{getattr(names, name)}'", value)
         values[name] = value
     values["context"] = ""
     messages = record.get(names.messages)

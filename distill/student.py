@@ -11,6 +11,12 @@ and no pad token, like many instruct models), so chat-template students are test
 into digits and knows ``<think>`` and ``</think>`` as single tokens, so a student can learn to reason in them;
 ``python -m distill.student math`` rebuilds it from ``data/students/tiny-math-corpus.txt``
 (written by the math example's seed script).
+
+Every model and tokenizer the project loads goes through ``pretrained`` (here, and in reward.py, semantic.py,
+rl.py, tokens.py), which follows the params' ``models`` section: a model's own Python code runs only with
+``models.trust_remote_code``, and only safetensors weights load unless ``models.allow_pickle_checkpoints``
+(a ``pytorch_model.bin`` is a pickle, which can run code as it loads). ``distill.params.load`` sets it for the
+process (``use_models``); until then both are off.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from __future__ import annotations
 import json
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from distill.entry import StageError
+from distill.params import models_policy
 
 TINY_STUDENT_DIR = Path("data/students/tiny-char")
 TINY_CHAT_DIR = Path("data/students/tiny-chat")
@@ -43,10 +53,46 @@ def has_weights(path: Path) -> bool:
     return any((path / name).exists() for name in WEIGHT_FILES)
 
 
+class ModelPolicyError(StageError):
+    """A model that needs what ``models`` in params.yaml does not allow; the message names the key."""
+
+
+def pretrained(load: Callable, name_or_path: str, weights: bool = False, **options):
+    """``load(name_or_path, ...)`` (a ``from_pretrained``) with the code and pickle policy; ``weights``: it loads a
+    model's weights (not a tokenizer or config). A refusal names the params key that would allow it."""
+    policy = models_policy()
+    if weights and not policy.allow_pickle_checkpoints:
+        local = Path(name_or_path)
+        if local.is_dir() and (local / "pytorch_model.bin").exists() and not any(local.glob("*.safetensors*")):
+            raise _pickle_refusal(name_or_path)
+        options["use_safetensors"] = True
+    try:
+        return load(name_or_path, trust_remote_code=policy.trust_remote_code, **options)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ModelPolicyError(
+            f"{name_or_path}: the model ships its own Python code (config.json auto_map), which "
+            "models.trust_remote_code=false does not run; set models.trust_remote_code: true in params.yaml only "
+            "for a model whose code you have read") from None
+    except OSError as error:
+        if "safetensors" not in str(error) or not weights or policy.allow_pickle_checkpoints:
+            raise
+        raise _pickle_refusal(name_or_path) from None
+
+
+def _pickle_refusal(name_or_path: str) -> ModelPolicyError:
+    return ModelPolicyError(
+        f"{name_or_path}: no model.safetensors, only a pickled checkpoint (pytorch_model.bin), which "
+        "models.allow_pickle_checkpoints=false does not load (unpickling can run code); convert it to safetensors "
+        "(save_pretrained writes them), or set models.allow_pickle_checkpoints: true in params.yaml for a "
+        "checkpoint you trust")
+
+
 def load_tokenizer(name_or_path: str, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(name_or_path), padding_side)
+    return prepare_tokenizer(pretrained(AutoTokenizer.from_pretrained, name_or_path), padding_side)
 
 
 def prepare_tokenizer(tokenizer, padding_side: str = "right"):
@@ -72,8 +118,9 @@ def load_model(name_or_path: str, seed: int):
     local = Path(name_or_path)
     if local.is_dir() and not has_weights(local):
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(name_or_path))
-    return AutoModelForCausalLM.from_pretrained(name_or_path)
+        config = pretrained(AutoConfig.from_pretrained, name_or_path)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=models_policy().trust_remote_code)
+    return pretrained(AutoModelForCausalLM.from_pretrained, name_or_path, weights=True)
 
 
 def save_config_only(out_dir: Path, tokenizer, config, readme: str) -> None:

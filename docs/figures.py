@@ -105,8 +105,7 @@ def eval_block(data: Data) -> str:
     return out + (
         f"\nEval rows: {fmt(ev['rows'])}. Teacher gap closed: {fmt(ev['gap_closed'])}{above}. "
         f"Teacher requests in the last run: generate sent {fmt(gen['requests_sent'])} of "
-        f"{fmt(gen['requests_planned'])} ({fmt(gen['cache_hits'])} answered from the request store), "
-        f"evaluate sent {fmt(ev['teacher_requests_sent'])}.\n")
+        f"{fmt(gen['requests_planned'])} ({fmt(gen['cache_hits'])} answered from the request store).\n")
 
 
 def math_block(data: Data) -> str:

@@ -3,7 +3,7 @@ Also two contamination checks: no kept row may near-duplicate a held-out eval ro
 with an item of a standard benchmark (benchmarks.sets).
 
 Reads:   data/score/rows.parquet, data/ingest/eval.parquet, the benchmarks.sets files (under data/benchmarks)
-Writes:  data/dedupe/rows.parquet (DEDUPED: every row, marked), metrics/dedupe.json
+Writes:  data/dedupe/rows.parquet (DEDUPED: every row, marked), metrics/dedupe.json, logs/dedupe.json (wall time)
 Params:  dedupe, benchmarks.sets
 
 The passes, the clusters and the eval-split check are distill/curate/duplicates.py. With
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from distill import params as params_module
-from distill import paths
+from distill import paths, run_log
 from distill.curate import decontaminate
 from distill.curate.duplicates import dedupe, summarise
 from distill.entry import guarded
@@ -36,23 +36,23 @@ def run(params: params_module.DedupeParams, scored: pl.DataFrame, evals: pl.Data
         benchmarks: Sequence[decontaminate.Benchmark] = ()) -> tuple[pl.DataFrame, dict]:
     """Every scored row, marked (DEDUPED), and the metrics. Raises StageError when a row shares an n-gram with a
     benchmark item and ``params.decontaminate.action`` is fail."""
-    started = time.monotonic()
     found = decontaminate.check(scored.filter(pl.col("keep")), benchmarks, params.decontaminate)
     deduped = dedupe(scored, params, evals, contaminated=found["id"])
     block = decontaminate.summary(found, benchmarks, params.decontaminate)
     return deduped, summarise(deduped) | {
         "decontamination": block,
-        "contaminated_by_benchmark": {name: b["rows_matched"] for name, b in block["benchmarks"].items()},
-        "wall_s": round(time.monotonic() - started, 2)}
+        "contaminated_by_benchmark": {name: b["rows_matched"] for name, b in block["benchmarks"].items()}}
 
 
 def main() -> None:
+    started = time.monotonic()
     params = params_module.load()
     evals = pl.read_parquet(paths.INGEST_EVAL) if paths.INGEST_EVAL.exists() else None
     benchmarks = [decontaminate.load_benchmark(entry) for entry in params.benchmarks.sets]
     deduped, metrics = run(params.dedupe, pl.read_parquet(paths.SCORE_ROWS), evals, benchmarks)
     write_parquet(deduped, paths.DEDUPE_ROWS)
     write_json(metrics, paths.metrics("dedupe"))
+    run_log.record("dedupe", started)
     print(f"dedupe: {metrics['kept']} rows kept; {metrics['duplicates_dropped']} duplicates dropped "
           f"{metrics['duplicates_by_kind']}; {metrics['contaminated_rows']} rows overlap the eval split; "
           f"benchmark n-grams dropped {metrics['contaminated_by_benchmark']}")

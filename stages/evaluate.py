@@ -4,7 +4,7 @@ Reads:   data/ingest/eval.parquet, data/train/model/, data/train/baseline/, the 
          training (``student.model``, seeded like the training run), the teacher, the general eval rows
 Writes:  data/evaluate/predictions.parquet (PREDICTION), data/store/evaluate.jsonl (the teacher's eval
          answers, a request store), metrics/eval.json, reports/eval.md, reports/plots/eval_by_group.csv,
-         reports/eval.png
+         reports/eval.png, logs/evaluate.json (the teacher and judge requests this run sent, its wall time)
 Params:  evaluate, task, student, teacher, generate (the teacher is asked as generate asks it), train.objective
 
 Scores are the task's metric (``task``, distill/task.py; no metric: exact match after normalisation), per
@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from distill import params as params_module
-from distill import paths
+from distill import paths, run_log
 from distill.chat import frame_prompts, frame_turns, plain_prompt
 from distill.entry import guarded
 from distill.io import atomic_path, content_hash, write_json, write_parquet, write_text
@@ -41,14 +41,18 @@ from distill.teacher.engine import Ledger
 
 
 def judge_win_rates(evals: pl.DataFrame, answers: dict, params: params_module.Params, store_path: Path,
-                    send: Callable[..., Ledger]) -> dict:
+                    send: Callable[..., Ledger]) -> tuple[dict, dict]:
     """Each student's win rate against the teacher's own answers, judged by the teacher in both orders, on the
-    answers without their reasoning (the metric's part)."""
+    answers without their reasoning (the metric's part); and per student the judge requests this run sent and
+    those its store served (the run log's)."""
     tasks = [plain_prompt(turns) for turns in frame_turns(evals, "{instruction}")]  # chats as transcripts
     teacher = [samples[0] for samples in answers["teacher"]]
-    return {name: win_rate(list(zip(tasks, [scored_part(samples[0], params.student.think_tags)
-                                            for samples in answers[name]], teacher, strict=True)),
-                           params, store_path, send) for name in answers if name != "teacher"}
+    rates = {name: win_rate(list(zip(tasks, [scored_part(samples[0], params.student.think_tags)
+                                             for samples in answers[name]], teacher, strict=True)),
+                            params, store_path, send) for name in answers if name != "teacher"}
+    ledger = ("requests_sent", "cache_hits")
+    return ({name: {key: value for key, value in rate.items() if key not in ledger} for name, rate in rates.items()},
+            {name: {key: rate[key] for key in ledger} for name, rate in rates.items()})
 
 
 def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, send: Callable[..., Ledger],
@@ -56,7 +60,6 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
     """Predictions of every system (PREDICTION), the mean score per group and system, and the metrics.
     ``store_path`` is the teacher's eval request store; ``send`` sends its requests (handed in by main)."""
     task = load_task(params.task)
-    started = time.monotonic()
     template = Path(params.student.prompt_template).read_text(encoding="utf-8")
     prompts = frame_prompts(load_tokenizer(params.student.model), evals, template)
     models = {"student_after": model_dir}
@@ -95,17 +98,17 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
         "forgetting_probe": forgetting.probe({"student_before": params.student.model} | {
             name: str(path) for name, path in models.items()}, Path(params.evaluate.general_eval), template,
             params.student.max_length, params.student.seed, params.student.device),
-        "teacher_requests_sent": teacher_cost["requests_sent"],
-        "teacher_cache_hits": teacher_cost["cache_hits"],
         "store_lines_quarantined": teacher_cost["store_lines_quarantined"],
         "eval_hash": content_hash(evals["id"].to_list()),
-        "wall_s": round(time.monotonic() - started, 2),
+        run_log.RUN: {"teacher_requests_sent": teacher_cost["requests_sent"],
+                      "teacher_cache_hits": teacher_cost["cache_hits"]},
     }
     if protocol.samples > 1:  # a sample passes at the task's min_score
         metrics["pass_at_k"] = {f"pass@{k}": pass_at(predictions.filter(pl.col("system") != "teacher"), k,
                                                      params.task.min_score) for k in sorted({1, protocol.samples})}
     if protocol.judge:
-        metrics["judge_win_rate"] = judge_win_rates(evals, answers, params, store_path, send)
+        metrics["judge_win_rate"], metrics[run_log.RUN]["judge"] = judge_win_rates(evals, answers, params,
+                                                                                    store_path, send)
     metrics["gap_closed"] = gap_closed(metrics["student_before"], metrics["student_after"], metrics["teacher"])
     ratio = metrics["student_after"] / metrics["teacher"] if metrics["teacher"] else None
     metrics["student_vs_teacher"] = None if ratio is None else round(ratio, 4)
@@ -115,14 +118,17 @@ def run(params: params_module.Params, evals: pl.DataFrame, store_path: Path, sen
 def main() -> None:
     from flows.teacher import run_plan  # the orchestrator, handed to the library
 
+    started = time.monotonic()
     predictions, by_group, metrics = run(params_module.load(), pl.read_parquet(paths.INGEST_EVAL),
                                          paths.EVALUATE_STORE, run_plan, paths.TRAIN_MODEL, paths.TRAIN_BASELINE)
+    facts = metrics.pop(run_log.RUN)
     write_parquet(predictions, paths.EVALUATE_PREDICTIONS)
     with atomic_path(paths.EVALUATE_BY_GROUP_PLOT) as tmp:
         by_group.unpivot(index="group", variable_name="system", value_name="score").write_csv(tmp)
     with atomic_path(paths.EVALUATE_CHART) as tmp:
         chart(by_group, tmp)
     write_json(metrics, paths.metrics("evaluate"))
+    run_log.record("evaluate", started, facts)
     mistakes = predictions.filter((pl.col("system") == "student_after") & (pl.col("sample") == 0)
                                   & (pl.col("score") < 1)).head(10)
     write_text(report(metrics, by_group, mistakes), paths.EVALUATE_REPORT)

@@ -5,7 +5,7 @@ Writes:  data/generate/rows.parquet (GENERATED: each row with the method and tea
          data/generate/rejects.parquet (REJECT: what did not become a row, and why),
          data/generate/features.parquet (FEATURES: teacher log-probs; empty without ``feature``),
          data/generate/preferences.parquet (PREFERENCE: feedback's pairs), the request store (appended),
-         metrics/generate.json
+         metrics/generate.json (with what this run sent and spent), logs/generate.json (its wall time)
 Params:  generate, task, student, teacher, teachers, budget, judge; and cluster (where the teacher's shards run,
          flows/scale.py), deliberately not a DVC param: it never changes an answer
 
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 
 import polars as pl
 
 from distill import params as params_module
-from distill import paths
+from distill import paths, run_log
 from distill.elicit import check_capabilities, elicit, rejection
 from distill.elicit.answering import FAILURES, prompt_of
 from distill.elicit.features import feature_tokenizer, size_metrics
@@ -45,7 +44,6 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
         send: Callable[..., Ledger], settings: EngineSettings) -> tuple[dict[str, pl.DataFrame], dict]:
     """The methods' frames (``OUTPUTS``' keys) and the metrics. ``store`` is open and locked; ``send`` sends
     a plan of requests (the Prefect teacher flow, handed in by main)."""
-    started = time.monotonic()
     check_capabilities(params)  # a plan a teacher cannot serve costs nothing
     tokenizer = feature_tokenizer(params)
     session = Session(params, store, send, settings, feature_token_id=tokenizer.id_of if tokenizer else None)
@@ -66,8 +64,6 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
         "template_hash": prompt_of(params.generate).hash,
         "store_lines_quarantined": len(store.quarantined),
         "tokenizer": tokenizer.identity if tokenizer is not None else None,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "wall_s": round(time.monotonic() - started, 2),
     }
     if failed_fraction > params.generate.max_failed_fraction:
         raise StageError(
@@ -80,6 +76,7 @@ def run(params: params_module.Params, seeds: pl.DataFrame, evals: pl.DataFrame, 
 def main() -> None:
     from flows.teacher import run_plan  # the orchestrator, handed to the library
 
+    started = time.monotonic()
     params = params_module.load()
     settings = EngineSettings.from_env()  # a bad DISTILL_* value fails before anything starts
     seeds, evals = pl.read_parquet(paths.INGEST_TRAIN), pl.read_parquet(paths.INGEST_EVAL)
@@ -91,6 +88,7 @@ def main() -> None:
             write_parquet(frame, OUTPUTS[name])
     metrics |= size_metrics(frames["features"], paths.GENERATE_FEATURES)
     write_json(metrics, paths.metrics("generate"))
+    run_log.record("generate", started)
     by_method = ", ".join(f"{name} {m['rows']}" for name, m in metrics["elicit"].items())
     print(f"generate: {metrics['rows']} rows ({by_method}), {metrics['rejects']} rejects; "
           f"{metrics['requests_sent']} requests sent, {metrics['cache_hits']} cache hits, "

@@ -1,7 +1,8 @@
 """Quality scoring: per-row checks, a quality score, and a keep/drop mark with a reason.
 
 Reads:   data/generate/rows.parquet, data/store/score.jsonl (the judge's answers)
-Writes:  data/score/rows.parquet (SCORED: every row, marked), the judge's request store, metrics/score.json
+Writes:  data/score/rows.parquet (SCORED: every row, marked), the judge's request store, metrics/score.json,
+         logs/score.json (wall time)
 Params:  score, task, student (IFD, reward), teacher and judge (score.judge), budget
 
 The checks and the quality score are distill/curate/checks.py; the task's verifier comes from
@@ -11,13 +12,14 @@ distill/curate/signals.py) are computed only for the rows that passed the checks
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from distill import params as params_module
-from distill import paths
+from distill import paths, run_log
 from distill.curate.checks import score, summarise
 from distill.curate.signals import model_signals
 from distill.entry import guarded
@@ -42,9 +44,11 @@ def run(params: params_module.Params, rows: pl.DataFrame, store_path: Path, send
 def main() -> None:
     from flows.teacher import run_plan  # the orchestrator, handed to the library
 
+    started = time.monotonic()
     scored, metrics = run(params_module.load(), pl.read_parquet(paths.GENERATE_ROWS), paths.SCORE_STORE, run_plan)
     write_parquet(scored, paths.SCORE_ROWS)
     write_json(metrics, paths.metrics("score"))
+    run_log.record("score", started)
     print(f"score: kept {metrics['kept']} of {metrics['rows']} rows; dropped {metrics['dropped_by_reason']}")
 
 

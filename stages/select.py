@@ -1,7 +1,7 @@
 """Select: the selection policy, i.e. which of the clean rows the student is trained on.
 
 Reads:   data/dedupe/rows.parquet
-Writes:  data/select/rows.parquet (SELECTED: every row, marked), metrics/select.json
+Writes:  data/select/rows.parquet (SELECTED: every row, marked), metrics/select.json, logs/select.json (wall time)
 Params:  select
 
 Less teacher data is often better (AlpaGasus: 9k judge-selected rows of Alpaca's 52k beat all of
@@ -19,7 +19,7 @@ import time
 import polars as pl
 
 from distill import params as params_module
-from distill import paths
+from distill import paths, run_log
 from distill.curate.selection import select, summarise
 from distill.entry import guarded
 from distill.io import write_json, write_parquet
@@ -27,15 +27,16 @@ from distill.io import write_json, write_parquet
 
 def run(params: params_module.SelectParams, deduped: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     """Every deduplicated row, marked (SELECTED), and the metrics."""
-    started = time.monotonic()
     selected = select(deduped, params)
-    return selected, summarise(selected, params) | {"wall_s": round(time.monotonic() - started, 2)}
+    return selected, summarise(selected, params)
 
 
 def main() -> None:
+    started = time.monotonic()
     selected, metrics = run(params_module.load().select, pl.read_parquet(paths.DEDUPE_ROWS))
     write_parquet(selected, paths.SELECT_ROWS)
     write_json(metrics, paths.metrics("select"))
+    run_log.record("select", started)
     print(f"select: {metrics['selected']} of {metrics['rows_in']} generated rows ({metrics['selected_fraction']:.0%}) "
           f"from {metrics['eligible']} eligible, {metrics['clusters']} clusters; "
           f"dropped {metrics['dropped_by_reason']}")

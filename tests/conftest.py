@@ -291,6 +291,13 @@ def metrics() -> Callable[[Path, str], dict]:
 
 
 @pytest.fixture(scope="session")
+def run_log() -> Callable[[Path, str], dict]:
+    """``run_log(repo, "evaluate")``: what the last run of a stage did (wall time, requests sent and served this
+    run), its logs/<stage>.json (distill/run_log.py)."""
+    return lambda repo, stage: json.loads((repo / "logs" / f"{stage}.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def stages_run() -> Callable[[str], list[str]]:
     """``stages_run(dvc_output)``: the stages a dvc command ran, in order."""
     return stages_in
@@ -1030,3 +1037,186 @@ def write_items(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --- kill anywhere: a stage killed by SIGKILL at a random moment, then run again (tests/test_kill_anywhere*.py) ----
+
+KILL_SEEDS = int(os.environ.get("DISTILL_KILL_SEEDS", "1"))  # kills per stage variant (benchmarks/reliability.py: more)
+KILL_KEY_ENV = "DISTILL_KILL_KEY"  # holds the stand-in's (dummy) API key
+PER_CALL = ("created_at", "response_id")  # facts of one HTTP call, not of the answer: new when asked afresh
+
+
+def stage_outputs(repo: Path, stage: str) -> tuple[dict[str, bool], list[str]]:
+    """A stage's outputs in ``repo``'s dvc.yaml: its outs and plots (path -> whether it is a request store, a
+    ``persist: true`` out), and its metrics files."""
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]
+
+    def entries(key: str) -> list[tuple[str, dict]]:
+        return [next(iter(entry.items())) if isinstance(entry, dict) else (entry, {}) for entry in spec.get(key, [])]
+
+    outs = {path: bool((options or {}).get("persist")) for path, options in entries("outs") + entries("plots")}
+    return outs, [path for path, _ in entries("metrics")]
+
+
+def read_output(path: Path) -> bytes | dict[str, bytes] | None:
+    """A file's bytes, a folder's files (relative path -> bytes, hidden ones included), or None when absent."""
+    if path.is_dir():
+        return {str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+    return path.read_bytes() if path.exists() else None
+
+
+def store_keys(data: bytes | None) -> set[str] | None:
+    """The request keys in a store's bytes; None when a line is torn or not JSON (a partial file)."""
+    try:
+        return {json.loads(line)["key"] for line in (data or b"").splitlines()}
+    except (ValueError, KeyError):
+        return None
+
+
+def same_output(name: str, got, want, per_call: bool) -> bool:
+    """``got`` equals ``want`` byte for byte; for a parquet file of teacher rows asked afresh (``per_call``), equal
+    as a table without the PER_CALL columns."""
+    if isinstance(want, dict):
+        return (isinstance(got, dict) and got.keys() == want.keys()
+                and all(same_output(key, got[key], want[key], per_call) for key in want))
+    if got == want or not (per_call and name.endswith(".parquet") and isinstance(got, bytes)):
+        return got == want
+    import io
+
+    import polars as pl
+
+    return pl.read_parquet(io.BytesIO(got)).drop(PER_CALL, strict=False).equals(
+        pl.read_parquet(io.BytesIO(want)).drop(PER_CALL, strict=False))
+
+
+class StageKiller:
+    """Runs stages as DVC does (``python -m stages.<name>`` in a repo's workspace) against an external stand-in
+    teacher with a request log, kills them with SIGKILL at a random moment, runs them again and compares their
+    outputs with an uninterrupted run's. The stand-in keeps one port, so the request keys (which hold its URL) are
+    the same in every copy of the repo."""
+
+    def __init__(self, folder: Path, prefect_api: str) -> None:
+        self.folder, self.port = folder, free_port()
+        self.env = {"PREFECT_API_URL": prefect_api, KILL_KEY_ENV: "kill-anywhere"}
+        self.teacher_params = {"teacher.provider": "openai", "teacher.base_url": f"http://127.0.0.1:{self.port}/v1",
+                               "teacher.api_key_env": KILL_KEY_ENV}
+        self.durations: dict[str, float] = {}  # of the base run's stages
+        self.teacher = None
+
+    def fresh_teacher(self, request_log: Path) -> None:
+        """A new stand-in on the same port, logging to ``request_log``: it has replayed no Idempotency-Key yet, so
+        every answer it gives is billed there."""
+        self.close()
+        ready = request_log.with_suffix(".url")
+        self.teacher = start_background(
+            [sys.executable, "-m", "demo.standin", "--port", str(self.port), "--params", str(REPO / "params.yaml"),
+             "--request-log", str(request_log), "--ready-file", str(ready)], request_log.with_suffix(".log"), cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert self.teacher.poll() is None and time.monotonic() < deadline, \
+                request_log.with_suffix(".log").read_text()
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.teacher is not None:
+            stop(self.teacher)
+
+    def run(self, repo: Path, stage: str) -> float:
+        """Run ``stage`` to the end in ``repo``; its duration in seconds."""
+        started = time.monotonic()
+        run_in(repo, sys.executable, "-m", f"stages.{stage}", env=self.env)
+        return time.monotonic() - started
+
+    def chain(self, repo: Path, stages: list[str]) -> None:
+        """The base run: ``stages`` in order, each one's duration kept for drawing kill moments."""
+        self.fresh_teacher(self.folder / "base.requests.jsonl")
+        for stage in stages:
+            self.durations[stage] = self.run(repo, stage)
+
+    def kill(self, repo: Path, stage: str, after_s: float, log: Path) -> bool:
+        """Start ``stage`` and SIGKILL it after ``after_s`` seconds; False if it had finished by then."""
+        bin_dir = str(Path(sys.executable).parent)
+        with log.open("wb") as out:  # a file, not a pipe: a chatty stage never blocks on it
+            process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, stdout=out,
+                                       stderr=subprocess.STDOUT,
+                                       env=os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}"} | self.env)
+        try:
+            code = process.wait(timeout=after_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return True
+        assert code == 0, log.read_text()[-3000:]
+        return False
+
+    def check(self, base: Path, stage: str, work: Path, updates: dict | None = None, per_call: bool = False
+              ) -> dict[str, int]:
+        """Kill ``stage`` KILL_SEEDS times in copies of ``base`` (its outputs removed, ``updates`` set in params),
+        each at a moment drawn uniformly over an uninterrupted run's duration, then run it again. Asserts that
+        right after each kill every output is absent or complete (equal to the uninterrupted run's; a request
+        store has no torn line; a metrics file parses), that the rerun's outputs equal the uninterrupted run's (a
+        store: the same request keys) and that the stand-in billed no request twice; records and returns the
+        figures (``kills``: those that landed while the stage ran; a draw past the end of a faster run is none).
+        ``per_call``: the stage's rows are teacher answers asked afresh, compared without PER_CALL."""
+        outs, metrics = stage_outputs(base, stage)
+        pays = any(outs.values())  # a stage with a request store asks the teacher
+
+        def prepared(name: str) -> Path:
+            repo = copy_repo_run(base, work / name)
+            for path in outs:
+                shutil.rmtree(repo / path) if (repo / path).is_dir() else (repo / path).unlink(missing_ok=True)
+            set_repo_params(repo, **(updates or {}))
+            return repo
+
+        if updates:  # a variant the base run did not run: an uninterrupted run of its own first
+            reference = prepared("uninterrupted")
+            if pays:
+                self.fresh_teacher(work / "uninterrupted.requests.jsonl")
+            duration = self.run(reference, stage)
+        else:
+            reference, duration = base, self.durations[stage]
+        want = {path: read_output(reference / path) for path in outs}
+        figures, problems = Counter(kills=0, partial_files=0, double_billed=0), []
+        draw = random.Random(f"{stage} {sorted((updates or {}).items())}")
+        for seed in range(KILL_SEEDS):
+            repo, at = prepared(f"killed-{seed}"), draw.uniform(0.0, duration)
+            request_log = work / f"killed-{seed}.requests.jsonl"
+            if pays:
+                self.fresh_teacher(request_log)
+            figures["kills"] += self.kill(repo, stage, at, work / f"killed-{seed}.log")
+            partial = [path for path, store in outs.items()
+                       if (got := read_output(repo / path)) is not None
+                       and not (store_keys(got) is not None if store else same_output(path, got, want[path], per_call))]
+            partial += [path for path in metrics if (repo / path).exists() and not parses_as_json(repo / path)]
+            figures["partial_files"] += len(partial)
+            self.run(repo, stage)
+            differ = [path for path, store in outs.items()
+                      if not (store_keys(read_output(repo / path)) == store_keys(want[path]) if store
+                              else same_output(path, read_output(repo / path), want[path], per_call))]
+            twice = sum(count - 1 for count in billed_requests(request_log).values()) if pays else 0
+            figures["double_billed"] += twice
+            if partial or differ or twice:
+                problems.append(f"kill {seed} at {at:.2f} s of {duration:.2f} s: partial right after the kill "
+                                f"{partial}, different after the rerun {differ}, billed twice {twice} ({repo})")
+        record_reliability("kill anywhere", stage_variants=1, **figures)
+        assert not problems, f"{stage} {updates or ''}:\n" + "\n".join(problems)
+        return dict(figures)
+
+
+def parses_as_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stage_killer(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[StageKiller]:
+    """A StageKiller for the module: ``.teacher_params`` point a tiny repo at its stand-in, ``.chain(repo, stages)``
+    is the base run, ``.check(base, stage, tmp_path, updates=None, per_call=False)`` kills a stage and checks."""
+    killer = StageKiller(tmp_path_factory.mktemp("kill-anywhere"), prefect_server)
+    try:
+        yield killer
+    finally:
+        killer.close()

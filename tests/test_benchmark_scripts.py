@@ -21,12 +21,14 @@ TINY_RUNS = {
     "hf_teacher": ["--requests", "32", "--max-tokens", "4", "--batches", "16,4", "--hidden", "64", "--layers", "1",
                    "--flow-requests", "0", "--repeats", "1"],
     "decontaminate": ["--sizes", "3000", "--items", "500", "--repeats", "1"],
+    "load": ["--requests", "300", "--concurrency", "32", "--latency-ms", "1"],
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_the_benchmark_runs_and_writes_its_results(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.reliability) if name == "load" else name
+                                  for name in sorted(TINY_RUNS)])  # load.py's figures go to the reliability table
+def test_the_benchmark_runs_and_writes_its_results(name: str, tmp_path: Path, reliability) -> None:
     out = tmp_path / f"{name}.json"
     result = subprocess.run([sys.executable, f"benchmarks/{name}.py", *TINY_RUNS[name], "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -43,6 +45,12 @@ def test_the_benchmark_runs_and_writes_its_results(name: str, tmp_path: Path) ->
     elif name == "hf_teacher":  # the engine with the hf:// transport against plain generate, same model
         assert set(written["batches"]) == {"16", "4"} and written["ratio_vs_generate"] > 0
         assert written["logprobs_top20"]["rps"] > 0 and written["torch_threads"] == 1
+    elif name == "load":  # 20% faulty attempts: every request answered, a rerun pays nothing
+        assert written["answered"] == written["requests"] == 300 and written["lost"] == 0
+        assert written["rerun_sent"] == 0 and 0 < written["peak_rss_gb"] <= 1
+        assert all(written["faults_injected"].values()) and written["retries_total"] >= sum(
+            written["faults_injected"].values())
+        reliability("teacher faults", requests=written["requests"], lost=written["lost"])
     elif name == "decontaminate":  # every planted pasted question found, nothing else
         assert written["planted"] == written["found"] == 3 and written["sizes"]["3000"]["unplanted_found"] == 0
         assert written["seconds_3000_vs_500"] > 0 and 0 < written["peak_rss_gb"] < 2

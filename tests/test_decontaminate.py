@@ -140,7 +140,7 @@ def test_the_dedupe_stage_drops_contaminated_rows_and_reports_them(generated) ->
             {"id": "e", "item_id": "open-2", "column": "instruction",
              "ngram": "explain why the sky appears blue during the day but red and orange"}]},
         "trains": {"items": 1, "rows_matched": 0, "short_texts_skipped": 0, "samples": []}}}
-    assert {"kept", "duplicates_by_kind", "contaminated_rows", "wall_s"} <= set(metrics)
+    assert {"kept", "duplicates_by_kind", "contaminated_rows"} <= set(metrics) and "wall_s" not in metrics  # logs/
     with pytest.raises(StageError, match="math: 3 rows"):
         dedupe.run(DedupeParams(decontaminate={"action": "fail"}), scored, None, [bench()])
 

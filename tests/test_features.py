@@ -74,7 +74,7 @@ def test_without_top_logprobs_the_sampling_and_keys_stay_and_features_are_empty(
     before = {key: value for key, value in params.teacher.settings.items()
               if key not in {"ignore_logprobs", "idempotency", "position_bias", "math_wrong_rate", "reasoning",
                              "ignore_n", "ignore_seed", "tokenizer", "require_max_completion_tokens", "batch_delay_ms",
-                             "batch_line_ms"}}
+                             "batch_line_ms", "auth_error_rate", "echo_key_rate"}}
     assert teacher_identity(params.teacher) == f"standin:standin:{content_hash(before)}"
     billing_off = params.teacher.model_copy(update={"settings": params.teacher.settings | {"idempotency": False}})
     assert teacher_identity(billing_off) == teacher_identity(params.teacher)

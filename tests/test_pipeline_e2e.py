@@ -69,6 +69,7 @@ def test_training_param_reruns_only_training_and_eval_with_no_teacher_calls(
     repo: Path,
     run,
     metrics,
+    run_log,
     set_params,
     stages_run,
 ) -> None:
@@ -79,7 +80,7 @@ def test_training_param_reruns_only_training_and_eval_with_no_teacher_calls(
     assert ran[0] == "train" and sorted(ran) == [
         "benchmark", "evaluate", "gate@evaluate", "gate@sweep", "gate@train", "report", "sweep", "train"]
     assert metrics(repo, "generate") == before
-    evaluation = metrics(repo, "eval")
+    evaluation = run_log(repo, "evaluate")  # what this run of the stage did
     assert evaluation["teacher_requests_sent"] == 0
     assert evaluation["teacher_cache_hits"] == 30
 

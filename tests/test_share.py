@@ -64,6 +64,7 @@ def test_a_clone_with_only_the_request_stores_regenerates_without_paying(
     run,
     clone,
     metrics,
+    run_log,
     stages_run,
 ) -> None:
     repo = clone(origin, "stores-only")
@@ -73,7 +74,7 @@ def test_a_clone_with_only_the_request_stores_regenerates_without_paying(
     assert "generate" in stages_run(result.stdout) and "evaluate" in stages_run(result.stdout)
     generated = metrics(repo, "generate")
     assert (generated["requests_sent"], generated["cache_hits"]) == (0, 150)
-    assert metrics(repo, "eval")["teacher_requests_sent"] == 0
+    assert run_log(repo, "evaluate")["teacher_requests_sent"] == 0
     assert file_hash(repo / "data/generate/rows.parquet") == file_hash(origin / "data/generate/rows.parquet")
 
 

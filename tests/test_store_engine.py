@@ -192,7 +192,8 @@ def test_shards_send_each_request_once_and_leave_the_collector_as_found(tmp_path
         async def complete(self, payload: dict, idempotency_key: str | None = None) -> dict:
             self.sent.append(idempotency_key)
             await asyncio.sleep(0.01)
-            return {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
 
     requests = requests_for(WORDS)  # 24 requests
     settings = EngineSettings(concurrency=64)

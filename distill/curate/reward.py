@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from distill.device import for_inference, use_all_cores
+from distill.student import pretrained
 
 
 def reward_text(tokenizer, prompt: str, answer: str) -> str:
@@ -41,18 +42,19 @@ def reward_scores(model_path: str, prompts: Sequence[str], answers: Sequence[str
         raise ValueError(f"reward_scores got {len(prompts)} prompts and {len(answers)} answers: they pair up row by "
                          "row")
     use_all_cores()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = pretrained(AutoTokenizer.from_pretrained, model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.pad_token_id is None:
         raise ValueError(f"the reward model's tokenizer at {model_path} has neither a pad nor an eos token: batches "
                          "need one to pad with; set pad_token in its tokenizer_config.json")
     tokenizer.padding_side = "right"
-    config = AutoConfig.from_pretrained(model_path)
+    config = pretrained(AutoConfig.from_pretrained, model_path)
     if config.num_labels != 1:
         raise ValueError(f"the reward model at {model_path} has num_labels={config.num_labels}: a reward model "
                          "gives one score per row (num_labels=1, as TRL's RewardTrainer saves it)")
-    model = for_inference(AutoModelForSequenceClassification.from_pretrained(model_path, config=config), device)
+    model = for_inference(pretrained(AutoModelForSequenceClassification.from_pretrained, model_path, weights=True,
+                                     config=config), device)
     model.config.pad_token_id = tokenizer.pad_token_id
     chat = bool(tokenizer.chat_template)  # the template writes its own special tokens
     texts = [reward_text(tokenizer, prompt, answer) for prompt, answer in zip(prompts, answers, strict=True)]

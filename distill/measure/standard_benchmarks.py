@@ -167,7 +167,7 @@ def sample_rows(benchmark: str, system: str, result: dict, metric: str) -> list[
             if sample.get("filter", filter_name) == filter_name]
 
 
-def summarise(item: BenchmarkSet, results: dict[str, dict], interfaces: dict[str, dict], teacher_cost: dict) -> dict:
+def summarise(item: BenchmarkSet, results: dict[str, dict], interfaces: dict[str, dict]) -> dict:
     """One benchmark's metrics: every system's score on the headline metric, the gap closed, the shared protocol."""
     name, metric = headline(results["teacher"])
     protocols = {system: protocol(results[system]) for system in SYSTEMS}
@@ -182,14 +182,15 @@ def summarise(item: BenchmarkSet, results: dict[str, dict], interfaces: dict[str
     return {"task": item.task, "lm_eval_task": name, "metric": metric, "n": n, **scores,
             "gap_closed": gap_closed(scores["student_before"], scores["student_after"], scores["teacher"]),
             "protocol": protocols["teacher"],
-            "runs": {system: interfaces[system] | {"protocol": protocols[system]} for system in SYSTEMS},
-            **teacher_cost}
+            "runs": {system: interfaces[system] | {"protocol": protocols[system]} for system in SYSTEMS}}
 
 
 def measure(benchmarks: BenchmarksParams, student: StudentParams, teacher: TeacherParams, students: dict[str, str],
-            endpoint, cache: Path) -> tuple[dict[str, dict], list[dict]]:
-    """Every scored set's metrics, by name, and lm-eval's logged samples. ``students``: system -> checkpoint;
-    ``endpoint(teacher)``: a context manager yielding the teacher's (base_url, api_key_env)."""
+            endpoint, cache: Path) -> tuple[dict[str, dict], list[dict], dict]:
+    """Every scored set's metrics, by name, lm-eval's logged samples, and what this run did (each system's wall
+    time, the teacher requests sent and those answered from the cache, per set: a run log's facts, which a rerun
+    changes). ``students``: system -> checkpoint; ``endpoint(teacher)``: a context manager yielding the teacher's
+    (base_url, api_key_env)."""
     if teacher.provider == "hf":
         raise StageError("benchmarks.lm_eval: lm-eval reaches the teacher over the OpenAI API, and teacher.provider "
                          "is hf; serve the model (vLLM, `transformers serve`) and set provider: openai and base_url, "
@@ -197,16 +198,16 @@ def measure(benchmarks: BenchmarksParams, student: StudentParams, teacher: Teach
     chosen = scored_sets(benchmarks)
     results: dict[str, dict[str, dict]] = {system: {} for system in SYSTEMS}
     interfaces: dict[str, dict] = {}
+    facts: dict[str, dict] = {"wall_s_by_system": {}, "teacher_requests_sent": {}, "teacher_cache_hits": {}}
     for system, path in students.items():
         started = time.monotonic()
         lm, chat = student_lm(path, student, benchmarks.batch_size)
         for item in chosen:
             results[system][item.name] = harness(lm, item.task, benchmarks, chat)
-        interfaces[system] = {"model": "hf", "checkpoint": path, "chat_template": chat,
-                              "wall_s": round(time.monotonic() - started, 2)}
+        interfaces[system] = {"model": "hf", "checkpoint": path, "chat_template": chat}
+        facts["wall_s_by_system"][system] = round(time.monotonic() - started, 2)
         del lm
     engine = EngineSettings.from_env()
-    costs = {}
     started = time.monotonic()
     with endpoint(teacher) as (base_url, api_key_env):
         lm = teacher_lm(teacher, base_url, api_key_env, engine)
@@ -216,16 +217,17 @@ def measure(benchmarks: BenchmarksParams, student: StudentParams, teacher: Teach
             sent = cached_answers(cache) - before
             requests = sum(results["teacher"][item.name]["n-samples"][task]["effective"]
                            for task in leaves(results["teacher"][item.name]))
-            costs[item.name] = {"teacher_requests_sent": sent, "teacher_cache_hits": requests - sent}
-    interfaces["teacher"] = {"model": "local-chat-completions", "endpoint": teacher.name, "chat_template": True,
-                             "wall_s": round(time.monotonic() - started, 2)}
+            facts["teacher_requests_sent"][item.name] = sent
+            facts["teacher_cache_hits"][item.name] = requests - sent
+    interfaces["teacher"] = {"model": "local-chat-completions", "endpoint": teacher.name, "chat_template": True}
+    facts["wall_s_by_system"]["teacher"] = round(time.monotonic() - started, 2)
     metrics, samples = {}, []
     for item in chosen:
         by_system = {system: results[system][item.name] for system in SYSTEMS}
-        metrics[item.name] = summarise(item, by_system, interfaces, costs[item.name])
+        metrics[item.name] = summarise(item, by_system, interfaces)
         samples += [row for system in SYSTEMS
                     for row in sample_rows(item.name, system, by_system[system], metrics[item.name]["metric"])]
-    return metrics, samples
+    return metrics, samples, facts
 
 
 def cell(value: object) -> str:
@@ -253,8 +255,8 @@ def report(metrics: dict) -> str:
     for name, row in metrics["benchmarks"].items():
         how = row["protocol"]
         lines.append(f"- {name}: limit {how['limit'] or 'none'}, few-shot {how['num_fewshot']}, generation "
-                     f"{json.dumps(how['generation_kwargs'])}; teacher requests sent {row['teacher_requests_sent']}, "
-                     f"answered from the cache {row['teacher_cache_hits']}.")
+                     f"{json.dumps(how['generation_kwargs'])}.")
+    lines += ["", "The teacher requests the last run sent, and those lm-eval's cache answered: `logs/benchmark.json`."]
     skipped = metrics.get("skipped") or []
     if skipped:
         lines += ["", f"Decontamination only (no task): {', '.join(skipped)}."]

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from distill import paths
-from distill.gate_docs import current_page
+from distill.gate_docs import latest_page
 
 EXAMPLES_PER_REASON = 3  # example rows shown for each drop reason
 MISTAKES = 10  # student mistakes shown after training
@@ -116,19 +116,18 @@ def per_unit(dollars: float | None, amount: float | None) -> float | None:
     return dollars / amount
 
 
-def cost(generate: dict | None, evaluation: dict | None, score: dict | None) -> dict:
-    """Estimate vs actual per teacher, what the store served, batch vs online, and what the data cost per
-    point of eval gain (0.01 of the metric) and per 10% of the teacher gap closed."""
-    generate, evaluation, score = generate or {}, evaluation or {}, score or {}
-    answers = generate.get("answers_cost_by_teacher") or {}
-    teachers = []
-    for name, ledger in sorted((generate.get("by_teacher") or {}).items()):
-        answered_by_batch = ledger.get("answered_by_batch") or 0
-        teachers.append({
-            "teacher": name, "requests_sent": ledger.get("requests_sent", 0), "cache_hits": ledger.get("cache_hits", 0),
-            "batches": ledger.get("batches") or 0, "answered_by_batch": answered_by_batch,
-            "answered_online": max(ledger.get("requests_sent", 0) - answered_by_batch, 0),
-            "spent_usd": ledger.get("cost_usd", 0.0), "answers_cost_usd": answers.get(name)})
+def cost(generate: dict | None, evaluation: dict | None) -> dict:
+    """What the teacher answers behind the data cost, per teacher (its rows, the requests and tokens behind them)
+    and per method, and per point of eval gain (0.01 of the metric) and per 10% of the teacher gap closed. Only
+    facts of the data, the same on every rerun: what one run sent, served from the request store and spent is
+    that run's (logs/generate.json, ``dvc metrics show``), and a page that showed it would change with every
+    rerun (tests/test_reproducible.py)."""
+    generate, evaluation = generate or {}, evaluation or {}
+    answers = generate.get("answers_by_teacher") or {}
+    rows = generate.get("rows_by_teacher") or {}
+    costs = generate.get("answers_cost_by_teacher") or {}
+    teachers = [{"teacher": name, "rows": rows.get(name), **answers.get(name, {}), "answers_cost_usd": costs.get(name)}
+                for name in sorted(set(answers) | set(costs))]
     by_method = generate.get("answers_cost_by_method") or {}
     methods = [{"method": name, "rows": (out or {}).get("rows"), "rejects": (out or {}).get("rejects"),
                 "answers_cost_usd": by_method.get(name)} for name, out in (generate.get("elicit") or {}).items()]
@@ -139,16 +138,7 @@ def cost(generate: dict | None, evaluation: dict | None, score: dict | None) -> 
     return {
         "teachers": teachers,
         "methods": methods,
-        "estimated_usd": generate.get("estimated_cost_usd"),
-        "spent_usd": generate.get("cost_usd"),
-        "probe_usd": generate.get("probe_cost_usd"),
         "data_cost_usd": data_cost,
-        "requests_planned": generate.get("requests_planned"),
-        "requests_sent": generate.get("requests_sent"),
-        "cache_hits": generate.get("cache_hits"),
-        "eval_requests_sent": evaluation.get("teacher_requests_sent"),
-        "eval_cache_hits": evaluation.get("teacher_cache_hits"),
-        "judge": score.get("judge"),
         "gain_points": gain_points,
         "usd_per_point": per_unit(data_cost, gain_points),
         "usd_per_10pct_gap": per_unit(data_cost, None if gap_closed is None else gap_closed * 10),
@@ -201,7 +191,8 @@ def evaluation_facts(evaluation: dict | None, by_group: pl.DataFrame | None,
 
 def gate_facts(gates: Mapping[str, dict | None], root: Path = Path(".")) -> list[dict]:
     """Each gate's expectations (label, pass, observed, failing ids) and its Data Docs pages (found under
-    ``root``: a report names its suites, whose pages' paths hold the run's time)."""
+    ``root``: a report names its suites; each suite's page is linked at its stable address, since the page's own
+    path holds the run's time)."""
     facts = []
     for stage, report in gates.items():
         if report is None:
@@ -219,7 +210,7 @@ def gate_facts(gates: Mapping[str, dict | None], root: Path = Path(".")) -> list
                 "failing_ids": ", ".join(map(str, item.get("failing_ids") or []))
                 + (f" (+{item['more_ids']} more)" if item.get("more_ids") else "")})
         docs = report.get("data_docs") or {}
-        pages = {suite: page for suite in docs.get("suites") or [] if (page := current_page(suite, root))}
+        pages = {suite: page for suite in docs.get("suites") or [] if (page := latest_page(suite, root))}
         facts.append({"stage": stage, "success": report.get("success"), "rows": report.get("rows") or {},
                       "evaluated": report.get("evaluated", len(expectations)), "failed": report.get("failed", 0),
                       "error": report.get("error"), "expectations": expectations,
@@ -279,7 +270,7 @@ def gather(files: RunFiles) -> dict:
         "objective": (metrics["train"] or {}).get("objective"),
         "funnel": funnel(metrics),
         "examples": drop_examples(marked, files.table(paths.GENERATE_REJECTS)),
-        "cost": cost(metrics["generate"], metrics["evaluate"], metrics["score"]),
+        "cost": cost(metrics["generate"], metrics["evaluate"]),
         "evaluation": evaluation_facts(metrics["evaluate"], files.csv(paths.EVALUATE_BY_GROUP_PLOT),
                                        files.table(paths.EVALUATE_PREDICTIONS)),
         "benchmarks": metrics["benchmark"],

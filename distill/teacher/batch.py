@@ -43,6 +43,7 @@ from tqdm import tqdm
 from distill.lifetime import private_file
 from distill.params import BatchParams
 from distill.teacher.engine import Budget, EngineSettings, Ledger, TeacherRequest
+from distill.teacher.secrets import remember, scrub
 from distill.teacher.store import RequestStore, fsync_directory
 from distill.teacher.transports import Fatal
 
@@ -148,7 +149,7 @@ def classify(line: dict) -> tuple[str, str, dict | None]:
 def message_of(line: dict) -> str:
     error = line.get("error") or ((line.get("response") or {}).get("body") or {}).get("error") or {}
     status = (line.get("response") or {}).get("status_code")
-    return f"batch line HTTP {status}: {error.get('message', error)}"[:500]
+    return scrub(f"batch line HTTP {status}: {error.get('message', error)}")[:500]
 
 
 class BatchSender:
@@ -352,6 +353,14 @@ class BatchSender:
 
     # -- the whole plan -------------------------------------------------------------------------------------
     def run(self, requests: list[TeacherRequest]) -> tuple[Ledger, list[TeacherRequest]]:
+        """Send, poll and collect; an error of the client's that ends the run (a bad key, a dropped connection after
+        its retries) ends it as one ``Fatal`` whose message is scrubbed of the key the server may echo."""
+        try:
+            return self._run(requests)
+        except openai.APIError as error:
+            raise Fatal(f"the Batch API failed: {type(error).__name__}: {error}") from None
+
+    def _run(self, requests: list[TeacherRequest]) -> tuple[Ledger, list[TeacherRequest]]:
         self.requests = {request.key: request for request in requests}
         in_flight = self.resume()
         pending = [r for r in self.requests.values() if r.key not in self.store and r.key not in in_flight]
@@ -400,6 +409,7 @@ def batch_client(base_url: str, api_key: str, settings: EngineSettings) -> opena
     """The official client for files and batches. Its own retries are on for reads and uploads (none of them is
     billed); creating a batch is guarded by the lookup in ``BatchSender.create``, since a retried create would
     pay twice."""
+    remember(api_key)
     return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=settings.timeout_s, max_retries=3)
 
 

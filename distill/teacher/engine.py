@@ -5,7 +5,8 @@ The engine is the only layer that retries: the official ``openai`` client is bui
 Backoff is exponential with full jitter and honours ``retry-after-ms`` / ``retry-after``.
 An optional requests- and tokens-per-minute limiter paces sending, and an optional
 ``Budget`` (a hard cap in dollars and/or tokens) refuses requests that would overspend.
-Every answer goes into the request store the moment it arrives.
+Every answer goes into the request store the moment it arrives; one without the shape of a Chat Completions
+answer (``checked``: wrong types, no choices, negative usage) is retried as ``MalformedAnswer`` instead.
 
 Throughput settings come from the environment, never from params.yaml, so tuning them
 never invalidates a paid DVC stage. ``EngineSettings.from_env`` reads them once, at the start
@@ -180,6 +181,67 @@ class Ledger:
         self.skipped.update(other.skipped)
 
 
+class _Answer(BaseModel):  # the parts of a Chat Completions answer that rows, features and the ledger read
+    model_config = ConfigDict(extra="allow", strict=True)  # strict: "3" is not a token count, 1 is not a text
+
+
+class _TopLogprob(_Answer):
+    token: str
+    logprob: float = Field(le=0)  # a log-probability; NaN fails this too
+
+
+class _TokenLogprob(_TopLogprob):
+    top_logprobs: list[_TopLogprob] | None = None
+
+
+class _Logprobs(_Answer):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(_Answer):
+    content: str | None = None  # None (or absent): no text, the row's reject says empty_answer
+
+
+class _Choice(_Answer):
+    index: int = Field(0, ge=0)
+    message: _Message
+    finish_reason: str | None = None
+    logprobs: _Logprobs | None = None
+
+
+class _Usage(_Answer):
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+
+
+class _Completion(_Answer):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] = Field(min_length=1)  # none: the input would end as neither a row nor a reject
+    usage: _Usage | None = None
+
+    @field_validator("choices")
+    @classmethod
+    def distinct_indexes(cls, choices: list[_Choice]) -> list[_Choice]:
+        indexes = [choice.index for choice in choices]
+        if len(set(indexes)) < len(indexes):  # rows are keyed by (request, choice index): one would hide another
+            raise ValueError(f"choice indexes repeat: {indexes}")
+        return choices
+
+
+def checked(answer: object) -> dict:
+    """``answer`` if it has the shape of a Chat Completions answer, else ``Transient("MalformedAnswer")`` naming
+    the first fields that are wrong: it is retried like a body cut short, and never reaches the store, whose
+    answers every row, feature and bill is built from."""
+    try:
+        _Completion.model_validate(answer)
+    except ValidationError as error:
+        problems = [f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']} (got {repr(item['input'])[:60]})"
+                    for item in error.errors()[:3]]
+        raise Transient("MalformedAnswer", "; ".join(problems)) from None
+    return answer
+
+
 def retry_delay(error: Transient, attempt: int, settings: EngineSettings) -> float:
     """Server-requested wait if any, else exponential backoff with full jitter."""
     if error.retry_after is not None:
@@ -341,7 +403,7 @@ async def _send(
             try:
                 # The store key doubles as an idempotency key: a server that honours it replays the
                 # answer of a request whose reply a killed run never stored, instead of billing it again.
-                answer = await transport.complete(payload, request.key)
+                answer = checked(await transport.complete(payload, request.key))
             except Transient as error:
                 failure = error
             except Rejected as error:  # 400/422: the request itself is wrong; it will not improve

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from distill.params import TeacherParams
-from distill.teacher.engine import TeacherRequest, cost_usd
+from distill.teacher.engine import TeacherRequest, checked, cost_usd
 from distill.teacher.transports import Fatal, Rejected, Transient, make_transport
 
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with one short sentence about the sea."}]
@@ -101,7 +101,7 @@ async def ask_twice(transport, model: str, sampling: dict, sent: list) -> list[d
         payload = {"model": model, "messages": PROBE_MESSAGES, **sampling, "user": f"distill-probe-{attempt}"}
         for retry in range(PROBE_ATTEMPTS):
             try:
-                answer = await transport.complete(payload)
+                answer = checked(await transport.complete(payload))  # as the engine checks answers
                 break
             except Transient:
                 if retry + 1 == PROBE_ATTEMPTS:

@@ -47,13 +47,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from distill.entry import StageError
-from distill.io import atomic_path, content_hash
+from distill.io import REFUSED, WriteFailed, atomic_path, content_hash
 
 
 def request_key(teacher: str, model: str, messages: list[dict], sampling: dict) -> str:
@@ -81,6 +81,10 @@ def shard_files(store: Path) -> list[Path]:
     found = [(int(match[1]), path) for path in store.parent.glob(f"{store.stem}.shard-*{store.suffix}")
              if (match := pattern.fullmatch(path.name))]
     return [path for _, path in sorted(found)]
+
+
+KEPT_ON_A_FULL_DISK = ("every answer stored before it is kept (a line the full disk cut off is set aside when the "
+                       "store is next opened)")
 
 
 class StoreBusy(StageError):
@@ -156,6 +160,7 @@ class RequestStore:
         self._answers: dict[str, dict] = {}
         self._lock = None
         self._file = None
+        self._refused: int | None = None  # the errno of an append the filesystem refused (a full disk)
         self.quarantined: list[Quarantined] = []  # what this open moved out of the store (or skipped, read-only)
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,8 +260,18 @@ class RequestStore:
                 quarantine.write(line)
             self.quarantined.append(Quarantined(0, f"answer put twice for key {key}"))
             return
-        self._file.write(line)
-        self._file.flush()
+        if self._refused is not None:  # the disk is full: no later answer can be kept either
+            raise WriteFailed(self._refused, self.path, kept=KEPT_ON_A_FULL_DISK)
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as error:
+            if error.errno not in REFUSED:
+                raise
+            self._refused = error.errno
+            with suppress(OSError):  # closes the file even though its unwritten buffer cannot be flushed
+                self._file.close()
+            raise WriteFailed(error.errno, self.path, kept=KEPT_ON_A_FULL_DISK) from error
         self._answers[key] = entry
         self._unsynced += 1
         if self._unsynced >= self.fsync_every:

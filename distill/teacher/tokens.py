@@ -25,9 +25,11 @@ class TokenCounter:
     def __init__(self, name_or_path: str):
         from transformers import AutoTokenizer
 
+        from distill.student import pretrained  # the models section's code policy
+
         self.name = name_or_path
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.tokenizer = pretrained(AutoTokenizer.from_pretrained, name_or_path)
         except (OSError, ValueError) as error:
             raise ValueError(f"teacher.tokenizer={name_or_path!r} cannot be loaded: {error}") from None
 

@@ -7,6 +7,10 @@ openai client's classes so metrics read the same whichever transport ran:
 - ``Rejected``: this request will fail again (400, 422, ...); it ends in the rejects file;
 - ``Fatal``: no request can succeed (401, 403, 404: key, permission or model wrong); the run stops.
 
+Their messages are scrubbed of API keys as they are made (distill/teacher/secrets.py): servers echo the key,
+masked or not, and these messages reach Prefect's logs and database, the rejects file and the metrics. The
+client's own exception (with the raw body) is never chained onto them (``from None``).
+
 ``openai`` (the default) uses the official client with ``max_retries=0`` through its
 low-level ``post``: the typed ``chat.completions.create`` spends about 1 ms of CPU per call
 building and validating TypedDicts and pydantic models, which caps one event loop near
@@ -17,29 +21,33 @@ bottleneck (see benchmarks/teacher_throughput.py).
 
 from __future__ import annotations
 
-import json
 from typing import Protocol
 
 import aiohttp
 import openai
+from pydantic_core import from_json  # unlike json.loads, refuses lone surrogates, which no file can hold
 
 from distill.entry import StageError
+from distill.teacher.secrets import remember, scrub
 
 
 class Transient(Exception):
     def __init__(self, kind: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.kind, self.retry_after = kind, retry_after
 
 
 class Rejected(Exception):
     def __init__(self, kind: str, message: str):
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.kind = kind
 
 
 class Fatal(StageError):
     """No request can succeed; the stage stops with this message (answers so far are kept)."""
+
+    def __init__(self, message: str):
+        super().__init__(scrub(message))
 
 
 class Transport(Protocol):
@@ -63,13 +71,18 @@ class Closing:
 
 
 def retry_after(headers) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``retry-after``."""
+    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``retry-after``. As the openai client
+    does, only a number in (0, 60] s counts: junk, a date or an hour's wait falls back to our own backoff."""
     if headers is None:
         return None
-    if "retry-after-ms" in headers:
-        return float(headers["retry-after-ms"]) / 1000
-    value = headers.get("retry-after", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else None
+    for name, scale in (("retry-after-ms", 1000), ("retry-after", 1)):
+        try:
+            seconds = float(headers.get(name, "")) / scale
+        except ValueError:
+            continue
+        if 0 < seconds <= 60:  # NaN fails this too
+            return seconds
+    return None
 
 
 class OpenAITransport(Closing):
@@ -84,7 +97,7 @@ class OpenAITransport(Closing):
         options = {"headers": {"Idempotency-Key": idempotency_key}} if idempotency_key else {}
         try:
             body = await self.client.post("/chat/completions", body=payload, cast_to=bytes, options=options)
-            return json.loads(body)
+            return from_json(body)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
             raise Fatal(f"{type(error).__name__}: {error}") from None
         except openai.APIStatusError as error:
@@ -94,8 +107,8 @@ class OpenAITransport(Closing):
             raise Rejected(kind, str(error)) from None
         except (openai.APIConnectionError, openai.APIResponseValidationError) as error:  # timeouts included
             raise Transient(type(error).__name__, str(error)) from None
-        except ValueError as error:  # a JSON body cut short
-            raise Transient(type(error).__name__, str(error)) from None
+        except ValueError as error:  # a JSON body cut short, invalid UTF-8, a lone surrogate
+            raise Transient("JSONDecodeError", str(error)) from None
 
     async def close(self) -> None:
         await self.client.close()
@@ -133,9 +146,9 @@ class AiohttpTransport(Closing):
                 raise Transient(kind, message, retry_after(headers))
             raise Rejected(kind, message)
         try:
-            return json.loads(body)
+            return from_json(body)
         except ValueError as error:
-            raise Transient(type(error).__name__, str(error)) from None
+            raise Transient("JSONDecodeError", str(error)) from None
 
     async def close(self) -> None:
         await self.session.close()
@@ -153,5 +166,6 @@ def make_transport(name: str, base_url: str, api_key: str, timeout_s: float) -> 
         return HFTransport.from_url(base_url)
     if name not in TRANSPORTS:
         raise ValueError(f"DISTILL_TEACHER_TRANSPORT={name!r}: use one of {sorted(TRANSPORTS)}")
+    remember(api_key)
     return TRANSPORTS[name](base_url, api_key, timeout_s)
 

@@ -30,6 +30,13 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
+def deterministic() -> bool:
+    """Whether training runs torch's deterministic algorithms (``TrainingArguments.full_determinism``): always on a
+    CPU, where it costs next to nothing; on a GPU only with DISTILL_TRAIN_DETERMINISTIC=1, since it also sets
+    CUDA_LAUNCH_BLOCKING=1 and slower kernels (docs/training.md, "Reproducible bytes")."""
+    return not has_accelerator() or os.environ.get("DISTILL_TRAIN_DETERMINISTIC") == "1"
+
+
 def world_size() -> int:
     """How many processes train together: WORLD_SIZE, which the launcher sets (distill/transfer/parallel.py)."""
     return int(os.environ.get("WORLD_SIZE") or 1)
@@ -69,6 +76,7 @@ def common_args(params: params_module.TrainParams, output_dir: Path, max_steps: 
         "report_to": "none",
         "seed": params.seed,
         "data_seed": params.seed,
+        "full_determinism": deterministic(),  # the same rows and seed give the same weights, byte for byte
         "use_cpu": not has_accelerator(),
         "dataloader_num_workers": 0,
     }

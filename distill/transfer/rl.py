@@ -123,13 +123,13 @@ def train_reward_model(policy, tokenizer, params: params_module.TrainParams, row
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from distill.student import has_weights
+    from distill.student import has_weights, pretrained
     from distill.transfer.arguments import common_args, lora_config
 
     saved = folder / "model"
     if has_weights(saved):
         print(f"train: rl reuses the reward model this run already trained, {saved}")
-        return AutoModelForSequenceClassification.from_pretrained(saved)
+        return pretrained(AutoModelForSequenceClassification.from_pretrained, str(saved), weights=True)
     reward = reward_model_from(policy, tokenizer.pad_token_id, params.seed)
     # the supervised learning rate: fitting the reward model is a supervised fit of a student-sized model, like SFT
     args = common_args(params, folder, max_steps=params.rl.reward_steps, learning_rate=params.learning_rate)

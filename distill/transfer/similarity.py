@@ -176,6 +176,19 @@ def width_and_depth(model) -> tuple[int, int]:
 # --- the trainer ---------------------------------------------------------------------------------------------------
 
 
+def clear_after_each_step(projection):
+    """A callback that clears the projection's gradients after each optimizer step. transformers clears only the
+    model's (``model.zero_grad()``); without it each step would apply the sum of every earlier step's gradient, and
+    a run resumed from a checkpoint (starting that sum afresh) would train another projection."""
+    from transformers import TrainerCallback
+
+    class ClearProjectionGradients(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            projection.zero_grad(set_to_none=True)
+
+    return ClearProjectionGradients()
+
+
 def trainer_class():
     """TRL's SFTTrainer plus the hidden-state similarity (imported lazily: TRL costs seconds to import)."""
     import torch
@@ -196,6 +209,7 @@ def trainer_class():
             self.projection = torch.nn.ModuleList(
                 torch.nn.Linear(student_width, teacher_width, bias=False) if student_width != teacher_width
                 else torch.nn.Identity() for _ in self.pairs).to(self.model.device)
+            self.add_callback(clear_after_each_step(self.projection))
 
         # The projection trains with the student: an extra param group, so the scheduler (made after this, from
         # every group) drives its learning rate too. It is outside the model, so the gradient clipping (on the

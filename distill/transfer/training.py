@@ -10,7 +10,6 @@ merges them at save, so the checkpoint loads anywhere.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import polars as pl
 
 from distill import params as params_module
 from distill.device import use_all_cores
-from distill.io import content_hash
+from distill.io import atomic_dir, content_hash
 from distill.records import TRAIN_LOG, conform
 from distill.student import load_model, load_tokenizer
 from distill.transfer import kd, parallel
@@ -102,13 +101,10 @@ def save_whole(trainer, tokenizer, provenance: dict, model_dir: Path) -> None:
     state_dict = accelerator.get_state_dict(trainer.model_wrapped) if sharded else None
     if accelerator.is_main_process:
         trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-        staging = model_dir.with_name(model_dir.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        trained.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        (staging / TRAINED_ON).write_text(json.dumps(provenance, indent=2))
-        shutil.rmtree(model_dir, ignore_errors=True)
-        os.replace(staging, model_dir)  # the checkpoint appears whole or not at all
+        with atomic_dir(model_dir) as staging:  # the checkpoint appears whole or not at all (a full disk too)
+            trained.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            (staging / TRAINED_ON).write_text(json.dumps(provenance, indent=2))
     accelerator.wait_for_everyone()
 
 
