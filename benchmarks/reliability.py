@@ -1,6 +1,6 @@
 """The reliability suite's figures: run every test marked ``reliability`` and sum what they recorded.
 
-    python benchmarks/reliability.py [--kill-seeds 3] [--workers 2] [--out benchmarks/results/reliability.json]
+    python benchmarks/reliability.py [--kill-seeds 2] [--workers 2] [--out benchmarks/results/reliability.json]
 
 The tests (kill anywhere, disk and file faults, bad seed files, params and teacher answers, secrets and the other
 security checks, byte-reproducible reruns) assert on their own results in ``make test`` too; here they also write
@@ -50,7 +50,7 @@ def outcomes(junit: Path) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kill-seeds", type=int, default=3, help="random SIGKILL moments per stage and variant")
+    parser.add_argument("--kill-seeds", type=int, default=2, help="random SIGKILL moments per stage and variant")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
