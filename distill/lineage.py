@@ -284,7 +284,8 @@ def stage_record(stage: str, lock_path: Path = LOCK) -> dict:
     if entry is None:
         return {"stage": stage, "in_lock": False}
     params = entry.get("params") or {}
-    current = {file: yaml.safe_load(Path(file).read_text()) if Path(file).exists() else {} for file in params}
+    current = {file: yaml.load(Path(file).read_text(), Loader=params_module.YAMLLoader) if Path(file).exists() else {}
+               for file in params}  # read as DVC reads it (YAML 1.2: 2e-5 is a number), as dvc.lock recorded it
     deps = [{"path": dep["path"], "md5": dep.get("md5"),
              "matches_workspace": None if str(dep.get("md5", "")).endswith(".dir") or Path(dep["path"]).is_dir()
              else Path(dep["path"]).is_file() and file_md5(Path(dep["path"])) == dep.get("md5")}

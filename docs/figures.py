@@ -363,6 +363,52 @@ def hf_teacher_block(data: Data) -> str:
         f"{fmt(bench['batches'][str(head)]['same_answers'], '.0%')}.{flow}\n")
 
 
+def reliability_block(data: Data) -> str:
+    """The README's reliability table: what the reliability suite tried and what it found (benchmarks/reliability.py
+    sums the counts its tests record), and the load benchmark (benchmarks/load.py)."""
+    suite, load = data["benchmarks/results/reliability.json"], data["benchmarks/results/load.json"]
+    rows = suite["rows"]
+
+    def row(name: str) -> dict:
+        return rows.get(name, {})
+
+    kill, disk, seeds = row("kill anywhere"), row("disk and file faults"), row("bad input: seed files")
+    params, answers = row("bad input: params"), row("bad input: teacher answers")
+    secrets, security, same = row("secrets"), row("security"), row("byte-reproducible")
+    faults = sum(load["faults_injected"].values())
+    lines = [
+        ["kill anywhere (SIGKILL at random moments, then a rerun)",
+         f"{fmt(kill.get('stage_variants'))} stages and variants, {fmt(kill.get('kills'))} kills",
+         f"{fmt(kill.get('partial_files'))} partial outputs seen, {fmt(kill.get('double_billed'))} requests paid "
+         "twice; reruns equal uninterrupted runs"],
+        ["disk and file faults (full disk, corrupt request store, a second run at once)",
+         f"{fmt(disk.get('faults'))} scenarios ({fmt(disk.get('full_disk'))} on a full tmpfs)",
+         "previous outputs intact, one message naming the path; bad store lines quarantined, none re-paid"],
+        ["teacher faults under load (`benchmarks/load.py`)",
+         f"{fmt(load['requests'])} requests at concurrency {fmt(load['concurrency'])}, {fmt(faults)} injected "
+         f"faults ({fmt(load.get('faulty_attempts_share'), '.1%')} of attempts: 429, 500, hangs, cut bodies)",
+         f"{fmt(load['lost'])} lost, client peak RSS {fmt(load['peak_rss_gb'], '.2f')} GB"],
+        ["bad seed files (Hypothesis over JSONL, JSON, CSV, parquet, chat seeds)",
+         f"{fmt(seeds.get('examples'))} generated files + {fmt(seeds.get('named_cases'))} named cases",
+         f"{fmt(seeds.get('crashes'))} crashes: each refusal one error naming file, line and field; nothing written"],
+        ["invalid params (every field of `params.yaml`)",
+         f"{fmt(params.get('values'))} invalid values over {fmt(params.get('fields'))} fields",
+         f"{fmt(params.get('refused'))} refused naming the dotted key"],
+        ["malformed teacher answers (Hypothesis, over real HTTP)", f"{fmt(answers.get('examples'))} answers",
+         f"{fmt(answers.get('crashes'))} crashes: each a classified reject or retry"],
+        ["a sentinel API key through the whole pipeline", f"{fmt(secrets.get('files_scanned'))} files, "
+         f"{fmt(secrets.get('log_lines_scanned'))} log lines, the Prefect database",
+         f"{fmt(secrets.get('leaks'))} leaks"],
+        ["other security checks", f"{fmt(security.get('checks'))} checks",
+         "remote code and pickles refused by default, servers on loopback, no shell, seeds stay data"],
+        ["byte-reproducible rerun (`dvc repro --force` from a kept store)", f"{fmt(same.get('outputs'))} outputs",
+         f"{fmt(same.get('identical'))} identical to the first run"],
+    ]
+    return table(["what", "tried", "found"], lines) + (
+        f"\n{fmt(suite['passed'])} of {fmt(suite['tests'])} tests passed, {fmt(suite['kill_seeds'])} kills per stage "
+        f"variant, in {fmt(suite['wall_s'] / 60, '.0f')} minutes on 2 cores (`{suite['command']}`).\n")
+
+
 BLOCKS: dict[str, Callable[[Data], str]] = {
     "eval": eval_block,
     "math": math_block,
@@ -377,6 +423,7 @@ BLOCKS: dict[str, Callable[[Data], str]] = {
     "pipeline-bench": pipeline_bench_block,
     "scale-bench": scale_block,
     "hf-teacher": hf_teacher_block,
+    "reliability": reliability_block,
 }
 
 
