@@ -40,9 +40,10 @@ def test_stage_killed_anywhere_loses_nothing(base: Path, stage: str, stage_kille
     stage_killer.check(base, stage, tmp_path)
 
 
-@pytest.mark.parametrize("elicit", [["feature", "feedback"], ["labelling"], *(
-    pytest.param([method], marks=pytest.mark.long) for method in ("expansion", "curation", "self_knowledge"))],
-    ids="+".join)  # long: the methods beyond the default's, in benchmarks/reliability.py
+@pytest.mark.parametrize("elicit", [["feature", "feedback"], *(
+    pytest.param([method], marks=pytest.mark.long) for method in ("labelling", "expansion", "curation",
+                                                                    "self_knowledge"))],
+    ids="+".join)  # long: the other methods, in benchmarks/reliability.py (make test keeps under 20 minutes)
 def test_generate_killed_anywhere_pays_nothing_twice(base: Path, elicit: list[str], stage_killer,
                                                     tmp_path: Path) -> None:
     updates = None if elicit == PROFILE["generate.elicit"] else {"generate.elicit": elicit,

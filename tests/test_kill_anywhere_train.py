@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+# long: make test keeps under 20 minutes (training killed and resumed stays in it: tests/test_guards.py,
+# tests/test_multiprocess_training.py); this module runs in benchmarks/reliability.py and pytest -m long
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.long]
 TEACHER_DIR = "data/students/tiny-teacher"  # config-only, wider than the student, same tokenizer
 PROFILE = {
     "generate.elicit": ["feature", "feedback"],  # the teacher's log-probs (kd) and its preference pairs (dpo, rl)
@@ -45,11 +47,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, tiny_repo, tiny_llama, stage_
     return repo
 
 
-LONG = pytest.mark.long  # the objectives beside the default's kd and its SFT baseline: benchmarks/reliability.py
-
-
-@pytest.mark.parametrize("objective", ["kd", *(pytest.param(name, marks=LONG) for name in
-                                               ("sft", "on_policy", "similarity", "dpo", "rl"))])
+@pytest.mark.parametrize("objective", ["kd", "sft", "on_policy", "similarity", "dpo", "rl"])
 def test_train_killed_anywhere_loses_nothing(base: Path, objective: str, stage_killer, tmp_path: Path) -> None:
     updates = {"train.objective": objective} if objective != PROFILE["train.objective"] else None
     stage_killer.check(base, "train", tmp_path, updates)
